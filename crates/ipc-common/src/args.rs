@@ -1,0 +1,249 @@
+//! The common flags of DESIGN.md's command-line contract, flattened into every binary.
+
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Defaults small enough that a demo ends in about a second.
+pub const DEFAULT_COUNT: u64 = 10_000;
+pub const DEFAULT_SIZE: usize = 1024;
+pub const DEFAULT_SEED: u64 = 1;
+/// The largest message any pair accepts (the frame's length field is 32 bits; this
+/// keeps a single message's buffers comfortably in memory).
+pub const MAX_SIZE: usize = 256 << 20;
+/// Every object this project names by default starts with this, so `make clean-ipc`
+/// can find the project's leftovers and nothing else.
+pub const NAME_PREFIX: &str = "ipc-";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One way, as fast as possible: messages/s and MiB/s.
+    Stream,
+    /// Request and response: round-trip latency percentiles.
+    Pingpong,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Stream => "stream",
+            Mode::Pingpong => "pingpong",
+        }
+    }
+}
+
+/// Where payload bytes come from or go to: a file, or `-` for stdin/stdout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataPath {
+    Std,
+    File(PathBuf),
+}
+
+impl std::str::FromStr for DataPath {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(if s == "-" {
+            DataPath::Std
+        } else {
+            DataPath::File(PathBuf::from(s))
+        })
+    }
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataPath::Std => f.write_str("-"),
+            DataPath::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The flags every program shares. Workload flags are `Option`s: the sender fills in
+/// the defaults and announces them, and a receiver given none follows the sender.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Messages to send [default: 10000]
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count)]
+    pub count: Option<u64>,
+
+    /// Message size in bytes; accepts 64, 4K, 1M [default: 1K]
+    #[arg(short = 's', long, value_name = "BYTES", value_parser = parse_msg_size)]
+    pub size: Option<usize>,
+
+    /// Payload seed; the receiver checks every byte against it [default: 1]
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Send this file's bytes (or stdin's, with -) instead of generated payloads
+    #[arg(long, value_name = "PATH|-")]
+    pub input: Option<DataPath>,
+
+    /// Receiver: write the received bytes, in order, to this file (or stdout, with -)
+    #[arg(long, value_name = "PATH|-")]
+    pub output: Option<DataPath>,
+
+    /// stream: one-way throughput; pingpong: round trips with latency [default: stream]
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    /// The IPC object's name: letters, digits, '-', '_', '.'
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+
+    /// Longest wait, in seconds, for the peer to appear or to make progress
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Payload bytes only, no frame header, so standard tools can be the other side
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Print the summary as one JSON object
+    #[arg(long)]
+    pub json: bool,
+
+    /// Quieter: no progress bar or notes, only the summary and errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More verbose: -v narrates each system call and the lecture idea it shows
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Internal: this process is the receiver `run` started.
+    #[arg(long, hide = true)]
+    pub child: bool,
+
+    /// Internal: descriptors `run` passed down to its child, by number.
+    #[arg(long, hide = true, value_delimiter = ',', value_name = "FD")]
+    pub inherit_fds: Vec<i32>,
+}
+
+impl CommonArgs {
+    /// Apply `-q`/`-v` to the narration level. Call once at start.
+    pub fn init_narration(&self) {
+        let level = if self.quiet { 0 } else { 1 + self.verbose };
+        crate::narrate::set_level(level);
+    }
+
+    pub fn name_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.name.as_deref().unwrap_or(default)
+    }
+}
+
+/// `64`, `4K`, `4KiB`, `1M`, `1MB`: binary multiples.
+pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use e.g. 64, 4K or 1M"))?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("'{s}': unknown unit '{unit}'; use K, M or G")),
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes == 0 {
+        return Err("the size must be at least 1 byte".into());
+    }
+    usize::try_from(bytes).map_err(|_| format!("'{s}' is too large"))
+}
+
+/// Like [`parse_size`] but capped at [`MAX_SIZE`], for a message size.
+pub fn parse_msg_size(s: &str) -> std::result::Result<usize, String> {
+    let n = parse_size(s)?;
+    if n > MAX_SIZE {
+        return Err(format!(
+            "{n} bytes is more than the largest message, {} MiB; send a file with --input instead",
+            MAX_SIZE >> 20
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_count(s: &str) -> std::result::Result<u64, String> {
+    let n: u64 = s
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n == 0 {
+        return Err("the count must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err("the timeout must be more than 0 and at most 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A plain name (a leading '/' is accepted and dropped), short enough for every
+/// namespace it is used in (NAME_MAX for POSIX objects, sun_path for sockets).
+pub fn parse_name(s: &str) -> std::result::Result<String, String> {
+    let name = s.strip_prefix('/').unwrap_or(s);
+    if name.is_empty() || name.len() > 64 {
+        return Err("a name has 1 to 64 characters".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("'{name}' is not a usable name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "'{c}' is not allowed in a name; use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// Check what only the combination of flags can tell.
+pub fn check_combination(args: &CommonArgs) -> Result<()> {
+    if args.input.is_some() && args.seed.is_some() {
+        return Err(Error::usage(
+            "--seed and --input both given",
+            "a seed generates payloads; with --input the file's bytes are the payload",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("4kib"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_msg_size("1G").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("/ipc-x").as_deref(), Ok("ipc-x"));
+        assert!(parse_name("a/b").is_err());
+        assert!(parse_name("..").is_err());
+        assert!(parse_name("").is_err());
+        assert!(parse_name(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! One owner per named object: a guard that removes the object when dropped, and on
+//! SIGINT, SIGTERM or SIGHUP, so neither a normal exit nor Ctrl-C leaves anything.
+//!
+//! Removal closures live in one process-wide registry; a signal-handling thread (from
+//! signal-hook, so no code runs inside the signal handler itself) runs them all and
+//! exits with 128 + the signal number, as shells expect.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
+
+type Remover = Box<dyn FnOnce() + Send>;
+
+static REGISTRY: Mutex<BTreeMap<u64, (String, Remover)>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static HANDLERS: Once = Once::new();
+
+/// Removes its object when dropped (or when the process is interrupted).
+#[must_use = "the object is removed when the guard is dropped"]
+pub struct Guard {
+    id: u64,
+}
+
+/// Register `remove` to run once: when the guard drops, or on a terminating signal.
+/// `what` names the object for the interruption message.
+pub fn on_exit(what: impl Into<String>, remove: impl FnOnce() + Send + 'static) -> Guard {
+    install_signal_handlers();
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    lock().insert(id, (what.into(), Box::new(remove)));
+    Guard { id }
+}
+
+impl Guard {
+    /// The object is gone by other means (e.g. removed early once both sides attached).
+    pub fn disarm(self) {
+        lock().remove(&self.id);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let entry = lock().remove(&self.id);
+        if let Some((_, remove)) = entry {
+            remove();
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, BTreeMap<u64, (String, Remover)>> {
+    // A panic while holding the lock must not stop the cleanup.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Start the thread that turns SIGINT/SIGTERM/SIGHUP into cleanup and exit. Called by
+/// [`on_exit`]; binaries call it at start too, so the exit code is the same whether or
+/// not an object was registered yet.
+pub fn install_signal_handlers() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    HANDLERS.call_once(|| {
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("warning: cannot install signal handlers ({e}); Ctrl-C may leave IPC objects behind");
+                return;
+            }
+        };
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let entries: Vec<_> = std::mem::take(&mut *lock()).into_values().collect();
+                let name = match sig {
+                    SIGINT => "SIGINT",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
+                };
+                let removed: Vec<String> = entries
+                    .into_iter()
+                    .map(|(what, remove)| {
+                        remove();
+                        what
+                    })
+                    .collect();
+                if removed.is_empty() {
+                    eprintln!("interrupted by {name}");
+                } else {
+                    eprintln!("interrupted by {name}; removed {}", removed.join(", "));
+                }
+                std::process::exit(128 + sig);
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn guard_runs_once_on_drop_and_not_after_disarm() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = n.clone();
+        drop(on_exit("a", move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        let m = n.clone();
+        on_exit("b", move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        })
+        .disarm();
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,32 @@
+//! Everything both sides of every pair agree on.
+//!
+//! - [`args`]: the common command-line flags.
+//! - [`frame`]: the message frame and the sender's hello.
+//! - [`link`]: the channel trait a pair implements; [`stream`]: it over a byte stream.
+//! - [`workload`]: the sender and receiver loops, payload generation and checking.
+//! - [`report`]: the summary (human or JSON); [`progress`]: the progress bar.
+//! - [`error`]: one error type and the exit codes; [`cleanup`]: removal on exit and signals.
+//! - [`pipe`]: anonymous pipes and FIFOs.
+//! - [`child`]: `run`, the receiver as a child process.
+//! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
+//! - [`sys`]: the only `unsafe` code.
+#![deny(unsafe_code)]
+
+pub mod args;
+pub mod child;
+pub mod cleanup;
+pub mod error;
+pub mod frame;
+pub mod link;
+pub mod narrate;
+pub mod pipe;
+pub mod progress;
+pub mod report;
+pub mod stream;
+pub mod sys;
+pub mod workload;
+
+pub use args::{CommonArgs, Mode};
+pub use error::{Error, Kind, Result};
+pub use link::Link;
+pub use workload::Describe;

@@ -1,0 +1,25 @@
+//! What a pair gives the workload: a channel that carries frames one way or both ways.
+//! Byte streams (pipes, FIFOs, stream sockets) use [`crate::stream::FdStream`];
+//! message-oriented mechanisms implement the trait directly.
+
+use crate::error::Result;
+use crate::frame::Header;
+
+pub trait Link {
+    /// Names the channel in messages, e.g. `FIFO /tmp/ipc-pipe.fifo`.
+    fn object(&self) -> &str;
+
+    /// Send one frame: the header, then the payload.
+    fn send(&mut self, header: &Header, payload: &[u8]) -> Result<()>;
+
+    /// Receive one frame; the payload lands in `buf`, resized to its length.
+    /// `Ok(None)`: the peer closed its end (end of file).
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>>;
+
+    /// `--raw`: send payload bytes as they are.
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// `--raw`: receive up to `buf.len()` bytes (a byte stream fills the buffer unless
+    /// the peer closed; a message channel returns one message). 0 means end of file.
+    fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize>;
+}

@@ -1,0 +1,280 @@
+//! Pipes: the anonymous pipe of `run` (related processes) and the named pipe, a FIFO
+//! in the file system that unrelated processes open by path.
+//!
+//! Either side may come first: both create the FIFO (mode 0600, exclusively; the loser
+//! of that race checks the winner's FIFO is safe to use), the writer retries its
+//! non-blocking open until a reader is there, and the reader waits for the first bytes.
+//! Once both ends are open the path is removed, so even `kill -9` leaves nothing; until
+//! then the creator's guard removes it on exit or Ctrl-C.
+
+use crate::cleanup::{self, Guard};
+use crate::error::{Context, Error, Kind, Result};
+use crate::narrate;
+use crate::stream::wait_ready;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::PollFlags;
+use nix::sys::stat::{fstat, lstat, Mode, SFlag};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const IDEA_FIFO: &str = "pipes: a FIFO is a pipe with a name, for unrelated processes";
+/// How long a side waits silently before saying it waits for its peer.
+const GRACE: Duration = Duration::from_millis(200);
+const IDEA_EARLY_UNLINK: &str = "cleanup: both ends are open, so the name can go now";
+
+/// An anonymous pipe, both ends close-on-exec (`run` clears the flag on the end it
+/// hands to its child). Returns (read end, write end).
+pub fn anonymous() -> Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).on(&"anonymous pipe", "pipe")?;
+    narrate::call(
+        format_args!("pipe2([fd {}, fd {}], O_CLOEXEC) = 0", raw(&r), raw(&w)),
+        "pipes: two ends of a kernel buffer, inherited by a related process",
+    );
+    Ok((r, w))
+}
+
+fn raw(fd: &impl AsRawFd) -> i32 {
+    fd.as_raw_fd()
+}
+
+/// Which end of the FIFO this side opens.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum End {
+    Read,
+    Write,
+}
+
+/// An open FIFO end. `guard` is set while this side created the path and it has not
+/// been removed yet.
+pub struct Fifo {
+    pub fd: OwnedFd,
+    pub guard: Option<Guard>,
+}
+
+fn object(path: &Path) -> String {
+    format!("FIFO {}", path.display())
+}
+
+/// Create the FIFO at `path`, or check that an existing one is ours to use: a FIFO,
+/// owned by us, closed to other users. Returns a guard when this call created it.
+pub fn create_or_check(path: &Path) -> Result<Option<Guard>> {
+    let obj = object(path);
+    match nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR) {
+        Ok(()) => {
+            narrate::call(format_args!("mkfifo({:?}, 0600) = 0", path), IDEA_FIFO);
+            let st = lstat(path).on(&obj, "stat")?;
+            let id = (st.st_dev, st.st_ino);
+            let p = path.to_path_buf();
+            Ok(Some(cleanup::on_exit(obj, move || {
+                remove_if_same(&p, id);
+            })))
+        }
+        Err(Errno::EEXIST) => {
+            check_existing(path)?;
+            narrate::call(
+                format_args!(
+                    "mkfifo({:?}, 0600) = EEXIST: the peer made it; using it",
+                    path
+                ),
+                IDEA_FIFO,
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::os(&obj, "mkfifo", e.into()).with_remedy(
+            "check that the directory exists and is writable, or choose another --fifo",
+        )),
+    }
+}
+
+/// Refuse a path that is not a FIFO, belongs to someone else, or is open to others.
+fn check_existing(path: &Path) -> Result<()> {
+    let obj = object(path);
+    let st = lstat(path).on(&obj, "stat")?;
+    let refuse = |what: String| {
+        Err(Error::new(
+            Kind::Runtime,
+            &obj,
+            what,
+            format!(
+                "not touching it; remove it yourself (rm {}) or choose another --fifo",
+                path.display()
+            ),
+        ))
+    };
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {
+        return refuse("exists and is not a FIFO".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me {
+        return refuse(format!(
+            "belongs to uid {}, not to this user (uid {me})",
+            st.st_uid
+        ));
+    }
+    if st.st_mode & 0o077 != 0 {
+        return refuse(format!(
+            "has mode {:03o}; this project's FIFOs are 0600",
+            st.st_mode & 0o777
+        ));
+    }
+    Ok(())
+}
+
+/// Remove `path` only if it is still the object we made (not a newer one by that name).
+fn remove_if_same(path: &Path, id: (u64, u64)) -> bool {
+    match lstat(path) {
+        Ok(st) if (st.st_dev, st.st_ino) == id => {
+            let ok = std::fs::remove_file(path).is_ok();
+            if ok {
+                narrate::call(format_args!("unlink({:?}) = 0", path), IDEA_EARLY_UNLINK);
+            }
+            ok
+        }
+        _ => false,
+    }
+}
+
+/// Both ends are attached: remove the name (if it is still this FIFO) and disarm the guard.
+fn attached(path: &Path, fifo: &mut Fifo) -> Result<()> {
+    let st = fstat(raw(&fifo.fd)).on(&object(path), "fstat")?;
+    remove_if_same(path, (st.st_dev, st.st_ino));
+    if let Some(g) = fifo.guard.take() {
+        g.disarm();
+    }
+    Ok(())
+}
+
+fn open_nonblocking(path: &Path, end: End) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    match end {
+        End::Read => o.read(true),
+        End::Write => o.write(true),
+    };
+    o.custom_flags(libc::O_NONBLOCK).open(path)
+}
+
+/// Open one end of the FIFO at `path`, creating it if need be.
+///
+/// The writer waits (up to `timeout`) for a reader. The reader, with `wait_for_data`,
+/// waits for the first bytes; without it (the sender's reply FIFO in pingpong, opened
+/// before the hello so the receiver can answer) it returns at once. `peer` names the
+/// command to start in another terminal, for the waiting note.
+pub fn open(
+    path: &Path,
+    end: End,
+    wait_for_data: bool,
+    timeout: Duration,
+    peer: &str,
+) -> Result<Fifo> {
+    let obj = object(path);
+    let guard = create_or_check(path)?;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut waiting_said = false;
+    let mut say_waiting = |what: &str| {
+        if !waiting_said {
+            narrate::note(format_args!(
+                "waiting up to {:.0} s for {what} on {obj} (start `{peer}` in another terminal)",
+                timeout.as_secs_f64()
+            ));
+            waiting_said = true;
+        }
+    };
+    let (flags, name) = match end {
+        End::Read => ("O_RDONLY|O_NONBLOCK", "a sender"),
+        End::Write => ("O_WRONLY|O_NONBLOCK", "a receiver"),
+    };
+    let file = loop {
+        match open_nonblocking(path, end) {
+            Ok(f) => break f,
+            // No reader yet: a writer's non-blocking open fails with ENXIO until one comes.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                if started.elapsed() >= GRACE {
+                    say_waiting(name);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                return Err(Error::peer(
+                    &obj,
+                    format!(
+                        "no receiver opened it within {:.1} s",
+                        timeout.as_secs_f64()
+                    ),
+                    format!("start `{peer}` within --timeout, or raise --timeout"),
+                ))
+            }
+            Err(e) => return Err(Error::os(&obj, format!("open({flags})"), e)),
+        }
+    };
+    narrate::call(
+        format_args!("open({path:?}, {flags}) = fd {}", raw(&file)),
+        IDEA_FIFO,
+    );
+    let mut fifo = Fifo {
+        fd: file.into(),
+        guard,
+    };
+    match end {
+        End::Write => attached(path, &mut fifo)?,
+        End::Read if wait_for_data => {
+            // Say we wait only when the peer is not there at once.
+            let quick = GRACE.min(timeout);
+            let mut ready = wait_ready(fifo.fd.as_fd(), PollFlags::POLLIN, quick, &obj)?;
+            if ready.is_none() {
+                say_waiting(name);
+                let left = deadline.saturating_duration_since(Instant::now());
+                ready = wait_ready(fifo.fd.as_fd(), PollFlags::POLLIN, left, &obj)?;
+            }
+            if ready.is_none() {
+                return Err(Error::peer(
+                    &obj,
+                    format!(
+                        "no sender wrote to it within {:.1} s",
+                        timeout.as_secs_f64()
+                    ),
+                    format!("start `{peer}` within --timeout, or raise --timeout"),
+                ));
+            }
+            attached(path, &mut fifo)?;
+        }
+        End::Read => {}
+    }
+    Ok(fifo)
+}
+
+/// Open the writing end of a FIFO only if a reader is already there (the receiver's
+/// reply FIFO: present exactly when the sender runs pingpong). Never creates it.
+pub fn open_existing_writer(path: &Path) -> Result<Option<Fifo>> {
+    if lstat(path).is_err() {
+        return Ok(None);
+    }
+    check_existing(path)?;
+    match open_nonblocking(path, End::Write) {
+        Ok(f) => {
+            narrate::call(
+                format_args!("open({path:?}, O_WRONLY|O_NONBLOCK) = fd {}", raw(&f)),
+                IDEA_FIFO,
+            );
+            let mut fifo = Fifo {
+                fd: f.into(),
+                guard: None,
+            };
+            attached(path, &mut fifo)?;
+            Ok(Some(fifo))
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOENT)) => Ok(None),
+        Err(e) => Err(Error::os(object(path), "open(O_WRONLY|O_NONBLOCK)", e)),
+    }
+}
+
+/// The FIFO that carries pingpong responses back: `<path>.reply`.
+pub fn reply_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(".reply");
+    PathBuf::from(s)
+}

@@ -1,0 +1,271 @@
+//! The run summary every side prints: a few human lines, or with `--json` one object
+//! whose snake_case keys are stable (documented in the README).
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Integrity as the checking side saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Integrity {
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+}
+
+impl Integrity {
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.corrupted == 0
+    }
+}
+
+/// Round-trip latency percentiles in nanoseconds (pingpong).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// e.g. `fifo`, `pipe`.
+    pub mechanism: String,
+    /// `sender` or `receiver`.
+    pub role: &'static str,
+    /// Mechanism-specific options (paths, api, sync kind...).
+    pub options: BTreeMap<String, String>,
+    pub mode: &'static str,
+    /// `generated`, `file` or `raw`.
+    pub payload: &'static str,
+    /// Message size in bytes (the largest, for a file).
+    pub size: u64,
+    pub seed: Option<u64>,
+    pub messages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub msgs_per_sec: f64,
+    pub mib_per_sec: f64,
+    #[serde(flatten)]
+    pub latency: Option<Latency>,
+    /// `None` for a stream sender, which checks nothing (its receiver does).
+    #[serde(flatten)]
+    pub integrity: Option<Integrity>,
+    /// Every message checked and nothing lost, duplicated or corrupted.
+    pub verified: bool,
+}
+
+impl Report {
+    pub fn set_timing(&mut self, messages: u64, bytes: u64, elapsed: Duration) {
+        self.messages = messages;
+        self.bytes = bytes;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        self.seconds = elapsed.as_secs_f64();
+        self.msgs_per_sec = messages as f64 / secs;
+        self.mib_per_sec = bytes as f64 / secs / (1 << 20) as f64;
+    }
+
+    pub fn json(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("a report always serialises");
+        // Keep every key present, so a consumer never has to guess.
+        if let Some(obj) = v.as_object_mut() {
+            for key in [
+                "p50_ns",
+                "p99_ns",
+                "max_ns",
+                "received",
+                "lost",
+                "duplicated",
+                "corrupted",
+            ] {
+                obj.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+        v.to_string()
+    }
+
+    pub fn human(&self) -> String {
+        let mut opts = format!("mode={} size={}", self.mode, self.size);
+        if let Some(seed) = self.seed {
+            opts += &format!(" seed={seed}");
+        }
+        opts += &format!(" payload={}", self.payload);
+        for (k, v) in &self.options {
+            opts += &format!(" {k}={v}");
+        }
+        let mut s = format!("{} {} ({opts})\n", self.mechanism, self.role);
+        s += &format!(
+            "  {} messages, {} in {:.3} s: {} msg/s, {:.1} MiB/s\n",
+            self.messages,
+            human_bytes(self.bytes),
+            self.seconds,
+            human_count(self.msgs_per_sec),
+            self.mib_per_sec
+        );
+        if let Some(l) = &self.latency {
+            s += &format!(
+                "  round trip: p50 {}, p99 {}, max {}\n",
+                human_ns(l.p50_ns),
+                human_ns(l.p99_ns),
+                human_ns(l.max_ns)
+            );
+        }
+        match &self.integrity {
+            Some(i) => {
+                s += &format!(
+                    "  integrity: {} received, {} lost, {} duplicated, {} corrupted: {}\n",
+                    i.received,
+                    i.lost,
+                    i.duplicated,
+                    i.corrupted,
+                    if self.verified { "verified" } else { "FAILED" }
+                );
+            }
+            None if self.role == "sender" => s += "  integrity: checked by the receiver\n",
+            None => {
+                s += "  integrity: not checked (raw bytes have no frame); compare the output with its source, e.g. with cmp\n"
+            }
+        }
+        s
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+pub fn human_ns(ns: u64) -> String {
+    if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
+/// Round-trip samples, summarised as percentiles.
+pub struct LatencyRecorder {
+    hist: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        LatencyRecorder {
+            // 1 ns to 1 hour at 3 significant digits: a few hundred KiB, allocated once.
+            hist: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("valid histogram bounds"),
+        }
+    }
+}
+
+impl LatencyRecorder {
+    pub fn record(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.hist.saturating_record(ns.max(1));
+    }
+
+    pub fn summary(&self) -> Option<Latency> {
+        (self.hist.len() > 0).then(|| Latency {
+            p50_ns: self.hist.value_at_quantile(0.50),
+            p99_ns: self.hist.value_at_quantile(0.99),
+            max_ns: self.hist.max(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        Report {
+            mechanism: "fifo".into(),
+            role: "receiver",
+            options: BTreeMap::from([("path".to_string(), "/tmp/x".to_string())]),
+            mode: "stream",
+            payload: "generated",
+            size: 64,
+            seed: Some(1),
+            messages: 0,
+            bytes: 0,
+            seconds: 0.0,
+            msgs_per_sec: 0.0,
+            mib_per_sec: 0.0,
+            latency: None,
+            integrity: Some(Integrity {
+                received: 10,
+                ..Default::default()
+            }),
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn json_has_every_documented_key() {
+        let mut r = sample();
+        r.set_timing(10, 640, Duration::from_millis(10));
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        for key in [
+            "mechanism",
+            "role",
+            "options",
+            "mode",
+            "payload",
+            "size",
+            "seed",
+            "messages",
+            "bytes",
+            "seconds",
+            "msgs_per_sec",
+            "mib_per_sec",
+            "p50_ns",
+            "p99_ns",
+            "max_ns",
+            "received",
+            "lost",
+            "duplicated",
+            "corrupted",
+            "verified",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["received"], 10);
+        assert_eq!(v["msgs_per_sec"], 1000.0);
+        assert!(v["p50_ns"].is_null());
+    }
+
+    #[test]
+    fn latency_percentiles() {
+        let mut l = LatencyRecorder::default();
+        assert!(l.summary().is_none());
+        for us in 1..=100 {
+            l.record(Duration::from_micros(us));
+        }
+        let s = l.summary().unwrap();
+        assert!((49_000..=51_000).contains(&s.p50_ns), "{s:?}");
+        assert!(s.max_ns >= 99_900, "{s:?}");
+    }
+}

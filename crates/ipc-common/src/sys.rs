@@ -1,0 +1,26 @@
+//! The only module with `unsafe`: thin wrappers over the few calls that neither std
+//! nor nix offers safely. Each returns `io::Result` with the errno mapped.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Take ownership of a descriptor inherited from the parent process (the anonymous
+/// pipe of `run`), after checking that it is open.
+///
+/// Call once per descriptor number: two owners would close it twice.
+pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptors 0-2 are stdin/stdout/stderr, not an inherited pipe",
+        ));
+    }
+    // SAFETY: F_GETFD only reads the descriptor flags; an invalid fd gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open (checked above), was inherited across exec so nothing in
+    // this process owns it yet, and the caller adopts each number once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

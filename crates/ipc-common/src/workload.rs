@@ -1,0 +1,525 @@
+//! The workload every pair runs over its [`Link`]: the sender announces the plan in a
+//! hello, sends numbered messages (generated from the seed, or a file's bytes) and an
+//! end marker; the receiver checks every byte, counts what was lost, duplicated or
+//! corrupted, and in pingpong sends each message back so the sender can time it.
+
+use crate::args::{CommonArgs, DataPath, Mode, DEFAULT_COUNT, DEFAULT_SEED, DEFAULT_SIZE};
+use crate::error::{Context, Error, Kind, Result};
+use crate::frame::{FrameKind, Header, Hello, Payload};
+use crate::link::Link;
+use crate::progress::Progress;
+use crate::report::{Integrity, LatencyRecorder, Report};
+use rand::{RngCore, SeedableRng};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::time::Instant;
+
+/// What the summary says about the channel: `fifo` with `path=/tmp/x`, and so on.
+#[derive(Clone, Debug, Default)]
+pub struct Describe {
+    pub mechanism: String,
+    pub options: BTreeMap<String, String>,
+}
+
+impl Describe {
+    pub fn new(mechanism: impl Into<String>) -> Describe {
+        Describe {
+            mechanism: mechanism.into(),
+            options: BTreeMap::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl ToString) -> Describe {
+        self.options.insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
+/// Fill `buf` with the payload of message `seq`: a pseudo-random stream seeded from
+/// (seed, seq), so the receiver can regenerate any message without the sender's data.
+pub fn fill_generated(seed: u64, seq: u64, buf: &mut [u8]) {
+    // Mix the two so neighbouring (seed, seq) pairs give unrelated streams.
+    let key = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(0xD1B5_4A32_D192_ED03);
+    rand::rngs::SmallRng::seed_from_u64(key).fill_bytes(buf);
+}
+
+/// Sequence bookkeeping for the checking side.
+#[derive(Default)]
+pub struct Tally {
+    next: u64,
+    pub integrity: Integrity,
+}
+
+impl Tally {
+    /// Record message `seq`; true when it is new and intact (to be kept).
+    pub fn observe(&mut self, seq: u64, intact: bool) -> bool {
+        let i = &mut self.integrity;
+        if !intact {
+            i.corrupted += 1;
+            if seq == self.next {
+                self.next += 1;
+            }
+            return false;
+        }
+        if seq < self.next {
+            i.duplicated += 1;
+            return false;
+        }
+        i.lost += seq - self.next;
+        self.next = seq + 1;
+        i.received += 1;
+        true
+    }
+
+    /// The sender said it sent `announced` messages: whatever never came is lost.
+    pub fn finish(&mut self, announced: u64) {
+        self.integrity.lost += announced.saturating_sub(self.next);
+    }
+}
+
+fn open_input(path: &DataPath) -> Result<Box<dyn Read>> {
+    Ok(match path {
+        DataPath::Std => Box::new(io::stdin().lock()),
+        DataPath::File(p) => Box::new(File::open(p).map_err(|e| {
+            Error::os(format!("input file {}", p.display()), "open", e)
+                .with_remedy("check the path given to --input")
+        })?),
+    })
+}
+
+fn open_output(path: &DataPath) -> Result<Box<dyn Write>> {
+    Ok(match path {
+        DataPath::Std => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+        DataPath::File(p) => Box::new(BufWriter::with_capacity(
+            1 << 16,
+            File::create(p).map_err(|e| {
+                Error::os(format!("output file {}", p.display()), "create", e)
+                    .with_remedy("check that the directory exists and is writable")
+            })?,
+        )),
+    })
+}
+
+/// Read until `buf` is full or the input ends; returns the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::os("input", "read", e)),
+        }
+    }
+    Ok(got)
+}
+
+fn base_report(
+    d: &Describe,
+    role: &'static str,
+    mode: Mode,
+    payload: &'static str,
+    size: usize,
+    seed: Option<u64>,
+) -> Report {
+    Report {
+        mechanism: d.mechanism.clone(),
+        role,
+        options: d.options.clone(),
+        mode: mode.as_str(),
+        payload,
+        size: size as u64,
+        seed,
+        messages: 0,
+        bytes: 0,
+        seconds: 0.0,
+        msgs_per_sec: 0.0,
+        mib_per_sec: 0.0,
+        latency: None,
+        integrity: None,
+        verified: false,
+    }
+}
+
+fn gone(link: &dyn Link, who: &str, done: u64) -> Error {
+    Error::peer(
+        link.object(),
+        format!("the {who} went away after {done} messages, before the run was complete"),
+        format!("the {who} was killed or failed; see its output"),
+    )
+}
+
+/// The sending side: plan from the flags, hello, messages, end.
+pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Report> {
+    let mode = args.mode.unwrap_or(Mode::Stream);
+    if args.output.is_some() {
+        return Err(Error::usage(
+            "--output given to the sender",
+            "--output is for the receiving side",
+        ));
+    }
+    if args.raw && mode == Mode::Pingpong {
+        return Err(Error::usage(
+            "--raw with --mode pingpong",
+            "raw mode has no frame to echo; use --mode stream with --raw",
+        ));
+    }
+    let size = args.size.unwrap_or(DEFAULT_SIZE);
+    let mut input = args.input.as_ref().map(open_input).transpose()?;
+    let seed = args.seed.unwrap_or(DEFAULT_SEED);
+    let (payload, count) = match input {
+        Some(_) => (Payload::File, args.count.unwrap_or(u64::MAX)),
+        None => (
+            Payload::Generated { seed },
+            args.count.unwrap_or(DEFAULT_COUNT),
+        ),
+    };
+    let payload_name = match (args.raw, payload) {
+        (true, _) => "raw",
+        (false, Payload::File) => "file",
+        (false, Payload::Generated { .. }) => "generated",
+    };
+    let mut report = base_report(
+        d,
+        "sender",
+        mode,
+        payload_name,
+        size,
+        input.is_none().then_some(seed),
+    );
+
+    if !args.raw {
+        let hello = Hello {
+            mode,
+            payload,
+            count,
+            size: size as u64,
+        }
+        .encode();
+        link.send(&Header::for_payload(FrameKind::Hello, 0, &hello), &hello)?;
+    }
+
+    let total = (input.is_none()).then(|| count.saturating_mul(size as u64));
+    let progress = Progress::new("send", total, !args.child);
+    let mut buf = vec![0u8; size];
+    let mut echo = Vec::with_capacity(size);
+    let mut tally = Tally::default();
+    let mut latency = LatencyRecorder::default();
+    let (mut seq, mut bytes) = (0u64, 0u64);
+    let start = Instant::now();
+    while seq < count {
+        let n = match input.as_mut() {
+            Some(r) => read_full(r.as_mut(), &mut buf)?,
+            None => {
+                fill_generated(seed, seq, &mut buf);
+                size
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let msg = &buf[..n];
+        if args.raw {
+            link.send_raw(msg)?;
+        } else {
+            let header = Header::for_payload(FrameKind::Data, seq, msg);
+            let t0 = Instant::now();
+            link.send(&header, msg)?;
+            if mode == Mode::Pingpong {
+                let reply = link
+                    .recv(&mut echo)?
+                    .ok_or_else(|| gone(link, "receiver", seq))?;
+                latency.record(t0.elapsed());
+                let intact = reply.kind == FrameKind::Echo && echo.as_slice() == msg;
+                tally.observe(reply.seq, intact && reply.seq == seq);
+            }
+        }
+        seq += 1;
+        bytes += n as u64;
+        progress.advance(n as u64);
+    }
+    if !args.raw {
+        link.send(&Header::for_payload(FrameKind::End, seq, &[]), &[])?;
+    }
+    let elapsed = start.elapsed();
+    progress.finish();
+    report.set_timing(seq, bytes, elapsed);
+    if mode == Mode::Pingpong {
+        tally.finish(seq);
+        report.latency = latency.summary();
+        report.verified = tally.integrity.ok();
+        report.integrity = Some(tally.integrity);
+    } else {
+        // A stream sender checks nothing; it succeeded if every byte left.
+        report.verified = true;
+    }
+    Ok(report)
+}
+
+/// The receiving side: follow the sender's hello, check every message, write `--output`.
+pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Report> {
+    if args.input.is_some() {
+        return Err(Error::usage(
+            "--input given to the receiver",
+            "--input is for the sending side; the receiver writes with --output",
+        ));
+    }
+    let mut out = args.output.as_ref().map(open_output).transpose()?;
+    if args.raw {
+        return receive_raw(link, args, d, out);
+    }
+
+    let mut buf = Vec::new();
+    let first = link
+        .recv(&mut buf)?
+        .ok_or_else(|| gone(link, "sender", 0))?;
+    if first.kind != FrameKind::Hello || !first.payload_ok(&buf) {
+        return Err(Error::verify(
+            link.object(),
+            format!(
+                "expected a hello frame first, got {:?} with {} bytes",
+                first.kind,
+                buf.len()
+            ),
+        )
+        .with_remedy("the sender is not this program, or sends --raw; use --raw on both sides"));
+    }
+    let hello = Hello::decode(&buf).map_err(|e| Error::verify(link.object(), e.to_string()))?;
+    check_agrees(args, &hello)?;
+    let size = hello.size as usize;
+    let seed = match hello.payload {
+        // An explicit --seed is what the receiver checks against (a wrong one fails).
+        Payload::Generated { seed } => Some(args.seed.unwrap_or(seed)),
+        Payload::File => None,
+    };
+    let payload_name = if seed.is_some() { "generated" } else { "file" };
+    let mut report = base_report(d, "receiver", hello.mode, payload_name, size, seed);
+    let total = (hello.count != u64::MAX).then(|| hello.count.saturating_mul(hello.size));
+    let progress = Progress::new("recv", total, !args.child);
+
+    let mut expect = vec![0u8; if seed.is_some() { size } else { 0 }];
+    let mut tally = Tally::default();
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    loop {
+        let header = link
+            .recv(&mut buf)?
+            .ok_or_else(|| gone(link, "sender", tally.integrity.received))?;
+        match header.kind {
+            FrameKind::Data => {
+                let intact = match seed {
+                    Some(seed) => {
+                        buf.len() == size && {
+                            fill_generated(seed, header.seq, &mut expect);
+                            buf == expect
+                        }
+                    }
+                    None => buf.len() <= size && header.payload_ok(&buf),
+                };
+                if tally.observe(header.seq, intact) {
+                    bytes += buf.len() as u64;
+                    progress.advance(buf.len() as u64);
+                    if let Some(o) = out.as_mut() {
+                        o.write_all(&buf).on(&output_name(args), "write")?;
+                    }
+                }
+                if hello.mode == Mode::Pingpong {
+                    let echo = Header {
+                        kind: FrameKind::Echo,
+                        ..header
+                    };
+                    link.send(&echo, &buf)?;
+                }
+            }
+            FrameKind::End => {
+                tally.finish(header.seq);
+                break;
+            }
+            other => {
+                return Err(Error::verify(
+                    link.object(),
+                    format!("unexpected {other:?} frame after the hello"),
+                ))
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    progress.finish();
+    if let Some(o) = out.as_mut() {
+        o.flush().on(&output_name(args), "write")?;
+    }
+    report.set_timing(tally.integrity.received, bytes, elapsed);
+    report.verified = tally.integrity.ok();
+    report.integrity = Some(tally.integrity);
+    Ok(report)
+}
+
+fn output_name(args: &CommonArgs) -> String {
+    match &args.output {
+        Some(DataPath::File(p)) => format!("output file {}", p.display()),
+        _ => "standard output".to_string(),
+    }
+}
+
+/// Flags given to the receiver must match what the sender announced.
+fn check_agrees(args: &CommonArgs, hello: &Hello) -> Result<()> {
+    let mismatch = |flag: &str, mine: String, theirs: String| {
+        Err(Error::usage(
+            format!("the receiver was given {flag} {mine} but the sender sends {theirs}"),
+            format!("give {flag} to the sender only, or the same value to both sides"),
+        ))
+    };
+    if let Some(m) = args.mode {
+        if m != hello.mode {
+            return mismatch("--mode", m.as_str().into(), hello.mode.as_str().into());
+        }
+    }
+    if let Some(s) = args.size {
+        if s as u64 != hello.size {
+            return mismatch("--size", s.to_string(), hello.size.to_string());
+        }
+    }
+    if let Some(c) = args.count {
+        if hello.count != u64::MAX && c != hello.count {
+            return mismatch("--count", c.to_string(), hello.count.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// `--raw`: no hello, no frames. The receiver takes chunks of `--size` until end of file
+/// (or `--count` chunks), checks them against the seed unless it writes `--output`.
+fn receive_raw(
+    link: &mut dyn Link,
+    args: &CommonArgs,
+    d: &Describe,
+    mut out: Option<Box<dyn Write>>,
+) -> Result<Report> {
+    let size = args.size.unwrap_or(DEFAULT_SIZE);
+    let seed = out.is_none().then(|| args.seed.unwrap_or(DEFAULT_SEED));
+    let mode = args.mode.unwrap_or(Mode::Stream);
+    if mode == Mode::Pingpong {
+        return Err(Error::usage(
+            "--raw with --mode pingpong",
+            "raw mode is one-way; use --mode stream",
+        ));
+    }
+    let mut report = base_report(d, "receiver", mode, "raw", size, seed);
+    let progress = Progress::new(
+        "recv",
+        args.count.map(|c| c.saturating_mul(size as u64)),
+        !args.child,
+    );
+    let mut buf = vec![0u8; size];
+    let mut expect = vec![0u8; if seed.is_some() { size } else { 0 }];
+    let mut tally = Tally::default();
+    let (mut seq, mut bytes) = (0u64, 0u64);
+    let mut start = None;
+    while args.count.is_none_or(|c| seq < c) {
+        let n = link.recv_raw(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        start.get_or_insert_with(Instant::now);
+        if let Some(seed) = seed {
+            fill_generated(seed, seq, &mut expect);
+            tally.observe(seq, buf[..n] == expect[..n]);
+        }
+        if let Some(o) = out.as_mut() {
+            o.write_all(&buf[..n]).on(&output_name(args), "write")?;
+        }
+        seq += 1;
+        bytes += n as u64;
+        progress.advance(n as u64);
+    }
+    let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+    progress.finish();
+    if let Some(o) = out.as_mut() {
+        o.flush().on(&output_name(args), "write")?;
+    }
+    if let Some(c) = args.count {
+        if seq < c {
+            return Err(gone(link, "sender", seq));
+        }
+    }
+    report.set_timing(seq, bytes, elapsed);
+    if seed.is_some() {
+        report.verified = tally.integrity.ok();
+        report.integrity = Some(tally.integrity);
+    }
+    Ok(report)
+}
+
+/// Print the summary (stdout, or stderr when stdout carries the data) or the error,
+/// and return the exit code DESIGN.md gives it.
+pub fn finish(prog: &str, args: &CommonArgs, result: Result<Option<Report>>) -> i32 {
+    match result {
+        // `run` in pingpong: the sender prints the summary with the round trips.
+        Ok(Some(report)) if args.child && report.mode == Mode::Pingpong.as_str() => {
+            if report.integrity.is_some_and(|i| !i.ok()) {
+                Kind::Verify.exit_code()
+            } else {
+                0
+            }
+        }
+        Ok(Some(report)) => {
+            let text = if args.json {
+                report.json() + "\n"
+            } else {
+                report.human()
+            };
+            if args.output == Some(DataPath::Std) {
+                eprint!("{text}");
+            } else {
+                print!("{text}");
+                let _ = io::stdout().flush();
+            }
+            if report.integrity.is_some_and(|i| !i.ok()) {
+                eprintln!("{prog}: error: data failed verification (see the integrity line)");
+                Kind::Verify.exit_code()
+            } else {
+                0
+            }
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            eprintln!("{prog}: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_payloads_are_reproducible_and_distinct() {
+        let (mut a, mut b, mut c) = ([0u8; 64], [0u8; 64], [0u8; 64]);
+        fill_generated(1, 5, &mut a);
+        fill_generated(1, 5, &mut b);
+        fill_generated(1, 6, &mut c);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        fill_generated(2, 5, &mut c);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn tally_counts_lost_duplicated_corrupted() {
+        let mut t = Tally::default();
+        assert!(t.observe(0, true));
+        assert!(t.observe(2, true)); // 1 lost
+        assert!(!t.observe(2, true)); // duplicate
+        assert!(!t.observe(3, false)); // corrupted
+        assert!(t.observe(4, true));
+        t.finish(7); // 5 and 6 never came
+        let i = t.integrity;
+        assert_eq!(
+            (i.received, i.lost, i.duplicated, i.corrupted),
+            (3, 3, 1, 1)
+        );
+        assert!(!i.ok());
+    }
+}
