@@ -211,13 +211,49 @@ pub fn parse_name(s: &str) -> std::result::Result<String, String> {
     Ok(name.to_string())
 }
 
-/// Check what only the combination of flags can tell.
-pub fn check_combination(args: &CommonArgs) -> Result<()> {
+/// Which side a command runs: flags meant for the other side are refused up front,
+/// before any waiting for a peer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    Send,
+    Recv,
+    /// Both sides (`run`).
+    Both,
+}
+
+/// Check what only the combination of flags can tell, and that `--input` can be read.
+pub fn validate(args: &CommonArgs, role: Role) -> Result<()> {
     if args.input.is_some() && args.seed.is_some() {
         return Err(Error::usage(
             "--seed and --input both given",
             "a seed generates payloads; with --input the file's bytes are the payload",
         ));
+    }
+    if args.raw && args.mode == Some(Mode::Pingpong) {
+        return Err(Error::usage(
+            "--raw with --mode pingpong",
+            "raw bytes have no frame to answer; use --mode stream with --raw",
+        ));
+    }
+    if role == Role::Send && args.output.is_some() {
+        return Err(Error::usage(
+            "--output given to the sender",
+            "--output is for the receiving side",
+        ));
+    }
+    if role == Role::Recv && args.input.is_some() {
+        return Err(Error::usage(
+            "--input given to the receiver",
+            "--input is for the sending side; the receiver writes with --output",
+        ));
+    }
+    if role != Role::Recv {
+        if let Some(DataPath::File(p)) = &args.input {
+            std::fs::File::open(p).map_err(|e| {
+                Error::os(format!("input file {}", p.display()), "open", e)
+                    .with_remedy("check the path given to --input")
+            })?;
+        }
     }
     Ok(())
 }

@@ -122,9 +122,9 @@ pub fn finish_run(prog: &str, args: &CommonArgs, sent: Result<Report>, mut child
     let sender_code = match sent {
         Ok(report) if pingpong => finish(prog, args, Ok(Some(report))),
         Ok(_) => 0,
-        // The child already said what went wrong; the sender's side of it is noise.
-        Err(_) if child_code != 0 => 0,
-        Err(e) => finish(prog, args, Err(e)),
+        // The peer's failure is the cause; it already said what went wrong.
+        Err(e) if e.kind == crate::Kind::Peer && child_code != 0 => 0,
+        Err(e) => return finish(prog, args, Err(e)),
     };
     if child_code != 0 {
         child_code

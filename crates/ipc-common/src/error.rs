@@ -131,6 +131,14 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         self.kind.exit_code()
     }
+
+    /// Say how far the transfer got, when the peer ended it early.
+    pub fn after(mut self, messages: u64) -> Self {
+        if self.kind == Kind::Peer {
+            self.call = format!("{}, after {messages} messages", self.call);
+        }
+        self
+    }
 }
 
 /// Attach the object and call to an `io::Result`.

@@ -188,7 +188,7 @@ impl LatencyRecorder {
     }
 
     pub fn summary(&self) -> Option<Latency> {
-        (self.hist.len() > 0).then(|| Latency {
+        (!self.hist.is_empty()).then(|| Latency {
             p50_ns: self.hist.value_at_quantile(0.50),
             p99_ns: self.hist.value_at_quantile(0.99),
             max_ns: self.hist.max(),

@@ -29,6 +29,9 @@ pub struct FdStream {
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
+    /// The reading end was opened before any writer (a FIFO): until the first bytes
+    /// come, "no writer" means "not there yet", not end of file.
+    await_writer: bool,
 }
 
 /// Put a descriptor in non-blocking mode.
@@ -105,7 +108,15 @@ impl FdStream {
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             pos: 0,
             end: 0,
+            await_writer: false,
         })
+    }
+
+    /// The writer may not have opened its end yet: the first read waits (up to the
+    /// timeout) for data instead of taking "no writer" for end of file.
+    pub fn await_writer(mut self) -> FdStream {
+        self.await_writer = true;
+        self
     }
 
     /// One `read(2)`, into `dst` or (with `None`) into the internal buffer, waiting
@@ -121,6 +132,17 @@ impl FdStream {
             Some(d) => d,
             None => &mut self.buf[..],
         };
+        if self.await_writer {
+            // poll reports no hang-up on a FIFO that never had a writer, so this waits.
+            if wait_ready(rd.as_fd(), PollFlags::POLLIN, self.timeout, &self.object)?.is_none() {
+                return Err(stalled(
+                    &self.object,
+                    self.timeout,
+                    "the peer did not open its end",
+                ));
+            }
+            self.await_writer = false;
+        }
         loop {
             match rd.read(dst) {
                 Ok(n) => {

@@ -153,18 +153,6 @@ fn gone(link: &dyn Link, who: &str, done: u64) -> Error {
 /// The sending side: plan from the flags, hello, messages, end.
 pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Report> {
     let mode = args.mode.unwrap_or(Mode::Stream);
-    if args.output.is_some() {
-        return Err(Error::usage(
-            "--output given to the sender",
-            "--output is for the receiving side",
-        ));
-    }
-    if args.raw && mode == Mode::Pingpong {
-        return Err(Error::usage(
-            "--raw with --mode pingpong",
-            "raw mode has no frame to echo; use --mode stream with --raw",
-        ));
-    }
     let size = args.size.unwrap_or(DEFAULT_SIZE);
     let mut input = args.input.as_ref().map(open_input).transpose()?;
     let seed = args.seed.unwrap_or(DEFAULT_SEED);
@@ -221,14 +209,15 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         }
         let msg = &buf[..n];
         if args.raw {
-            link.send_raw(msg)?;
+            link.send_raw(msg).map_err(|e| e.after(seq))?;
         } else {
             let header = Header::for_payload(FrameKind::Data, seq, msg);
             let t0 = Instant::now();
-            link.send(&header, msg)?;
+            link.send(&header, msg).map_err(|e| e.after(seq))?;
             if mode == Mode::Pingpong {
                 let reply = link
-                    .recv(&mut echo)?
+                    .recv(&mut echo)
+                    .map_err(|e| e.after(seq))?
                     .ok_or_else(|| gone(link, "receiver", seq))?;
                 latency.record(t0.elapsed());
                 let intact = reply.kind == FrameKind::Echo && echo.as_slice() == msg;
@@ -259,12 +248,6 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
 
 /// The receiving side: follow the sender's hello, check every message, write `--output`.
 pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Report> {
-    if args.input.is_some() {
-        return Err(Error::usage(
-            "--input given to the receiver",
-            "--input is for the sending side; the receiver writes with --output",
-        ));
-    }
     let mut out = args.output.as_ref().map(open_output).transpose()?;
     if args.raw {
         return receive_raw(link, args, d, out);
@@ -304,7 +287,8 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     let start = Instant::now();
     loop {
         let header = link
-            .recv(&mut buf)?
+            .recv(&mut buf)
+            .map_err(|e| e.after(tally.integrity.received))?
             .ok_or_else(|| gone(link, "sender", tally.integrity.received))?;
         match header.kind {
             FrameKind::Data => {
@@ -329,7 +313,8 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                         kind: FrameKind::Echo,
                         ..header
                     };
-                    link.send(&echo, &buf)?;
+                    link.send(&echo, &buf)
+                        .map_err(|e| e.after(tally.integrity.received))?;
                 }
             }
             FrameKind::End => {
@@ -398,14 +383,8 @@ fn receive_raw(
 ) -> Result<Report> {
     let size = args.size.unwrap_or(DEFAULT_SIZE);
     let seed = out.is_none().then(|| args.seed.unwrap_or(DEFAULT_SEED));
-    let mode = args.mode.unwrap_or(Mode::Stream);
-    if mode == Mode::Pingpong {
-        return Err(Error::usage(
-            "--raw with --mode pingpong",
-            "raw mode is one-way; use --mode stream",
-        ));
-    }
-    let mut report = base_report(d, "receiver", mode, "raw", size, seed);
+    // Raw bytes are one-way: `validate` refuses --raw with pingpong.
+    let mut report = base_report(d, "receiver", Mode::Stream, "raw", size, seed);
     let progress = Progress::new(
         "recv",
         args.count.map(|c| c.saturating_mul(size as u64)),
@@ -417,7 +396,7 @@ fn receive_raw(
     let (mut seq, mut bytes) = (0u64, 0u64);
     let mut start = None;
     while args.count.is_none_or(|c| seq < c) {
-        let n = link.recv_raw(&mut buf)?;
+        let n = link.recv_raw(&mut buf).map_err(|e| e.after(seq))?;
         if n == 0 {
             break;
         }

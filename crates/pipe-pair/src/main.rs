@@ -2,6 +2,7 @@
 //! terminals, or `run` over an anonymous pipe with the receiver as a child process.
 
 use clap::{Args, Parser, Subcommand};
+use ipc_common::args::{validate, Role};
 use ipc_common::pipe::{self, End};
 use ipc_common::stream::FdStream;
 use ipc_common::{child, sys, workload, CommonArgs, Describe, Error, Mode, Result};
@@ -97,7 +98,9 @@ fn send(side: &Side) -> Result<Option<ipc_common::report::Report>> {
         reply_fd,
         Some(data.fd),
         args.timeout,
-    )?;
+    )?
+    // The receiver opens the reply FIFO only after our hello.
+    .await_writer();
     let d = Describe::new("fifo").with("path", path.display());
     workload::send(&mut link, args, &d).map(Some)
 }
@@ -183,7 +186,12 @@ fn main() -> ExitCode {
     let args = cli.cmd.common();
     args.init_narration();
     ipc_common::cleanup::install_signal_handlers();
-    let code = match ipc_common::args::check_combination(args) {
+    let role = match &cli.cmd {
+        Cmd::Send(_) => Role::Send,
+        Cmd::Recv(_) => Role::Recv,
+        Cmd::Run(_) => Role::Both,
+    };
+    let code = match validate(args, role) {
         Err(e) => workload::finish(PROG, args, Err(e)),
         Ok(()) => match &cli.cmd {
             Cmd::Run(r) => run(&r.common),
