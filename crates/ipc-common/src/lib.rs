@@ -9,6 +9,7 @@
 //! - [`pipe`]: anonymous pipes and FIFOs.
 //! - [`child`]: `run`, the receiver as a child process.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
+//! - [`sysv`]: System V keys from `ftok` on a key file.
 //! - [`sys`]: the only `unsafe` code.
 #![deny(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod progress;
 pub mod report;
 pub mod stream;
 pub mod sys;
+pub mod sysv;
 pub mod workload;
 
 pub use args::{CommonArgs, Mode};

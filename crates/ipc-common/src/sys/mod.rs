@@ -24,3 +24,18 @@ pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // this process owns it yet, and the caller adopts each number once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// `ftok(3)`: a System V IPC key from an existing file's device and inode and an id.
+pub fn ftok(path: &std::path::Path, id: u8) -> io::Result<libc::key_t> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; ftok only
+    // stat()s the path.
+    let key = unsafe { libc::ftok(c.as_ptr(), libc::c_int::from(id)) };
+    if key == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(key)
+    }
+}
