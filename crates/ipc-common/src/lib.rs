@@ -7,6 +7,7 @@
 //! - [`report`]: the summary (human or JSON); [`progress`]: the progress bar.
 //! - [`error`]: one error type and the exit codes; [`cleanup`]: removal on exit and signals.
 //! - [`pipe`]: anonymous pipes and FIFOs.
+//! - [`shm`]: shared-memory segments, their layout, and the ring over them.
 //! - [`child`]: `run`, the receiver as a child process.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
 //! - [`sysv`]: System V keys from `ftok` on a key file.
@@ -23,6 +24,7 @@ pub mod narrate;
 pub mod pipe;
 pub mod progress;
 pub mod report;
+pub mod shm;
 pub mod stream;
 pub mod sys;
 pub mod sysv;

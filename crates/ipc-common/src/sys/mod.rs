@@ -39,3 +39,4 @@ pub fn ftok(path: &std::path::Path, id: u8) -> io::Result<libc::key_t> {
         Ok(key)
     }
 }
+pub mod shm;

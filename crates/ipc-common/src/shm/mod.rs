@@ -1,0 +1,706 @@
+//! Shared-memory segments: created by the producer, attached by the consumer, through
+//! the three APIs of the lecture: POSIX (`shm_open`, `ftruncate`, `mmap`), System V
+//! (`ftok`, `shmget`, `shmat`) and a memory-mapped regular file.
+//!
+//! The creator initialises the whole header and publishes `STATE_READY` last; the opener
+//! waits for it, then checks magic, version and sizes. Once the consumer has attached,
+//! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`): the memory lives
+//! on while mapped, and even `kill -9` of either side leaves nothing behind.
+
+pub mod layout;
+pub mod pair;
+pub mod ring;
+
+use crate::cleanup::{self, Guard};
+use crate::error::{Context, Error, Kind, Result};
+use crate::narrate;
+use crate::sys::shm::{self as sys, Lock, Mapping};
+use crate::sysv::{key_path, KeyFile};
+use layout::{
+    Api, Checked, Header, SyncKind, HEADER_SIZE, MAGIC, STATE_ATTACHED, STATE_INIT, STATE_READY,
+    VERSION,
+};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const IDEA_POSIX: &str = "POSIX shm: a file in tmpfs, sized with ftruncate, mapped with mmap";
+const IDEA_SYSV: &str = "SysV shm: a system-wide, key-addressed segment";
+const IDEA_MMAP: &str = "memory-mapped file: the same pages in both processes";
+const IDEA_EARLY: &str = "cleanup: both sides are attached, so the name can go now";
+/// How long a side waits silently before saying it waits for its peer.
+const GRACE: Duration = Duration::from_millis(200);
+
+/// Which segment: API, name, and for `--api mmap` the file.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub api: Api,
+    pub name: String,
+    /// `--file` for `--api mmap`; default `<tmp>/NAME.mmap`.
+    pub file: Option<PathBuf>,
+}
+
+impl Spec {
+    fn mmap_path(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("{}.mmap", self.name)))
+    }
+
+    /// How the object is named in messages.
+    pub fn object(&self) -> String {
+        match self.api {
+            Api::Posix => format!(
+                "POSIX shared memory /{} (/dev/shm/{})",
+                self.name, self.name
+            ),
+            Api::Sysv => format!("SysV segment for {}", key_path(&self.name, None).display()),
+            Api::Mmap => format!("mapped file {}", self.mmap_path().display()),
+        }
+    }
+
+    /// The command that removes a leftover by hand.
+    fn remove_command(&self) -> String {
+        match self.api {
+            Api::Posix => format!("rm /dev/shm/{}", self.name),
+            Api::Sysv => format!(
+                "ipcrm -M $(printf '0x%x' KEY) (see ipcs -m), then rm {}",
+                key_path(&self.name, None).display()
+            ),
+            Api::Mmap => format!("rm {}", self.mmap_path().display()),
+        }
+    }
+}
+
+/// A mapped segment, and while this side owns its name, the guard that removes it.
+pub struct Segment {
+    pub map: Mapping,
+    pub object: String,
+    remover: Option<Guard>,
+    /// Names of helper objects (the `--sync mq` queues), removed with the segment's.
+    helpers: Vec<Guard>,
+}
+
+impl Segment {
+    pub fn header(&self) -> &Header {
+        self.map.header()
+    }
+
+    /// Remove the name now (the consumer has attached): the mapping stays valid.
+    pub fn remove_name(&mut self) {
+        self.remover.take();
+        self.helpers.clear();
+    }
+
+    /// Remove `guard`'s object together with the segment's name.
+    pub fn add_helper(&mut self, guard: Guard) {
+        self.helpers.push(guard);
+    }
+}
+
+fn refuse(spec: &Spec, what: String) -> Error {
+    Error::new(
+        Kind::Runtime,
+        spec.object(),
+        what,
+        format!("not touching it; if it is a leftover of yours, remove it ({}) or choose another --name", spec.remove_command()),
+    )
+}
+
+/// Refuse a too-large segment before mapping it: touching pages /dev/shm cannot back
+/// would kill the process with SIGBUS instead of giving an error.
+fn check_room(dir: &str, total: usize, spec: &Spec) -> Result<()> {
+    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = st.blocks_available() as u128 * st.fragment_size() as u128;
+    if (total as u128) > free {
+        return Err(Error::new(
+            Kind::Runtime,
+            spec.object(),
+            format!("needs {total} bytes but {dir} has {free} free"),
+            format!("lower --segment-size, free space in {dir}, or enlarge it (in a container: --shm-size)"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a mapped segment that already exists under our name is.
+enum Existing {
+    /// Its producer is dead: replace it.
+    Stale(u32),
+    /// Its producer lives: refuse.
+    Live(u32),
+}
+
+/// Judge an existing segment by its header and its producer's alive mutex.
+fn judge(map: &Mapping, spec: &Spec) -> Result<Existing> {
+    if map.len() < HEADER_SIZE {
+        return Err(refuse(
+            spec,
+            format!(
+                "exists with {} bytes, too small to be this project's",
+                map.len()
+            ),
+        ));
+    }
+    let h = map.header();
+    if h.state.load(Ordering::Acquire) == STATE_INIT {
+        return Err(refuse(
+            spec,
+            "exists but was never published (being created, or its creator died)".into(),
+        ));
+    }
+    let c =
+        layout::check(h, map.len() as u64).map_err(|e| refuse(spec, format!("exists and {e}")))?;
+    Ok(match h.producer_alive.try_lock() {
+        Ok(Lock::Busy) => Existing::Live(c.creator_pid),
+        Ok(_) => {
+            h.producer_alive.make_consistent();
+            h.producer_alive.unlock();
+            Existing::Stale(c.creator_pid)
+        }
+        Err(e) => {
+            return Err(refuse(
+                spec,
+                format!("exists and its alive mutex is unusable ({e})"),
+            ))
+        }
+    })
+}
+
+fn stale_or_refuse(existing: Existing, spec: &Spec) -> Result<()> {
+    match existing {
+        Existing::Live(pid) => Err(Error::new(
+            Kind::Runtime,
+            spec.object(),
+            format!("is in use by a live producer (pid {pid})"),
+            "stop that producer, or give this one another --name",
+        )),
+        Existing::Stale(pid) => {
+            narrate::note(format_args!(
+                "replacing a stale {} left by a dead producer (pid {pid})",
+                spec.object()
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// Check that an existing file-like object is ours and closed to others.
+fn check_owner(file: &File, spec: &Spec) -> Result<()> {
+    let meta = file.metadata().on(&spec.object(), "fstat")?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(
+            spec,
+            format!("belongs to uid {}, not to this user", meta.uid()),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(refuse(
+            spec,
+            format!(
+                "has mode {:03o}; this project's segments are 0600",
+                meta.mode() & 0o777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Create the segment (producer): `total` bytes, exclusively, mode 0600, zeroed.
+/// The caller initialises the header and publishes it ([`publish`]).
+pub fn create(spec: &Spec, total: usize) -> Result<Segment> {
+    match spec.api {
+        Api::Posix => create_posix(spec, total),
+        Api::Sysv => create_sysv(spec, total),
+        Api::Mmap => create_mmap(spec, total),
+    }
+}
+
+fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
+    let obj = spec.object();
+    let name = format!("/{}", spec.name);
+    check_room("/dev/shm", total, spec)?;
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
+    let fd = match nix::sys::mman::shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR) {
+        Err(Errno::EEXIST) => {
+            let fd = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR, Mode::empty())
+                .on(&obj, "shm_open(O_RDWR)")?;
+            let file = File::from(fd);
+            check_owner(&file, spec)?;
+            let len = file.metadata().on(&obj, "fstat")?.len() as usize;
+            let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
+            stale_or_refuse(judge(&map, spec)?, spec)?;
+            nix::sys::mman::shm_unlink(name.as_str()).on(&obj, "shm_unlink")?;
+            nix::sys::mman::shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR)
+        }
+        r => r,
+    }
+    .map_err(|e| Error::os(&obj, "shm_open(O_CREAT|O_EXCL|O_RDWR, 0600)", e.into()))?;
+    narrate::call(
+        format_args!("shm_open({name:?}, O_CREAT|O_EXCL|O_RDWR, 0600) = fd"),
+        IDEA_POSIX,
+    );
+    let remover = {
+        let n = name.clone();
+        cleanup::on_exit(obj.clone(), move || {
+            if nix::sys::mman::shm_unlink(n.as_str()).is_ok() {
+                narrate::call(format_args!("shm_unlink({n:?}) = 0"), IDEA_EARLY);
+            }
+        })
+    };
+    nix::unistd::ftruncate(&fd, total as i64).on(&obj, "ftruncate")?;
+    narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_POSIX);
+    let file = File::from(fd);
+    let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
+    narrate::call(
+        format_args!(
+            "mmap(NULL, {total}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
+            map.addr()
+        ),
+        "shared memory: the same physical pages, mapped at each process's own address",
+    );
+    narrate::call(
+        format_args!("close(fd) = 0"),
+        "the mapping stays after the descriptor is closed (there is no shm_close)",
+    );
+    Ok(Segment {
+        map,
+        object: obj,
+        remover: Some(remover),
+        helpers: Vec::new(),
+    })
+}
+
+fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let obj = spec.object();
+    let path = spec.mmap_path();
+    let open_new = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+    };
+    let file = match open_new() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .on(&obj, "open")?;
+            if !file.metadata().on(&obj, "fstat")?.is_file() {
+                return Err(refuse(spec, "exists and is not a regular file".into()));
+            }
+            check_owner(&file, spec)?;
+            let len = file.metadata().on(&obj, "fstat")?.len() as usize;
+            let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
+            stale_or_refuse(judge(&map, spec)?, spec)?;
+            std::fs::remove_file(&path).on(&obj, "unlink")?;
+            open_new()
+        }
+        r => r,
+    }
+    .on(&obj, "open(O_CREAT|O_EXCL|O_RDWR, 0600)")?;
+    narrate::call(
+        format_args!("open({path:?}, O_CREAT|O_EXCL|O_RDWR, 0600) = fd"),
+        IDEA_MMAP,
+    );
+    let remover = {
+        let p = path.clone();
+        cleanup::on_exit(obj.clone(), move || {
+            if std::fs::remove_file(&p).is_ok() {
+                narrate::call(format_args!("unlink({p:?}) = 0"), IDEA_EARLY);
+            }
+        })
+    };
+    if let Some(dir) = path.parent().and_then(Path::to_str) {
+        check_room(dir, total, spec)?;
+    }
+    file.set_len(total as u64).on(&obj, "ftruncate")?;
+    narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_MMAP);
+    let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
+    narrate::call(
+        format_args!(
+            "mmap(NULL, {total}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
+            map.addr()
+        ),
+        IDEA_MMAP,
+    );
+    Ok(Segment {
+        map,
+        object: obj,
+        remover: Some(remover),
+        helpers: Vec::new(),
+    })
+}
+
+fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
+    let obj = spec.object();
+    let kpath = key_path(&spec.name, None);
+    let key = match KeyFile::create(&kpath)? {
+        Some(k) => k,
+        None => {
+            // A key file is there: a live producer's, or a crashed run's.
+            let mut k = KeyFile::open(&kpath)?;
+            if let Ok(id) = sys::shmget(k.key, 0, 0) {
+                replace_stale_sysv(id, spec)?;
+            }
+            k.adopt();
+            k
+        }
+    };
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600;
+    let id = match sys::shmget(key.key, total, flags) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            // A segment with this key but no key file: another key file's inode
+            // collided, or a crashed run removed its key file first.
+            let old = sys::shmget(key.key, 0, 0).on(&obj, "shmget")?;
+            replace_stale_sysv(old, spec)?;
+            sys::shmget(key.key, total, flags)
+        }
+        r => r,
+    }
+    .map_err(|e| {
+        let remedy = match e.raw_os_error() {
+            Some(libc::EINVAL) => "the size is over /proc/sys/kernel/shmmax; lower --segment-size or raise that limit",
+            Some(libc::ENOSPC) => "the system's segment limit (/proc/sys/kernel/shmmni or shmall) is reached; remove leftovers (make clean-ipc, ipcs -m)",
+            _ => "",
+        };
+        Error::os(&obj, format!("shmget(key {:#010x}, {total}, IPC_CREAT|IPC_EXCL|0600)", key.key), e).with_remedy(remedy)
+    })?;
+    narrate::call(
+        format_args!(
+            "shmget({:#010x}, {total}, IPC_CREAT|IPC_EXCL|0600) = {id}",
+            key.key
+        ),
+        IDEA_SYSV,
+    );
+    let remover = {
+        let object = format!("SysV segment id {id} (key {:#010x})", key.key);
+        cleanup::on_exit(object, move || {
+            let mut key = key;
+            if sys::shm_rmid(id).is_ok() {
+                narrate::call(format_args!("shmctl({id}, IPC_RMID) = 0"), IDEA_EARLY);
+            }
+            key.remove();
+        })
+    };
+    let map = Mapping::attach_sysv(id, total).on(&obj, "shmat")?;
+    narrate::call(
+        format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
+        IDEA_SYSV,
+    );
+    Ok(Segment {
+        map,
+        object: obj,
+        remover: Some(remover),
+        helpers: Vec::new(),
+    })
+}
+
+fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
+    let obj = spec.object();
+    let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+    if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
+        return Err(refuse(
+            spec,
+            format!(
+                "segment id {id} belongs to uid {} with mode {:03o}",
+                st.uid,
+                st.mode & 0o777
+            ),
+        ));
+    }
+    let map = Mapping::attach_sysv(id, st.size).on(&obj, "shmat")?;
+    stale_or_refuse(judge(&map, spec)?, spec)?;
+    drop(map);
+    sys::shm_rmid(id).on(&obj, "shmctl(IPC_RMID)")?;
+    Ok(())
+}
+
+/// Initialise the header of a new segment and publish it (Release, last).
+/// The producer then holds its alive mutex for as long as it lives.
+pub fn publish(seg: &Segment, api: Api, sync: SyncKind, rings: usize, capacity: u64) -> Result<()> {
+    let h = seg.header();
+    let obj = &seg.object;
+    let init = |r: std::io::Result<()>, what: &str| r.on(obj, what);
+    init(
+        h.producer_alive.init(),
+        "pthread_mutex_init(producer alive)",
+    )?;
+    init(
+        h.consumer_alive.init(),
+        "pthread_mutex_init(consumer alive)",
+    )?;
+    narrate::call(
+        format_args!("pthread_mutexattr_setpshared(PTHREAD_PROCESS_SHARED) + setrobust(PTHREAD_MUTEX_ROBUST)"),
+        "synchronization: a mutex inside the segment, shared by both processes",
+    );
+    for ring in &h.ring {
+        init(ring.lock.init(), "pthread_mutex_init(ring)")?;
+        init(ring.not_empty.init(), "pthread_cond_init(not_empty)")?;
+        init(ring.not_full.init(), "pthread_cond_init(not_full)")?;
+        init(ring.data_sem.init(0), "sem_init(data)")?;
+        init(ring.space_sem.init(0), "sem_init(space)")?;
+    }
+    match sync {
+        SyncKind::Mutex => narrate::call(
+            format_args!("pthread_condattr_setpshared(PTHREAD_PROCESS_SHARED); pthread_cond_init(not_empty, not_full)"),
+            "synchronization: condition variables signal 'data ready' and 'space free'",
+        ),
+        SyncKind::Sem => narrate::call(
+            format_args!("sem_init(data, pshared=1, 0); sem_init(space, pshared=1, 0)"),
+            "synchronization: process-shared semaphores in the segment",
+        ),
+        _ => {}
+    }
+    if h.producer_alive
+        .lock()
+        .on(obj, "pthread_mutex_lock(producer alive)")?
+        != Lock::Acquired
+    {
+        return Err(Error::new(
+            Kind::Runtime,
+            obj,
+            "could not take the producer's alive mutex",
+            "this is a bug",
+        ));
+    }
+    h.magic.store(MAGIC, Ordering::Relaxed);
+    h.version.store(VERSION, Ordering::Relaxed);
+    h.header_size.store(HEADER_SIZE as u32, Ordering::Relaxed);
+    h.total_size.store(seg.map.len() as u64, Ordering::Relaxed);
+    h.ring_capacity.store(capacity, Ordering::Relaxed);
+    h.rings.store(rings as u32, Ordering::Relaxed);
+    h.api.store(api.code(), Ordering::Relaxed);
+    h.sync.store(sync.code(), Ordering::Relaxed);
+    h.creator_pid.store(std::process::id(), Ordering::Relaxed);
+    // Last, with Release: an opener that sees READY (Acquire) sees all of the above.
+    h.state.store(STATE_READY, Ordering::Release);
+    Ok(())
+}
+
+/// Producer: wait until a consumer attached, then remove the name early.
+pub fn await_consumer(seg: &mut Segment, timeout: Duration, peer: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut said = false;
+    while seg.header().state.load(Ordering::Acquire) != STATE_ATTACHED {
+        if start.elapsed() >= timeout {
+            return Err(Error::peer(
+                &seg.object,
+                format!("no consumer attached within {:.1} s", timeout.as_secs_f64()),
+                format!("start `{peer}` within --timeout, or raise --timeout"),
+            ));
+        }
+        if !said && start.elapsed() >= GRACE {
+            narrate::note(format_args!(
+                "waiting up to {:.0} s for a consumer to attach to {} (start `{peer}` in another terminal)",
+                timeout.as_secs_f64(),
+                seg.object
+            ));
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    seg.remove_name();
+    Ok(())
+}
+
+/// Consumer: attach to the producer's segment, waiting (up to `timeout`) for it to
+/// appear and be published; check its header; take the consumer's alive mutex.
+pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Checked)> {
+    let obj = spec.object();
+    let start = Instant::now();
+    let mut said = false;
+    let seg = loop {
+        if let Some(seg) = try_open(spec)? {
+            break seg;
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::peer(
+                &obj,
+                format!(
+                    "no producer created it within {:.1} s",
+                    timeout.as_secs_f64()
+                ),
+                format!("start `{peer}` within --timeout, or raise --timeout"),
+            ));
+        }
+        if !said && start.elapsed() >= GRACE {
+            narrate::note(format_args!(
+                "waiting up to {:.0} s for a producer to create {obj} (start `{peer}` in another terminal)",
+                timeout.as_secs_f64()
+            ));
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let h = seg.header();
+    // The creator publishes READY last; until then nothing else may be trusted.
+    while h.state.load(Ordering::Acquire) == STATE_INIT {
+        if start.elapsed() >= timeout {
+            return Err(Error::peer(
+                &obj,
+                "the producer never finished creating it",
+                "start a new producer",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
+        Error::new(
+            Kind::Verify,
+            &obj,
+            format!("refused: {e}"),
+            "both sides must run the same build; remove the object if it is a leftover",
+        )
+    })?;
+    match h
+        .consumer_alive
+        .try_lock()
+        .on(&obj, "pthread_mutex_trylock(consumer alive)")?
+    {
+        Lock::Acquired => {}
+        Lock::OwnerDied => {
+            h.consumer_alive.make_consistent();
+            h.consumer_alive.unlock();
+            return Err(Error::peer(
+                &obj,
+                "a previous consumer died attached to it",
+                "start a new producer and consumer",
+            ));
+        }
+        _ => {
+            return Err(Error::new(
+                Kind::Runtime,
+                &obj,
+                "already has a consumer",
+                "one consumer per producer; start another pair with --name",
+            ))
+        }
+    }
+    Ok((seg, checked))
+}
+
+/// Consumer: tell the producer we are attached (after opening any helper objects).
+pub fn mark_attached(seg: &Segment) -> Result<()> {
+    seg.header()
+        .state
+        .compare_exchange(
+            STATE_READY,
+            STATE_ATTACHED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .map(drop)
+        .map_err(|s| {
+            Error::new(
+                Kind::Runtime,
+                &seg.object,
+                format!("is in state {s}, not ready for a consumer"),
+                "start a new producer",
+            )
+        })
+}
+
+/// One attempt to open the segment. `Ok(None)`: not there yet.
+fn try_open(spec: &Spec) -> Result<Option<Segment>> {
+    let obj = spec.object();
+    let file_like = |file: File, call: &str| -> Result<Option<Segment>> {
+        check_owner(&file, spec)?;
+        let len = file.metadata().on(&obj, "fstat")?.len() as usize;
+        if len < HEADER_SIZE {
+            return Ok(None); // created but not sized yet
+        }
+        let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
+        narrate::call(
+            format_args!(
+                "{call}; mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
+                map.addr()
+            ),
+            IDEA_POSIX,
+        );
+        Ok(Some(Segment {
+            map,
+            object: obj.clone(),
+            remover: None,
+            helpers: Vec::new(),
+        }))
+    };
+    match spec.api {
+        Api::Posix => {
+            let name = format!("/{}", spec.name);
+            match nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR, Mode::empty()) {
+                Ok(fd) => file_like(File::from(fd), &format!("shm_open({name:?}, O_RDWR) = fd")),
+                Err(Errno::ENOENT) => Ok(None),
+                Err(e) => Err(Error::os(&obj, "shm_open(O_RDWR)", e.into())),
+            }
+        }
+        Api::Mmap => {
+            let path = spec.mmap_path();
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+            {
+                Ok(f) => file_like(f, &format!("open({path:?}, O_RDWR) = fd")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::os(&obj, "open(O_RDWR)", e)),
+            }
+        }
+        Api::Sysv => {
+            let kpath = key_path(&spec.name, None);
+            if !kpath.exists() {
+                return Ok(None);
+            }
+            let key = KeyFile::open(&kpath)?;
+            let id = match sys::shmget(key.key, 0, 0) {
+                Ok(id) => id,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+                Err(e) => return Err(Error::os(&obj, "shmget", e)),
+            };
+            narrate::call(
+                format_args!("shmget({:#010x}, 0, 0) = {id}", key.key),
+                IDEA_SYSV,
+            );
+            let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+            if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
+                return Err(refuse(
+                    spec,
+                    format!(
+                        "segment id {id} belongs to uid {} with mode {:03o}",
+                        st.uid,
+                        st.mode & 0o777
+                    ),
+                ));
+            }
+            if st.size < HEADER_SIZE {
+                return Err(refuse(
+                    spec,
+                    format!("segment id {id} has only {} bytes", st.size),
+                ));
+            }
+            let map = Mapping::attach_sysv(id, st.size).on(&obj, "shmat")?;
+            narrate::call(
+                format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
+                IDEA_SYSV,
+            );
+            Ok(Some(Segment {
+                map,
+                object: obj,
+                remover: None,
+                helpers: Vec::new(),
+            }))
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! The byte ring in shared memory, as a [`Link`] the common workload drives.
+//!
+//! Frames go into the ring as bytes: the writer copies them at `head % capacity` and
+//! publishes `head`; the reader copies out at `tail % capacity` and publishes `tail`. A
+//! frame larger than the free space goes in rounds; the counters are the progress. Each
+//! side keeps its own counter in a local and only reads the peer's, once per refresh,
+//! checking that it moved forward by no more than the capacity: a corrupted counter is
+//! an error, never an out-of-bounds access.
+//!
+//! No system call is made while data flows. A side that finds the ring empty (or full)
+//! spins briefly, then sleeps with the chosen `--sync` kind, having first raised its
+//! "waiting" flag and re-checked; the other side wakes it only when it sees the flag, so
+//! a busy ring costs no wake-ups. Every sleep is a short slice, after which the sleeper
+//! checks that its peer is alive (its robust "alive" mutex) and the `--timeout`.
+
+use super::layout::{ring_offset, Checked, Header, RingCtl, SyncKind};
+use crate::error::{Context, Error, Kind, Result};
+use crate::frame::{Header as Frame, HEADER_LEN};
+use crate::link::Link;
+use crate::narrate;
+use crate::sys::shm::{futex_wait, futex_wake, Lock, Mapping, PMutex};
+use crossbeam_utils::Backoff;
+use nix::mqueue::{mq_close, mq_open, mq_send, mq_timedreceive, mq_unlink, MQ_OFlag, MqAttr, MqdT};
+use nix::sys::stat::Mode;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::time::{Duration, Instant};
+
+/// A sleeper re-checks its peer and the timeout this often.
+const SLICE: Duration = Duration::from_millis(20);
+/// Spins before a blocking kind sleeps: a wake-up costs tens of µs here, a spin a few ns.
+const SHORT_SPIN: u32 = 200;
+const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
+
+/// One direction of the ring, from one side's point of view.
+struct Ring<'a> {
+    ctl: &'a RingCtl,
+    map: &'a Mapping,
+    index: usize,
+    offset: usize,
+    capacity: u64,
+    /// Our counter: head if we write this ring, tail if we read it.
+    pos: u64,
+    /// The peer's counter as last read and checked.
+    seen: u64,
+    /// `--sync mq`: (send "wake" to the peer, receive the peer's "wake").
+    queues: Option<(Queue, Queue)>,
+}
+
+/// Which way a sleeper waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// The reader waits for data.
+    Data,
+    /// The writer waits for space.
+    Space,
+}
+
+/// What every wait needs: how to sleep, how long, and whom to check on.
+struct Waits<'a> {
+    sync: SyncKind,
+    timeout: Duration,
+    peer_alive: &'a PMutex,
+    peer: &'static str,
+    object: String,
+}
+
+pub struct ShmLink<'a> {
+    tx: Option<Ring<'a>>,
+    rx: Option<Ring<'a>>,
+    waits: Waits<'a>,
+}
+
+/// Which side of the segment this process is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    Producer,
+    Consumer,
+}
+
+impl<'a> ShmLink<'a> {
+    /// The producer writes ring 0 and reads ring 1 (pingpong); the consumer the reverse.
+    /// `checked`: the geometry and sync kind as checked from the header.
+    pub fn new(
+        map: &'a Mapping,
+        object: String,
+        side: Side,
+        checked: &Checked,
+        timeout: Duration,
+        queues: Option<SyncQueues>,
+    ) -> ShmLink<'a> {
+        let (sync, rings, capacity) = (checked.sync, checked.rings, checked.capacity);
+        let h: &'a Header = map.header();
+        let mut queues = queues.map(|q| q.per_ring.into_iter());
+        let mut ring = |index: usize| Ring {
+            ctl: &h.ring[index],
+            map,
+            index,
+            offset: ring_offset(index, capacity),
+            capacity,
+            pos: 0,
+            seen: 0,
+            queues: queues.as_mut().and_then(|q| q.next()),
+        };
+        let (first, second) = (ring(0), (rings > 1).then(|| ring(1)));
+        let (tx, rx, peer_alive, peer) = match side {
+            Side::Producer => (Some(first), second, &h.consumer_alive, "consumer"),
+            Side::Consumer => (second, Some(first), &h.producer_alive, "producer"),
+        };
+        ShmLink {
+            tx,
+            rx,
+            waits: Waits {
+                sync,
+                timeout,
+                peer_alive,
+                peer,
+                object,
+            },
+        }
+    }
+
+    fn no_ring(&self, what: &str) -> Error {
+        Error::new(
+            Kind::Usage,
+            &self.waits.object,
+            format!("has no ring to {what}"),
+            "pingpong needs a segment made for pingpong: start the producer with --mode pingpong",
+        )
+    }
+}
+
+fn corrupt(object: &str, what: String) -> Error {
+    Error::new(
+        Kind::Verify,
+        object,
+        what,
+        "the segment was overwritten; start both sides again",
+    )
+}
+
+impl Ring<'_> {
+    /// Read the reader's tail once, check it, keep it.
+    fn refresh_tail(&mut self, w: &Waits) -> Result<()> {
+        let tail = self.ctl.reader.tail.load(Acquire);
+        if tail < self.seen || tail > self.pos {
+            return Err(corrupt(
+                &w.object,
+                format!(
+                    "ring {} tail {tail} is outside [{}, {}]",
+                    self.index, self.seen, self.pos
+                ),
+            ));
+        }
+        self.seen = tail;
+        Ok(())
+    }
+
+    /// Read the writer's head once, check it, keep it.
+    fn refresh_head(&mut self, w: &Waits) -> Result<()> {
+        let head = self.ctl.writer.head.load(Acquire);
+        if head < self.seen || head - self.pos > self.capacity {
+            return Err(corrupt(
+                &w.object,
+                format!(
+                    "ring {} head {head} is outside [{}, {}]",
+                    self.index,
+                    self.pos,
+                    self.pos + self.capacity
+                ),
+            ));
+        }
+        self.seen = head;
+        Ok(())
+    }
+
+    fn publish_head(&self, w: &Waits) {
+        self.ctl.writer.head.store(self.pos, SeqCst);
+        // SeqCst store then load, against the reader's flag store then head load: one
+        // of the two sees the other, so a wake-up is never lost.
+        if self.ctl.reader.data_waiting.load(SeqCst) != 0 {
+            self.wake(w, Want::Data);
+        }
+    }
+
+    fn publish_tail(&self, w: &Waits) {
+        self.ctl.reader.tail.store(self.pos, SeqCst);
+        if self.ctl.writer.space_waiting.load(SeqCst) != 0 {
+            self.wake(w, Want::Space);
+        }
+    }
+
+    /// Wake the peer sleeping for `want`. Best effort: it re-checks every slice anyway.
+    fn wake(&self, w: &Waits, want: Want) {
+        let c = self.ctl;
+        match w.sync {
+            SyncKind::Spin => {
+                let word = match want {
+                    Want::Data => &c.writer.data_signal,
+                    Want::Space => &c.reader.space_signal,
+                };
+                word.fetch_add(1, SeqCst);
+                futex_wake(word);
+            }
+            SyncKind::Mutex => {
+                if let Ok(l) = c.lock.lock() {
+                    if l == Lock::OwnerDied {
+                        c.lock.make_consistent();
+                    }
+                    match want {
+                        Want::Data => c.not_empty.signal(),
+                        Want::Space => c.not_full.signal(),
+                    }
+                    c.lock.unlock();
+                }
+            }
+            SyncKind::Sem => {
+                let _ = match want {
+                    Want::Data => c.data_sem.post(),
+                    Want::Space => c.space_sem.post(),
+                };
+            }
+            SyncKind::Mq => {
+                if let Some((send, _)) = &self.queues {
+                    send.notify(want);
+                }
+            }
+        }
+    }
+
+    /// Has the peer's counter moved past what we saw?
+    fn moved(&self, want: Want) -> bool {
+        let now = match want {
+            Want::Data => self.ctl.writer.head.load(SeqCst),
+            Want::Space => self.ctl.reader.tail.load(SeqCst),
+        };
+        now != self.seen
+    }
+
+    /// Wait until the peer's counter moves, the peer dies or the timeout passes.
+    fn wait(&self, w: &Waits, want: Want) -> Result<()> {
+        let spin = Backoff::new();
+        let mut spins = 0;
+        while !self.moved(want) {
+            if w.sync == SyncKind::Spin && !spin.is_completed() {
+                spin.snooze();
+            } else if w.sync != SyncKind::Spin && spins < SHORT_SPIN {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                return self.sleep(w, want);
+            }
+        }
+        Ok(())
+    }
+
+    fn sleep(&self, w: &Waits, want: Want) -> Result<()> {
+        let c = self.ctl;
+        let (flag, signal) = match want {
+            Want::Data => (&c.reader.data_waiting, &c.writer.data_signal),
+            Want::Space => (&c.writer.space_waiting, &c.reader.space_signal),
+        };
+        let deadline = Instant::now() + w.timeout;
+        loop {
+            let slice = SLICE.min(deadline.saturating_duration_since(Instant::now()));
+            match w.sync {
+                SyncKind::Spin => {
+                    let seen = signal.load(SeqCst);
+                    flag.store(1, SeqCst);
+                    if !self.moved(want) {
+                        narrate::repeated(
+                            "futex",
+                            format_args!("futex(FUTEX_WAIT, {slice:?})"),
+                            "spin, then sleep in the kernel",
+                        );
+                        futex_wait(signal, seen, slice);
+                    }
+                    flag.store(0, Relaxed);
+                }
+                SyncKind::Mutex => {
+                    // Raise the flag and re-check under the lock: the waker signals
+                    // under the same lock, so it cannot slip in between.
+                    if c.lock.lock().on(&w.object, "pthread_mutex_lock")? == Lock::OwnerDied {
+                        c.lock.make_consistent();
+                        c.lock.unlock();
+                        return Err(gone(w));
+                    }
+                    flag.store(1, SeqCst);
+                    let mut died = false;
+                    if !self.moved(want) {
+                        let cond = if want == Want::Data {
+                            &c.not_empty
+                        } else {
+                            &c.not_full
+                        };
+                        narrate::repeated(
+                            "cond_wait",
+                            format_args!(
+                                "pthread_cond_timedwait({}, {slice:?})",
+                                if want == Want::Data {
+                                    "not_empty"
+                                } else {
+                                    "not_full"
+                                }
+                            ),
+                            "condition variable: sleep until the peer signals",
+                        );
+                        died = cond
+                            .wait(&c.lock, slice)
+                            .on(&w.object, "pthread_cond_timedwait")?
+                            == Lock::OwnerDied;
+                        if died {
+                            c.lock.make_consistent();
+                        }
+                    }
+                    flag.store(0, Relaxed);
+                    c.lock.unlock();
+                    if died {
+                        return Err(gone(w));
+                    }
+                }
+                SyncKind::Sem => {
+                    flag.store(1, SeqCst);
+                    if !self.moved(want) {
+                        let sem = if want == Want::Data {
+                            &c.data_sem
+                        } else {
+                            &c.space_sem
+                        };
+                        narrate::repeated(
+                            "sem_wait",
+                            format_args!("sem_timedwait({slice:?})"),
+                            "semaphore: sleep until the peer posts",
+                        );
+                        sem.wait(slice).on(&w.object, "sem_timedwait")?;
+                    }
+                    flag.store(0, Relaxed);
+                }
+                SyncKind::Mq => {
+                    flag.store(1, SeqCst);
+                    if !self.moved(want) {
+                        if let Some((_, recv)) = &self.queues {
+                            recv.wait(slice, &w.object)?;
+                        }
+                    }
+                    flag.store(0, Relaxed);
+                }
+            }
+            if self.moved(want) {
+                return Ok(());
+            }
+            if !peer_alive(w.peer_alive) {
+                // It may have published just before it went.
+                if self.moved(want) {
+                    return Ok(());
+                }
+                return Err(gone(w));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::peer(
+                    &w.object,
+                    format!(
+                        "the {} made no progress for {:.1} s",
+                        w.peer,
+                        w.timeout.as_secs_f64()
+                    ),
+                    format!(
+                        "the {} is stopped or stuck; check it, or raise --timeout",
+                        w.peer
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Copy `src` in at our position (wrapping), without publishing.
+    fn put(&mut self, src: &[u8]) {
+        let at = (self.pos % self.capacity) as usize;
+        let first = src.len().min(self.capacity as usize - at);
+        self.map.copy_in(self.offset + at, &src[..first]);
+        if first < src.len() {
+            self.map.copy_in(self.offset, &src[first..]);
+        }
+        self.pos += src.len() as u64;
+    }
+
+    /// Copy out at our position (wrapping), without publishing.
+    fn take(&mut self, dst: &mut [u8]) {
+        let at = (self.pos % self.capacity) as usize;
+        let first = dst.len().min(self.capacity as usize - at);
+        self.map.copy_out(self.offset + at, &mut dst[..first]);
+        if first < dst.len() {
+            let n = dst.len();
+            self.map.copy_out(self.offset, &mut dst[first..n]);
+        }
+        self.pos += dst.len() as u64;
+    }
+
+    /// Write every part, in rounds when the ring fills; publish once at the end.
+    fn write(&mut self, parts: &[&[u8]], w: &Waits) -> Result<()> {
+        for part in parts {
+            let mut done = 0;
+            while done < part.len() {
+                let mut free = self.capacity - (self.pos - self.seen);
+                if free == 0 {
+                    self.refresh_tail(w)?;
+                    free = self.capacity - (self.pos - self.seen);
+                    if free == 0 {
+                        // Let the reader drain what is there, then wait for room.
+                        self.publish_head(w);
+                        self.wait(w, Want::Space)?;
+                        continue;
+                    }
+                }
+                let n = (free as usize).min(part.len() - done);
+                self.put(&part[done..done + n]);
+                done += n;
+            }
+        }
+        self.publish_head(w);
+        Ok(())
+    }
+
+    /// Fill `dst` from the ring, waiting for the writer as needed.
+    fn read(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
+        let mut got = 0;
+        while got < dst.len() {
+            let mut avail = self.seen - self.pos;
+            if avail == 0 {
+                self.refresh_head(w)?;
+                avail = self.seen - self.pos;
+                if avail == 0 {
+                    self.publish_tail(w);
+                    self.wait(w, Want::Data)?;
+                    continue;
+                }
+            }
+            let n = (avail as usize).min(dst.len() - got);
+            self.take(&mut dst[got..got + n]);
+            got += n;
+        }
+        Ok(())
+    }
+}
+
+fn gone(w: &Waits) -> Error {
+    Error::peer(
+        &w.object,
+        format!(
+            "the {} died (its alive mutex was released by the kernel)",
+            w.peer
+        ),
+        format!("the {} was killed or crashed; see its output", w.peer),
+    )
+}
+
+/// Is the peer alive? Its robust mutex is held for its whole life: EBUSY means alive;
+/// getting it (or EOWNERDEAD) means it exited or died.
+fn peer_alive(m: &PMutex) -> bool {
+    match m.try_lock() {
+        Ok(Lock::Busy) => true,
+        Ok(Lock::OwnerDied) => {
+            m.make_consistent();
+            m.unlock();
+            false
+        }
+        Ok(_) => {
+            m.unlock();
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+impl Link for ShmLink<'_> {
+    fn object(&self) -> &str {
+        &self.waits.object
+    }
+
+    fn send(&mut self, header: &Frame, payload: &[u8]) -> Result<()> {
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(self.no_ring("send on"));
+        };
+        narrate::repeated(
+            "ring write",
+            format_args!(
+                "copy {} bytes into ring {} at offset {}",
+                HEADER_LEN + payload.len(),
+                tx.index,
+                tx.pos % tx.capacity
+            ),
+            IDEA_RING,
+        );
+        tx.write(&[&header.encode(), payload], &self.waits)
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Frame>> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(self.no_ring("receive from"));
+        };
+        let mut head = [0u8; HEADER_LEN];
+        rx.read(&mut head, &self.waits)?;
+        let frame = Frame::decode(&head).map_err(|e| {
+            corrupt(
+                &self.waits.object,
+                format!("bad frame in ring {}: {e}", rx.index),
+            )
+        })?;
+        buf.resize(frame.len as usize, 0);
+        rx.read(buf, &self.waits)?;
+        rx.publish_tail(&self.waits);
+        narrate::repeated(
+            "ring read",
+            format_args!(
+                "copy {} bytes out of ring {}",
+                HEADER_LEN + buf.len(),
+                rx.index
+            ),
+            IDEA_RING,
+        );
+        Ok(Some(frame))
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(self.no_ring("send on"));
+        };
+        tx.write(&[bytes], &self.waits)
+    }
+
+    fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(self.no_ring("receive from"));
+        };
+        rx.read(buf, &self.waits)?;
+        rx.publish_tail(&self.waits);
+        Ok(buf.len())
+    }
+}
+
+/// `--sync mq`: the lecture's "ready" and "ok" messages, on two POSIX queues per ring
+/// beside the segment (`/NAME.rI.ready` from writer to reader, `/NAME.rI.ok` back).
+pub struct SyncQueues {
+    per_ring: Vec<(Queue, Queue)>,
+}
+
+/// One open queue descriptor, closed on drop.
+pub struct Queue {
+    mqd: Option<MqdT>,
+    name: String,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if let Some(q) = self.mqd.take() {
+            let _ = mq_close(q);
+        }
+    }
+}
+
+impl Queue {
+    fn notify(&self, want: Want) {
+        let msg: &[u8] = if want == Want::Data { b"ready" } else { b"ok" };
+        if let Some(q) = &self.mqd {
+            // Non-blocking: a full queue already holds wake-ups enough.
+            let _ = mq_send(q, msg, 0);
+            narrate::repeated(
+                "mq_send",
+                format_args!(
+                    "mq_send({:?}, {:?})",
+                    self.name,
+                    String::from_utf8_lossy(msg)
+                ),
+                "synchronization by message: 'ready' / 'ok'",
+            );
+        }
+    }
+
+    fn wait(&self, slice: Duration, object: &str) -> Result<()> {
+        let Some(q) = &self.mqd else { return Ok(()) };
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+            .on(&object, "clock_gettime")?;
+        let deadline = now + nix::sys::time::TimeSpec::from_duration(slice);
+        let mut buf = [0u8; 8];
+        let mut prio = 0;
+        narrate::repeated(
+            "mq_receive",
+            format_args!("mq_timedreceive({:?}, {slice:?})", self.name),
+            "synchronization by message: wait for 'ready' / 'ok'",
+        );
+        match mq_timedreceive(q, &mut buf, &mut prio, &deadline) {
+            Ok(_) | Err(nix::errno::Errno::ETIMEDOUT) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(Error::os(
+                format!("queue {}", self.name),
+                "mq_timedreceive",
+                e.into(),
+            )),
+        }
+    }
+}
+
+fn queue_names(name: &str, ring: usize) -> (String, String) {
+    (
+        format!("/{name}.r{ring}.ready"),
+        format!("/{name}.r{ring}.ok"),
+    )
+}
+
+impl SyncQueues {
+    /// Producer: create the queues (exclusively, 0600; a stale one from a crashed run of
+    /// the same name is replaced, since the segment's own check found no live owner).
+    /// Returns the queues and the guards that remove their names.
+    pub fn create(name: &str, rings: usize) -> Result<(SyncQueues, Vec<crate::cleanup::Guard>)> {
+        let mut guards = Vec::new();
+        for r in 0..rings {
+            let (ready, ok) = queue_names(name, r);
+            for q in [&ready, &ok] {
+                let attr = MqAttr::new(0, 4, 8, 0);
+                let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
+                let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+                let made = match mq_open(q.as_str(), flags, mode, Some(&attr)) {
+                    Err(nix::errno::Errno::EEXIST) => {
+                        let _ = mq_unlink(q.as_str());
+                        mq_open(q.as_str(), flags, mode, Some(&attr))
+                    }
+                    r => r,
+                };
+                let made = made.map_err(|e| {
+                    Error::os(
+                        format!("queue {q}"),
+                        "mq_open(O_CREAT|O_EXCL, 0600)",
+                        e.into(),
+                    )
+                    .with_remedy(
+                        "check /proc/sys/fs/mqueue/queues_max and that /dev/mqueue is usable",
+                    )
+                })?;
+                let _ = mq_close(made);
+                narrate::call(
+                    format_args!("mq_open({q:?}, O_CREAT|O_EXCL, 0600, {{maxmsg 4, msgsize 8}})"),
+                    "synchronization by message queue beside the segment",
+                );
+                let n = q.clone();
+                guards.push(crate::cleanup::on_exit(format!("queue {q}"), move || {
+                    if mq_unlink(n.as_str()).is_ok() {
+                        narrate::call(
+                            format_args!("mq_unlink({n:?}) = 0"),
+                            "cleanup: both sides have the queue open, so the name can go now",
+                        );
+                    }
+                }));
+            }
+        }
+        Ok((SyncQueues::open(name, rings, Side::Producer)?, guards))
+    }
+
+    /// Open the queues for `side`: per ring, (where we send wake-ups, where we wait).
+    pub fn open(name: &str, rings: usize, side: Side) -> Result<SyncQueues> {
+        let open = |q: &str, flags: MQ_OFlag| -> Result<Queue> {
+            let mqd = mq_open(q, flags, Mode::empty(), None)
+                .map_err(|e| Error::os(format!("queue {q}"), "mq_open", e.into()))?;
+            Ok(Queue {
+                mqd: Some(mqd),
+                name: q.to_string(),
+            })
+        };
+        let send = MQ_OFlag::O_WRONLY | MQ_OFlag::O_NONBLOCK;
+        let recv = MQ_OFlag::O_RDONLY;
+        let per_ring = (0..rings)
+            .map(|r| {
+                let (ready, ok) = queue_names(name, r);
+                // Ring 0 is written by the producer, ring 1 by the consumer.
+                let writer = (r == 0) == (side == Side::Producer);
+                if writer {
+                    Ok((open(&ready, send)?, open(&ok, recv)?))
+                } else {
+                    Ok((open(&ok, send)?, open(&ready, recv)?))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SyncQueues { per_ring })
+    }
+}

@@ -1,0 +1,392 @@
+//! Shared memory and the process-shared synchronisation that lives inside it: mappings
+//! (mmap through memmap2, SysV `shmat`), pthread robust mutexes and condition variables,
+//! POSIX semaphores, futexes, and the SysV segment calls.
+//!
+//! Memory the peer may write is never seen through `&[u8]` or `&T` of plain data: it is
+//! copied in and out through raw pointers, or viewed as the segment [`Header`], which is
+//! made only of atomics and `UnsafeCell`s, for which concurrent writes are defined.
+
+use crate::shm::layout::Header;
+use std::cell::UnsafeCell;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// A mapped segment. Unmapped (munmap or shmdt) on drop.
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    backing: Backing,
+}
+
+enum Backing {
+    /// POSIX shm or a regular file, mapped with memmap2 (unmapped by its drop).
+    Mmap(#[allow(dead_code)] memmap2::MmapMut),
+    /// A SysV segment attached with shmat.
+    SysV,
+}
+
+impl Mapping {
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)` of a sized file.
+    pub fn map_shared(file: &std::fs::File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: memmap2's map_mut is unsafe because another process may change the
+        // file's contents under the mapping. That is the point here, and this module
+        // never hands out a plain reference into it (only the all-atomic header and copies).
+        let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
+        let ptr = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
+        Ok(Mapping {
+            ptr,
+            len,
+            backing: Backing::Mmap(map),
+        })
+    }
+
+    /// `shmat(id, NULL, 0)` of a SysV segment of `len` bytes (from IPC_STAT).
+    pub fn attach_sysv(id: i32, len: usize) -> io::Result<Mapping> {
+        // SAFETY: shmat with a null address lets the kernel choose where to attach; it
+        // returns (void*)-1 on error, checked below. Nothing is read yet.
+        let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if addr as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("shmat gave a null pointer"))?;
+        Ok(Mapping {
+            ptr,
+            len,
+            backing: Backing::SysV,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address, for narration only.
+    pub fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// The segment header at offset 0.
+    pub fn header(&self) -> &Header {
+        assert!(
+            self.len >= std::mem::size_of::<Header>(),
+            "mapping smaller than the header"
+        );
+        // SAFETY: the mapping is page-aligned (more than Header's alignment), at least
+        // size_of::<Header>() long (asserted) and lives as long as `self`. Header is
+        // made only of atomics and UnsafeCells (pthread and semaphore cells that only
+        // pthread calls touch), valid for any bits, so the peer's concurrent writes
+        // through its own mapping are not undefined behaviour.
+        unsafe { &*self.ptr.as_ptr().cast::<Header>() }
+    }
+
+    /// Copy `dst.len()` bytes out of the segment at `offset`.
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        self.check(offset, dst.len());
+        // SAFETY: the range is inside the mapping (checked) and cannot overlap `dst`,
+        // which is private memory. Raw copy: no reference to shared bytes is made.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+
+    /// Copy `src` into the segment at `offset`.
+    pub fn copy_in(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len());
+        // SAFETY: the range is inside the mapping (checked) and cannot overlap `src`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        }
+    }
+
+    fn check(&self, offset: usize, len: usize) {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "segment access {offset}+{len} outside {} bytes",
+            self.len
+        );
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if let Backing::SysV = self.backing {
+            // SAFETY: ptr is the address shmat returned for this mapping, detached once.
+            unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
+        }
+    }
+}
+
+/// Result of locking a robust mutex.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lock {
+    Acquired,
+    /// Held by someone else (trylock only).
+    Busy,
+    /// Acquired, but its previous owner died holding it.
+    OwnerDied,
+    /// A timed wait ran out (condition variable or semaphore).
+    TimedOut,
+}
+
+fn errno_result(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// A robust, process-shared pthread mutex inside a segment.
+#[repr(transparent)]
+pub struct PMutex(UnsafeCell<libc::pthread_mutex_t>);
+
+impl PMutex {
+    /// Initialise with PTHREAD_PROCESS_SHARED and PTHREAD_MUTEX_ROBUST. Creator only,
+    /// before the segment is published.
+    pub fn init(&self) -> io::Result<()> {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: attr is initialised by pthread_mutexattr_init before any other use and
+        // destroyed after; the mutex memory is ours to initialise (not yet published).
+        unsafe {
+            errno_result(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+            let r = errno_result(libc::pthread_mutexattr_setpshared(
+                attr.as_mut_ptr(),
+                libc::PTHREAD_PROCESS_SHARED,
+            ))
+            .and_then(|()| {
+                errno_result(libc::pthread_mutexattr_setrobust(
+                    attr.as_mut_ptr(),
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))
+            })
+            .and_then(|()| errno_result(libc::pthread_mutex_init(self.0.get(), attr.as_ptr())));
+            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+            r
+        }
+    }
+
+    fn result(rc: libc::c_int) -> io::Result<Lock> {
+        match rc {
+            0 => Ok(Lock::Acquired),
+            libc::EBUSY => Ok(Lock::Busy),
+            libc::EOWNERDEAD => Ok(Lock::OwnerDied),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    pub fn lock(&self) -> io::Result<Lock> {
+        // SAFETY: the mutex lives in a mapping that outlives the call; pthread checks
+        // its kind bits, so a corrupted mutex gives an error, not UB in our code.
+        Self::result(unsafe { libc::pthread_mutex_lock(self.0.get()) })
+    }
+
+    pub fn try_lock(&self) -> io::Result<Lock> {
+        // SAFETY: as for lock.
+        Self::result(unsafe { libc::pthread_mutex_trylock(self.0.get()) })
+    }
+
+    /// After `OwnerDied`: mark the state consistent so the mutex stays usable.
+    pub fn make_consistent(&self) {
+        // SAFETY: called by the thread that holds the mutex after EOWNERDEAD.
+        unsafe { libc::pthread_mutex_consistent(self.0.get()) };
+    }
+
+    pub fn unlock(&self) {
+        // SAFETY: called only by the thread that holds the mutex.
+        unsafe { libc::pthread_mutex_unlock(self.0.get()) };
+    }
+}
+
+/// A process-shared pthread condition variable (CLOCK_MONOTONIC) inside a segment.
+#[repr(transparent)]
+pub struct PCond(UnsafeCell<libc::pthread_cond_t>);
+
+impl PCond {
+    pub fn init(&self) -> io::Result<()> {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_condattr_t>::uninit();
+        // SAFETY: as for PMutex::init.
+        unsafe {
+            errno_result(libc::pthread_condattr_init(attr.as_mut_ptr()))?;
+            let r = errno_result(libc::pthread_condattr_setpshared(
+                attr.as_mut_ptr(),
+                libc::PTHREAD_PROCESS_SHARED,
+            ))
+            .and_then(|()| {
+                errno_result(libc::pthread_condattr_setclock(
+                    attr.as_mut_ptr(),
+                    libc::CLOCK_MONOTONIC,
+                ))
+            })
+            .and_then(|()| errno_result(libc::pthread_cond_init(self.0.get(), attr.as_ptr())));
+            libc::pthread_condattr_destroy(attr.as_mut_ptr());
+            r
+        }
+    }
+
+    /// Wait at most `timeout` (the caller holds `mutex`, and holds it again after).
+    pub fn wait(&self, mutex: &PMutex, timeout: Duration) -> io::Result<Lock> {
+        let deadline = deadline(libc::CLOCK_MONOTONIC, timeout)?;
+        // SAFETY: both objects live in a mapping that outlives the call; the caller
+        // holds the mutex, as pthread_cond_timedwait requires.
+        let rc = unsafe { libc::pthread_cond_timedwait(self.0.get(), mutex.0.get(), &deadline) };
+        match rc {
+            libc::ETIMEDOUT => Ok(Lock::TimedOut),
+            rc => PMutex::result(rc),
+        }
+    }
+
+    pub fn signal(&self) {
+        // SAFETY: the condition variable lives in a mapping that outlives the call.
+        unsafe { libc::pthread_cond_signal(self.0.get()) };
+    }
+}
+
+/// A process-shared POSIX semaphore inside a segment.
+#[repr(transparent)]
+pub struct Sem(UnsafeCell<libc::sem_t>);
+
+impl Sem {
+    /// `sem_init(sem, pshared=1, value)`. Creator only, before publishing.
+    pub fn init(&self, value: u32) -> io::Result<()> {
+        // SAFETY: the memory is ours to initialise, inside a live mapping.
+        if unsafe { libc::sem_init(self.0.get(), 1, value) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `sem_timedwait`: `Acquired` or `TimedOut` (EINTR is retried).
+    pub fn wait(&self, timeout: Duration) -> io::Result<Lock> {
+        let deadline = deadline(libc::CLOCK_REALTIME, timeout)?;
+        loop {
+            // SAFETY: the semaphore lives in a mapping that outlives the call.
+            if unsafe { libc::sem_timedwait(self.0.get(), &deadline) } == 0 {
+                return Ok(Lock::Acquired);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ETIMEDOUT) => return Ok(Lock::TimedOut),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    pub fn post(&self) -> io::Result<()> {
+        // SAFETY: the semaphore lives in a mapping that outlives the call.
+        if unsafe { libc::sem_post(self.0.get()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// An absolute time `timeout` from now on `clock`, as the timed waits want.
+fn deadline(clock: libc::clockid_t, timeout: Duration) -> io::Result<libc::timespec> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct we pass.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+    Ok(libc::timespec {
+        tv_sec: now.tv_sec
+            + timeout.as_secs() as libc::time_t
+            + (nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    })
+}
+
+/// `futex(FUTEX_WAIT)`: sleep while `*word == expected`, at most `timeout`. Shared (not
+/// FUTEX_PRIVATE), so it works across processes on a MAP_SHARED mapping.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: word is a live, aligned 32-bit atomic; the kernel only reads it. Any
+    // return (woken, EAGAIN for a changed value, ETIMEDOUT, EINTR) is fine: callers
+    // re-check their condition.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// `futex(FUTEX_WAKE)`: wake one waiter on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: word is a live, aligned 32-bit atomic; FUTEX_WAKE touches no memory.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1);
+    }
+}
+
+/// What `shmctl(IPC_STAT)` tells about a SysV segment.
+#[derive(Debug, Clone, Copy)]
+pub struct ShmStat {
+    pub size: usize,
+    pub creator_pid: i32,
+    pub attached: u64,
+    pub uid: u32,
+    pub mode: u32,
+}
+
+/// `shmget(key, size, flags)`: the segment id.
+pub fn shmget(key: libc::key_t, size: usize, flags: libc::c_int) -> io::Result<i32> {
+    // SAFETY: shmget takes plain values and touches no memory of ours.
+    let id = unsafe { libc::shmget(key, size, flags) };
+    if id < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(id)
+    }
+}
+
+/// `shmctl(id, IPC_STAT)`.
+pub fn shm_stat(id: i32) -> io::Result<ShmStat> {
+    let mut ds = std::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
+    // SAFETY: IPC_STAT fills the shmid_ds we pass; it was zeroed, so reading it after
+    // success is reading initialised memory.
+    let ds = unsafe {
+        if libc::shmctl(id, libc::IPC_STAT, ds.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ds.assume_init()
+    };
+    Ok(ShmStat {
+        size: ds.shm_segsz,
+        creator_pid: ds.shm_cpid,
+        attached: ds.shm_nattch as u64,
+        uid: ds.shm_perm.uid,
+        mode: u32::from(ds.shm_perm.mode),
+    })
+}
+
+/// `shmctl(id, IPC_RMID)`: destroy once the last process detaches.
+pub fn shm_rmid(id: i32) -> io::Result<()> {
+    // SAFETY: IPC_RMID takes no buffer (null is allowed).
+    if unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
