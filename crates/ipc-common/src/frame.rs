@@ -63,10 +63,16 @@ pub enum FrameError {
 /// CRC-32 over the sequence number and the payload, so a message delivered under the
 /// wrong sequence number fails its check too.
 pub fn checksum(seq: u64, payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&seq.to_le_bytes());
+    let mut h = checksum_start(seq);
     h.update(payload);
     h.finalize()
+}
+
+/// The checksum of message `seq` so far, for a payload that arrives in pieces.
+pub fn checksum_start(seq: u64) -> crc32fast::Hasher {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h
 }
 
 impl Header {

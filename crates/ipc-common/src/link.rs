@@ -2,7 +2,7 @@
 //! Byte streams (pipes, FIFOs, stream sockets) use [`crate::stream::FdStream`];
 //! message-oriented mechanisms implement the trait directly.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::Header;
 
 pub trait Link {
@@ -22,4 +22,33 @@ pub trait Link {
     /// `--raw`: receive up to `buf.len()` bytes (a byte stream fills the buffer unless
     /// the peer closed; a message channel returns one message). 0 means end of file.
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize>;
+
+    /// Does this link build and check payloads in place (shared memory `--zero-copy`)?
+    fn in_place(&self) -> bool {
+        false
+    }
+
+    /// Send data message `seq` of `len` bytes that `fill` writes, in chunks whose sizes
+    /// are multiples of 8 (but the last), straight into the channel.
+    fn send_in_place(
+        &mut self,
+        _seq: u64,
+        _len: usize,
+        _fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        Err(unsupported(self.object()))
+    }
+
+    /// Receive one frame, handing its payload to `check` in order, chunk by chunk,
+    /// instead of into a message-sized buffer.
+    fn recv_in_place(&mut self, _check: &mut dyn FnMut(&Header, &[u8])) -> Result<Header> {
+        Err(unsupported(self.object()))
+    }
+}
+
+fn unsupported(object: &str) -> Error {
+    Error::usage(
+        format!("{object} cannot build messages in place"),
+        "--zero-copy is for shared memory",
+    )
 }

@@ -36,12 +36,18 @@ impl Describe {
     }
 }
 
-/// Fill `buf` with the payload of message `seq`: a pseudo-random stream seeded from
-/// (seed, seq), so the receiver can regenerate any message without the sender's data.
-pub fn fill_generated(seed: u64, seq: u64, buf: &mut [u8]) {
+/// The payload stream of message `seq`: pseudo-random, seeded from (seed, seq), so the
+/// receiver can regenerate any message without the sender's data.
+pub fn payload_rng(seed: u64, seq: u64) -> rand::rngs::SmallRng {
     // Mix the two so neighbouring (seed, seq) pairs give unrelated streams.
     let key = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(0xD1B5_4A32_D192_ED03);
-    rand::rngs::SmallRng::seed_from_u64(key).fill_bytes(buf);
+    rand::rngs::SmallRng::seed_from_u64(key)
+}
+
+/// Fill `buf` with the payload of message `seq`. Filling it in pieces whose sizes are
+/// multiples of 8 from one [`payload_rng`] gives the same bytes (the in-place path).
+pub fn fill_generated(seed: u64, seq: u64, buf: &mut [u8]) {
+    payload_rng(seed, seq).fill_bytes(buf);
 }
 
 /// Sequence bookkeeping for the checking side.
@@ -196,7 +202,18 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
     let mut latency = LatencyRecorder::default();
     let (mut seq, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
+    // Shared memory with --zero-copy: each message is generated straight into the segment.
+    let in_place = link.in_place() && input.is_none() && !args.raw && mode == Mode::Stream;
     while seq < count {
+        if in_place {
+            let mut rng = payload_rng(seed, seq);
+            link.send_in_place(seq, size, &mut |chunk| rng.fill_bytes(chunk))
+                .map_err(|e| e.after(seq))?;
+            seq += 1;
+            bytes += size as u64;
+            progress.advance(size as u64);
+            continue;
+        }
         let n = match input.as_mut() {
             Some(r) => read_full(r.as_mut(), &mut buf)?,
             None => {
@@ -284,26 +301,48 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     let mut expect = vec![0u8; if seed.is_some() { size } else { 0 }];
     let mut tally = Tally::default();
     let mut bytes = 0u64;
+    // Shared memory with --zero-copy: check each message where it lies, chunk by chunk.
+    let in_place = link.in_place() && hello.mode == Mode::Stream && out.is_none();
     let start = Instant::now();
     loop {
-        let header = link
-            .recv(&mut buf)
-            .map_err(|e| e.after(tally.integrity.received))?
-            .ok_or_else(|| gone(link, "sender", tally.integrity.received))?;
+        let mut checked_in_place = None;
+        let header = match seed {
+            Some(seed) if in_place => {
+                let (mut ok, mut at, mut rng) = (true, 0, None);
+                let h = link
+                    .recv_in_place(&mut |h, chunk| {
+                        let rng = rng.get_or_insert_with(|| payload_rng(seed, h.seq));
+                        let end = at + chunk.len();
+                        ok &= end <= expect.len() && {
+                            rng.fill_bytes(&mut expect[at..end]);
+                            chunk == &expect[at..end]
+                        };
+                        at = end;
+                    })
+                    .map_err(|e| e.after(tally.integrity.received))?;
+                checked_in_place = Some(ok && h.len as usize == size);
+                h
+            }
+            _ => link
+                .recv(&mut buf)
+                .map_err(|e| e.after(tally.integrity.received))?
+                .ok_or_else(|| gone(link, "sender", tally.integrity.received))?,
+        };
         match header.kind {
             FrameKind::Data => {
-                let intact = match seed {
-                    Some(seed) => {
+                let intact = match (checked_in_place, seed) {
+                    (Some(ok), _) => ok,
+                    (None, Some(seed)) => {
                         buf.len() == size && {
                             fill_generated(seed, header.seq, &mut expect);
                             buf == expect
                         }
                     }
-                    None => buf.len() <= size && header.payload_ok(&buf),
+                    (None, None) => buf.len() <= size && header.payload_ok(&buf),
                 };
                 if tally.observe(header.seq, intact) {
-                    bytes += buf.len() as u64;
-                    progress.advance(buf.len() as u64);
+                    bytes += u64::from(header.len);
+                    progress.advance(u64::from(header.len));
                     if let Some(o) = out.as_mut() {
                         o.write_all(&buf).on(&output_name(args), "write")?;
                     }

@@ -32,6 +32,9 @@ pub const HEADER_SIZE: usize = 4096;
 /// The smallest ring worth having: room for a frame header and some payload.
 pub const MIN_RING: u64 = 1024;
 
+/// `flags`: messages are built and checked in place (`--zero-copy`).
+pub const FLAG_ZERO_COPY: u32 = 1;
+
 /// `state`: the creator is still initialising.
 pub const STATE_INIT: u32 = 0;
 /// Everything is initialised; a consumer may attach.
@@ -54,7 +57,8 @@ pub struct Header {
     pub creator_pid: AtomicU32,
     /// STATE_INIT, STATE_READY, STATE_ATTACHED; published last, with Release.
     pub state: AtomicU32,
-    _reserved: AtomicU32,
+    /// FLAG_ZERO_COPY.
+    pub flags: AtomicU32,
     /// Held by the producer for its whole life: the consumer's try-lock says EBUSY
     /// while it lives and EOWNERDEAD once it died, with no pid to be fooled by reuse.
     pub producer_alive: PMutex,
@@ -168,6 +172,7 @@ pub struct Checked {
     pub api: Api,
     pub sync: SyncKind,
     pub creator_pid: u32,
+    pub zero_copy: bool,
 }
 
 /// Why a segment was refused.
@@ -238,5 +243,6 @@ pub fn check(h: &Header, mapped_len: u64) -> Result<Checked, LayoutError> {
         api: Api::from_code(api).ok_or(LayoutError::Code("api", api))?,
         sync: SyncKind::from_code(sync).ok_or(LayoutError::Code("sync", sync))?,
         creator_pid: h.creator_pid.load(Relaxed),
+        zero_copy: h.flags.load(Relaxed) & FLAG_ZERO_COPY != 0,
     })
 }

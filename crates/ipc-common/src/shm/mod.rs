@@ -430,7 +430,8 @@ fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
 
 /// Initialise the header of a new segment and publish it (Release, last).
 /// The producer then holds its alive mutex for as long as it lives.
-pub fn publish(seg: &Segment, api: Api, sync: SyncKind, rings: usize, capacity: u64) -> Result<()> {
+pub fn publish(seg: &Segment, c: &Checked) -> Result<()> {
+    let (api, sync, rings, capacity) = (c.api, c.sync, c.rings, c.capacity);
     let h = seg.header();
     let obj = &seg.object;
     let init = |r: std::io::Result<()>, what: &str| r.on(obj, what);
@@ -485,6 +486,14 @@ pub fn publish(seg: &Segment, api: Api, sync: SyncKind, rings: usize, capacity: 
     h.api.store(api.code(), Ordering::Relaxed);
     h.sync.store(sync.code(), Ordering::Relaxed);
     h.creator_pid.store(std::process::id(), Ordering::Relaxed);
+    h.flags.store(
+        if c.zero_copy {
+            layout::FLAG_ZERO_COPY
+        } else {
+            0
+        },
+        Ordering::Relaxed,
+    );
     // Last, with Release: an opener that sees READY (Acquire) sees all of the above.
     h.state.store(STATE_READY, Ordering::Release);
     Ok(())

@@ -3,8 +3,9 @@
 use super::layout::{Api, Checked, SyncKind, HEADER_SIZE, MIN_RING};
 use super::ring::{ShmLink, Side, SyncQueues};
 use super::{attach, await_consumer, create, mark_attached, publish, Spec};
-use crate::args::{parse_size, CommonArgs, Mode};
+use crate::args::{parse_size, CommonArgs, Mode, DEFAULT_SIZE};
 use crate::error::{Error, Kind, Result};
+use crate::frame::HEADER_LEN;
 use crate::report::Report;
 use crate::workload::{self, Describe};
 use std::path::PathBuf;
@@ -30,6 +31,10 @@ pub struct ShmArgs {
     /// The whole segment, header included; a message larger than its ring goes in rounds [default: 1M]
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub segment_size: Option<usize>,
+
+    /// Producer: build each message in the segment and let the consumer check it there, with no message-sized copy (generated payloads, stream mode; a message must fit the ring)
+    #[arg(long)]
+    pub zero_copy: bool,
 }
 
 impl ShmArgs {
@@ -71,6 +76,7 @@ fn describe(spec: &Spec, c: &Checked, segment_size: usize) -> Describe {
         .with("segment_size", segment_size)
         .with("ring_capacity", c.capacity)
         .with("name", &spec.name)
+        .with("zero_copy", c.zero_copy)
 }
 
 /// Create the segment, wait for the consumer, send the workload.
@@ -94,6 +100,26 @@ pub fn produce(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
             ),
         ));
     }
+    let checked = Checked {
+        rings,
+        capacity,
+        api: spec.api,
+        sync,
+        creator_pid: std::process::id(),
+        zero_copy: shm.zero_copy,
+    };
+    if shm.zero_copy {
+        let need = (common.size.unwrap_or(DEFAULT_SIZE) + HEADER_LEN) as u64;
+        if common.input.is_some() || common.raw || rings > 1 || need > capacity {
+            return Err(Error::usage(
+                "--zero-copy with a file, --raw, pingpong, or a message larger than the ring",
+                format!(
+                    "zero-copy builds generated messages of up to {} bytes in the ring, in stream mode; raise --segment-size",
+                    capacity.saturating_sub(HEADER_LEN as u64)
+                ),
+            ));
+        }
+    }
     let mut seg = create(&spec, size)?;
     let queues = match sync {
         SyncKind::Mq => {
@@ -103,16 +129,9 @@ pub fn produce(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
         }
         _ => None,
     };
-    publish(&seg, spec.api, sync, rings, capacity)?;
+    publish(&seg, &checked)?;
     let peer = format!("shm-consumer{}", shm.peer_flags(common));
     await_consumer(&mut seg, common.timeout, &peer)?;
-    let checked = Checked {
-        rings,
-        capacity,
-        api: spec.api,
-        sync,
-        creator_pid: std::process::id(),
-    };
     let mut link = ShmLink::new(
         &seg.map,
         seg.object.clone(),
