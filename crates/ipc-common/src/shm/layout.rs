@@ -35,6 +35,10 @@ pub const MIN_RING: u64 = 1024;
 /// `flags`: messages are built and checked in place (`--zero-copy`).
 pub const FLAG_ZERO_COPY: u32 = 1;
 
+/// The most pool segments: the free-id queue must hold them all, and POSIX queues hold
+/// at most /proc/sys/fs/mqueue/msg_max messages (10 by default).
+pub const MAX_POOL: u32 = 64;
+
 /// `state`: the creator is still initialising.
 pub const STATE_INIT: u32 = 0;
 /// Everything is initialised; a consumer may attach.
@@ -59,6 +63,8 @@ pub struct Header {
     pub state: AtomicU32,
     /// FLAG_ZERO_COPY.
     pub flags: AtomicU32,
+    /// Pool mode: how many pool segments (`NAME.pool.0` ...) carry the data; 0 = ring mode.
+    pub pool_segments: AtomicU32,
     /// Held by the producer for its whole life: the consumer's try-lock says EBUSY
     /// while it lives and EOWNERDEAD once it died, with no pid to be fooled by reuse.
     pub producer_alive: PMutex,
@@ -111,7 +117,8 @@ const _: () = {
     assert!(offset_of!(Header, total_size) == 16);
     assert!(offset_of!(Header, ring_capacity) == 24);
     assert!(offset_of!(Header, state) == 48);
-    assert!(offset_of!(Header, producer_alive) == 56);
+    assert!(offset_of!(Header, pool_segments) == 56);
+    assert!(offset_of!(Header, producer_alive) == 64);
     assert!(offset_of!(RingCtl, reader).is_multiple_of(64));
     assert!(offset_of!(Header, ring).is_multiple_of(64));
     assert!(size_of::<RingCtl>().is_multiple_of(64));
@@ -173,6 +180,8 @@ pub struct Checked {
     pub sync: SyncKind,
     pub creator_pid: u32,
     pub zero_copy: bool,
+    /// Pool mode: the number of pool segments (at most MAX_POOL); 0 = ring mode.
+    pub pool: u32,
 }
 
 /// Why a segment was refused.
@@ -244,5 +253,9 @@ pub fn check(h: &Header, mapped_len: u64) -> Result<Checked, LayoutError> {
         sync: SyncKind::from_code(sync).ok_or(LayoutError::Code("sync", sync))?,
         creator_pid: h.creator_pid.load(Relaxed),
         zero_copy: h.flags.load(Relaxed) & FLAG_ZERO_COPY != 0,
+        pool: match h.pool_segments.load(Relaxed) {
+            n if n <= MAX_POOL => n,
+            n => return Err(LayoutError::Code("pool size", n)),
+        },
     })
 }

@@ -9,6 +9,8 @@
 
 pub mod layout;
 pub mod pair;
+pub mod pool;
+pub mod queue;
 pub mod ring;
 
 use crate::cleanup::{self, Guard};
@@ -50,6 +52,19 @@ impl Spec {
         self.file
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(format!("{}.mmap", self.name)))
+    }
+
+    /// Pool member `i`: the same API, named `NAME.pool.I` (and its file `FILE.pool.I`).
+    pub fn pool_member(&self, i: u32) -> Spec {
+        Spec {
+            api: self.api,
+            name: format!("{}.pool.{i}", self.name),
+            file: self.file.as_ref().map(|f| {
+                let mut p = f.clone().into_os_string();
+                p.push(format!(".pool.{i}"));
+                PathBuf::from(p)
+            }),
+        }
     }
 
     /// How the object is named in messages.
@@ -494,6 +509,7 @@ pub fn publish(seg: &Segment, c: &Checked) -> Result<()> {
         },
         Ordering::Relaxed,
     );
+    h.pool_segments.store(c.pool, Ordering::Relaxed);
     // Last, with Release: an opener that sees READY (Acquire) sees all of the above.
     h.state.store(STATE_READY, Ordering::Release);
     Ok(())

@@ -1,6 +1,7 @@
 //! The two sides of the shared-memory pair: what `shm-producer` and `shm-consumer` run.
 
 use super::layout::{Api, Checked, SyncKind, HEADER_SIZE, MIN_RING};
+use super::pool::{attach_pool, create_pool, Pool, PoolLink};
 use super::ring::{ShmLink, Side, SyncQueues};
 use super::{attach, await_consumer, create, mark_attached, publish, Spec};
 use crate::args::{parse_size, CommonArgs, Mode, DEFAULT_SIZE};
@@ -31,6 +32,10 @@ pub struct ShmArgs {
     /// The whole segment, header included; a message larger than its ring goes in rounds [default: 1M]
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub segment_size: Option<usize>,
+
+    /// Producer: pool mode, N segments whose free ids travel over a message queue
+    #[arg(long, value_name = "N")]
+    pub segments: Option<u32>,
 
     /// Producer: build each message in the segment and let the consumer check it there, with no message-sized copy (generated payloads, stream mode; a message must fit the ring)
     #[arg(long)]
@@ -107,7 +112,11 @@ pub fn produce(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
         sync,
         creator_pid: std::process::id(),
         zero_copy: shm.zero_copy,
+        pool: 0,
     };
+    if let Some(n) = shm.segments {
+        return produce_pool(shm, common, &spec, n, size);
+    }
     if shm.zero_copy {
         let need = (common.size.unwrap_or(DEFAULT_SIZE) + HEADER_LEN) as u64;
         if common.input.is_some() || common.raw || rings > 1 || need > capacity {
@@ -143,6 +152,39 @@ pub fn produce(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
     workload::send(&mut link, common, &describe(&spec, &checked, size))
 }
 
+/// Pool mode: N segments, ids over message queues.
+fn produce_pool(
+    shm: &ShmArgs,
+    common: &CommonArgs,
+    spec: &Spec,
+    n: u32,
+    size: usize,
+) -> Result<Report> {
+    if shm.zero_copy || shm.sync.is_some_and(|s| s != SyncKind::Mq) {
+        return Err(Error::usage(
+            "--segments with --zero-copy or a --sync other than mq",
+            "a pool is synchronised by its message queues and copies each part; drop those flags",
+        ));
+    }
+    let pingpong = common.mode == Some(Mode::Pingpong);
+    let peer = format!("shm-consumer{}", shm.peer_flags(common));
+    let pool = create_pool(spec, n, size, pingpong, common.timeout, &peer)?;
+    let mut link = PoolLink::new(&pool, common.timeout);
+    workload::send(&mut link, common, &describe_pool(spec, &pool))
+}
+
+fn describe_pool(spec: &Spec, pool: &Pool) -> Describe {
+    Describe::new("shm")
+        .with("api", spec.api.as_str())
+        .with("sync", "mq")
+        .with("segments", pool.members.len())
+        .with(
+            "segment_size",
+            pool.members.first().map_or(0, |m| m.map.len()),
+        )
+        .with("name", &spec.name)
+}
+
 /// Attach to the producer's segment and receive the workload.
 pub fn consume(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
     let spec = shm.spec(common)?;
@@ -174,6 +216,11 @@ pub fn consume(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
                 "the producer chooses; give --segment-size to the producer only",
             ));
         }
+    }
+    if checked.pool > 0 {
+        let pool = attach_pool(&spec, seg, &checked, common.timeout, &peer)?;
+        let mut link = PoolLink::new(&pool, common.timeout);
+        return workload::receive(&mut link, common, &describe_pool(&spec, &pool));
     }
     let queues = match checked.sync {
         SyncKind::Mq => Some(SyncQueues::open(&spec.name, checked.rings, Side::Consumer)?),

@@ -14,14 +14,14 @@
 //! checks that its peer is alive (its robust "alive" mutex) and the `--timeout`.
 
 use super::layout::{ring_offset, Checked, Header, RingCtl, SyncKind};
+use super::queue::Queue;
+use crate::cleanup::Guard;
 use crate::error::{Context, Error, Kind, Result};
 use crate::frame::{checksum_start, FrameKind, Header as Frame, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
 use crate::sys::shm::{futex_wait, futex_wake, Lock, Mapping, PMutex};
 use crossbeam_utils::Backoff;
-use nix::mqueue::{mq_close, mq_open, mq_send, mq_timedreceive, mq_unlink, MQ_OFlag, MqAttr, MqdT};
-use nix::sys::stat::Mode;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// of 8 so generated payloads come out the same as in one piece.
 const CHUNK: usize = 4096;
 /// A sleeper re-checks its peer and the timeout this often.
-const SLICE: Duration = Duration::from_millis(20);
+pub(crate) const SLICE: Duration = Duration::from_millis(20);
 /// Spins before a blocking kind sleeps: a wake-up costs tens of µs here, a spin a few ns.
 const SHORT_SPIN: u32 = 200;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
@@ -226,7 +226,7 @@ impl Ring<'_> {
             }
             SyncKind::Mq => {
                 if let Some((send, _)) = &self.queues {
-                    send.notify(want);
+                    notify(send, want);
                 }
             }
         }
@@ -344,7 +344,7 @@ impl Ring<'_> {
                     flag.store(1, SeqCst);
                     if !self.moved(want) {
                         if let Some((_, recv)) = &self.queues {
-                            recv.wait(slice, &w.object)?;
+                            wait_on(recv, slice)?;
                         }
                     }
                     flag.store(0, Relaxed);
@@ -448,19 +448,20 @@ impl Ring<'_> {
 }
 
 fn gone(w: &Waits) -> Error {
+    peer_died(&w.object, w.peer)
+}
+
+pub(crate) fn peer_died(object: &str, peer: &str) -> Error {
     Error::peer(
-        &w.object,
-        format!(
-            "the {} died (its alive mutex was released by the kernel)",
-            w.peer
-        ),
-        format!("the {} was killed or crashed; see its output", w.peer),
+        object,
+        format!("the {peer} died (its alive mutex was released by the kernel)"),
+        format!("the {peer} was killed or crashed; see its output"),
     )
 }
 
 /// Is the peer alive? Its robust mutex is held for its whole life: EBUSY means alive;
 /// getting it (or EOWNERDEAD) means it exited or died.
-fn peer_alive(m: &PMutex) -> bool {
+pub(crate) fn peer_alive(m: &PMutex) -> bool {
     match m.try_lock() {
         Ok(Lock::Busy) => true,
         Ok(Lock::OwnerDied) => {
@@ -640,60 +641,7 @@ pub struct SyncQueues {
     per_ring: Vec<(Queue, Queue)>,
 }
 
-/// One open queue descriptor, closed on drop.
-pub struct Queue {
-    mqd: Option<MqdT>,
-    name: String,
-}
-
-impl Drop for Queue {
-    fn drop(&mut self) {
-        if let Some(q) = self.mqd.take() {
-            let _ = mq_close(q);
-        }
-    }
-}
-
-impl Queue {
-    fn notify(&self, want: Want) {
-        let msg: &[u8] = if want == Want::Data { b"ready" } else { b"ok" };
-        if let Some(q) = &self.mqd {
-            // Non-blocking: a full queue already holds wake-ups enough.
-            let _ = mq_send(q, msg, 0);
-            narrate::repeated(
-                "mq_send",
-                format_args!(
-                    "mq_send({:?}, {:?})",
-                    self.name,
-                    String::from_utf8_lossy(msg)
-                ),
-                "synchronization by message: 'ready' / 'ok'",
-            );
-        }
-    }
-
-    fn wait(&self, slice: Duration, object: &str) -> Result<()> {
-        let Some(q) = &self.mqd else { return Ok(()) };
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
-            .on(&object, "clock_gettime")?;
-        let deadline = now + nix::sys::time::TimeSpec::from_duration(slice);
-        let mut buf = [0u8; 8];
-        let mut prio = 0;
-        narrate::repeated(
-            "mq_receive",
-            format_args!("mq_timedreceive({:?}, {slice:?})", self.name),
-            "synchronization by message: wait for 'ready' / 'ok'",
-        );
-        match mq_timedreceive(q, &mut buf, &mut prio, &deadline) {
-            Ok(_) | Err(nix::errno::Errno::ETIMEDOUT) | Err(nix::errno::Errno::EINTR) => Ok(()),
-            Err(e) => Err(Error::os(
-                format!("queue {}", self.name),
-                "mq_timedreceive",
-                e.into(),
-            )),
-        }
-    }
-}
+const IDEA_MQ: &str = "synchronization by message: 'ready' / 'ok'";
 
 fn queue_names(name: &str, ring: usize) -> (String, String) {
     (
@@ -702,76 +650,58 @@ fn queue_names(name: &str, ring: usize) -> (String, String) {
     )
 }
 
+/// Tell the peer sleeping on this queue to look again.
+fn notify(q: &Queue, want: Want) {
+    let msg: &[u8] = if want == Want::Data { b"ready" } else { b"ok" };
+    // A full queue already holds wake-ups enough.
+    let _ = q.try_send(msg);
+    narrate::repeated(
+        "mq_send",
+        format_args!("mq_send({:?}, {:?})", q.name, String::from_utf8_lossy(msg)),
+        IDEA_MQ,
+    );
+}
+
+fn wait_on(q: &Queue, slice: Duration) -> Result<()> {
+    narrate::repeated(
+        "mq_receive",
+        format_args!("mq_timedreceive({:?}, {slice:?})", q.name),
+        IDEA_MQ,
+    );
+    q.recv_for(&mut [0u8; 8], slice).map(drop)
+}
+
 impl SyncQueues {
-    /// Producer: create the queues (exclusively, 0600; a stale one from a crashed run of
-    /// the same name is replaced, since the segment's own check found no live owner).
-    /// Returns the queues and the guards that remove their names.
-    pub fn create(name: &str, rings: usize) -> Result<(SyncQueues, Vec<crate::cleanup::Guard>)> {
+    /// Producer: create the queues; returns them and the guards that remove their names.
+    pub fn create(name: &str, rings: usize) -> Result<(SyncQueues, Vec<Guard>)> {
         let mut guards = Vec::new();
         for r in 0..rings {
             let (ready, ok) = queue_names(name, r);
-            for q in [&ready, &ok] {
-                let attr = MqAttr::new(0, 4, 8, 0);
-                let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
-                let mode = Mode::S_IRUSR | Mode::S_IWUSR;
-                let made = match mq_open(q.as_str(), flags, mode, Some(&attr)) {
-                    Err(nix::errno::Errno::EEXIST) => {
-                        let _ = mq_unlink(q.as_str());
-                        mq_open(q.as_str(), flags, mode, Some(&attr))
-                    }
-                    r => r,
-                };
-                let made = made.map_err(|e| {
-                    Error::os(
-                        format!("queue {q}"),
-                        "mq_open(O_CREAT|O_EXCL, 0600)",
-                        e.into(),
-                    )
-                    .with_remedy(
-                        "check /proc/sys/fs/mqueue/queues_max and that /dev/mqueue is usable",
-                    )
-                })?;
-                let _ = mq_close(made);
-                narrate::call(
-                    format_args!("mq_open({q:?}, O_CREAT|O_EXCL, 0600, {{maxmsg 4, msgsize 8}})"),
-                    "synchronization by message queue beside the segment",
-                );
-                let n = q.clone();
-                guards.push(crate::cleanup::on_exit(format!("queue {q}"), move || {
-                    if mq_unlink(n.as_str()).is_ok() {
-                        narrate::call(
-                            format_args!("mq_unlink({n:?}) = 0"),
-                            "cleanup: both sides have the queue open, so the name can go now",
-                        );
-                    }
-                }));
-            }
+            guards.push(Queue::create(
+                &ready,
+                4,
+                8,
+                "synchronization by message queue beside the segment",
+            )?);
+            guards.push(Queue::create(
+                &ok,
+                4,
+                8,
+                "synchronization by message queue beside the segment",
+            )?);
         }
         Ok((SyncQueues::open(name, rings, Side::Producer)?, guards))
     }
 
     /// Open the queues for `side`: per ring, (where we send wake-ups, where we wait).
     pub fn open(name: &str, rings: usize, side: Side) -> Result<SyncQueues> {
-        let open = |q: &str, flags: MQ_OFlag| -> Result<Queue> {
-            let mqd = mq_open(q, flags, Mode::empty(), None)
-                .map_err(|e| Error::os(format!("queue {q}"), "mq_open", e.into()))?;
-            Ok(Queue {
-                mqd: Some(mqd),
-                name: q.to_string(),
-            })
-        };
-        let send = MQ_OFlag::O_WRONLY | MQ_OFlag::O_NONBLOCK;
-        let recv = MQ_OFlag::O_RDONLY;
         let per_ring = (0..rings)
             .map(|r| {
                 let (ready, ok) = queue_names(name, r);
                 // Ring 0 is written by the producer, ring 1 by the consumer.
                 let writer = (r == 0) == (side == Side::Producer);
-                if writer {
-                    Ok((open(&ready, send)?, open(&ok, recv)?))
-                } else {
-                    Ok((open(&ok, send)?, open(&ready, recv)?))
-                }
+                let (send, wait) = if writer { (ready, ok) } else { (ok, ready) };
+                Ok((Queue::open_sender(&send)?, Queue::open_receiver(&wait)?))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(SyncQueues { per_ring })

@@ -1,0 +1,124 @@
+//! The POSIX message queues that shared memory uses beside its segments: the lecture's
+//! "ready"/"ok" messages (`--sync mq`) and the pool's free and full segment ids.
+
+use crate::cleanup::{self, Guard};
+use crate::error::{Context, Error, Result};
+use crate::narrate;
+use nix::errno::Errno;
+use nix::mqueue::{
+    mq_close, mq_getattr, mq_open, mq_send, mq_timedreceive, mq_unlink, MQ_OFlag, MqAttr, MqdT,
+};
+use nix::sys::stat::Mode;
+use std::time::Duration;
+
+/// One open queue descriptor, closed on drop.
+pub struct Queue {
+    mqd: Option<MqdT>,
+    pub name: String,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if let Some(q) = self.mqd.take() {
+            let _ = mq_close(q);
+        }
+    }
+}
+
+fn object(name: &str) -> String {
+    format!("queue {name} (/dev/mqueue{name})")
+}
+
+impl Queue {
+    /// Create `name` exclusively, mode 0600, for `maxmsg` messages of `msgsize` bytes.
+    /// A leftover of that name is replaced: callers create queues only after their
+    /// segment's own check found no live owner. Returns the guard that removes the name.
+    pub fn create(name: &str, maxmsg: i64, msgsize: i64, idea: &str) -> Result<Guard> {
+        let attr = MqAttr::new(0, maxmsg, msgsize, 0);
+        let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
+        let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+        let made = match mq_open(name, flags, mode, Some(&attr)) {
+            Err(Errno::EEXIST) => {
+                let _ = mq_unlink(name);
+                mq_open(name, flags, mode, Some(&attr))
+            }
+            r => r,
+        };
+        let made = made.map_err(|e| {
+            let remedy = match e {
+                Errno::EINVAL => format!(
+                    "{maxmsg} messages of {msgsize} bytes exceed /proc/sys/fs/mqueue/msg_max or msgsize_max; use fewer --segments"
+                ),
+                Errno::EMFILE | Errno::ENOSPC => "the queue limit (/proc/sys/fs/mqueue/queues_max) is reached; remove leftovers (make clean-ipc)".into(),
+                _ => "check that /dev/mqueue is mounted and usable".into(),
+            };
+            Error::os(object(name), "mq_open(O_CREAT|O_EXCL, 0600)", e.into()).with_remedy(remedy)
+        })?;
+        let _ = mq_close(made);
+        narrate::call(
+            format_args!(
+                "mq_open({name:?}, O_CREAT|O_EXCL, 0600, {{maxmsg {maxmsg}, msgsize {msgsize}}})"
+            ),
+            idea,
+        );
+        let n = name.to_string();
+        Ok(cleanup::on_exit(object(name), move || {
+            if mq_unlink(n.as_str()).is_ok() {
+                narrate::call(
+                    format_args!("mq_unlink({n:?}) = 0"),
+                    "cleanup: both sides have the queue open, so the name can go now",
+                );
+            }
+        }))
+    }
+
+    fn open(name: &str, flags: MQ_OFlag) -> Result<Queue> {
+        let mqd = mq_open(name, flags, Mode::empty(), None).on(&object(name), "mq_open")?;
+        Ok(Queue {
+            mqd: Some(mqd),
+            name: name.to_string(),
+        })
+    }
+
+    /// The sending end: never blocks (a full queue is reported, not waited on).
+    pub fn open_sender(name: &str) -> Result<Queue> {
+        Queue::open(name, MQ_OFlag::O_WRONLY | MQ_OFlag::O_NONBLOCK)
+    }
+
+    /// The receiving end: waits in timed slices.
+    pub fn open_receiver(name: &str) -> Result<Queue> {
+        Queue::open(name, MQ_OFlag::O_RDONLY)
+    }
+
+    /// How many messages the queue holds at most.
+    pub fn capacity(&self) -> Result<i64> {
+        let q = self.mqd.as_ref().expect("open queue");
+        Ok(mq_getattr(q)
+            .on(&object(&self.name), "mq_getattr")?
+            .maxmsg())
+    }
+
+    /// Send without blocking; `Ok(false)` when the queue is full.
+    pub fn try_send(&self, msg: &[u8]) -> Result<bool> {
+        let q = self.mqd.as_ref().expect("open queue");
+        match mq_send(q, msg, 0) {
+            Ok(()) => Ok(true),
+            Err(Errno::EAGAIN) => Ok(false),
+            Err(e) => Err(Error::os(object(&self.name), "mq_send", e.into())),
+        }
+    }
+
+    /// Receive one message, waiting at most `slice`; `Ok(None)` when none came.
+    pub fn recv_for(&self, buf: &mut [u8], slice: Duration) -> Result<Option<usize>> {
+        let q = self.mqd.as_ref().expect("open queue");
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+            .on(&object(&self.name), "clock_gettime")?;
+        let deadline = now + nix::sys::time::TimeSpec::from_duration(slice);
+        let mut prio = 0;
+        match mq_timedreceive(q, buf, &mut prio, &deadline) {
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::ETIMEDOUT) | Err(Errno::EINTR) => Ok(None),
+            Err(e) => Err(Error::os(object(&self.name), "mq_timedreceive", e.into())),
+        }
+    }
+}
