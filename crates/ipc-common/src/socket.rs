@@ -8,7 +8,7 @@
 //!
 //! The socket file of a Unix-domain receiver:
 //! - `bind(2)` creates it, exclusively (`EADDRINUSE` if the name exists), with the mode
-//!   of the socket's inode less the umask. Binding under umask 077 makes it 0600 from
+//!   of the socket's inode less the umask. Binding under umask 177 makes it 0600 from
 //!   its first instant; a `chmod` after `bind` would leave a window in which any user
 //!   could connect. The umask is per process: the only other thread here is the signal
 //!   thread, which creates no files.
@@ -216,9 +216,9 @@ fn unix_addr(path: &Path) -> Result<UnixAddr> {
     })
 }
 
-/// `bind(2)` under umask 077, so the socket file is born 0600 (see the module doc).
+/// `bind(2)` under umask 177, so the socket file is born 0600 (see the module doc).
 fn bind_private(fd: &OwnedFd, addr: &UnixAddr) -> nix::Result<()> {
-    let old = umask(Mode::from_bits_truncate(0o077));
+    let old = umask(Mode::from_bits_truncate(0o177));
     let r = so::bind(fd.as_raw_fd(), addr);
     umask(old);
     r
@@ -283,7 +283,7 @@ fn bind_unix(path: &Path, ty: SocketType) -> Result<(OwnedFd, cleanup::Guard, (u
             Ok(()) => {
                 narrate::call(
                     format_args!(
-                        "bind(fd {}, {path:?}) = 0 under umask 077: the file is 0600",
+                        "bind(fd {}, {path:?}) = 0 under umask 177: the file is 0600",
                         fd.as_raw_fd()
                     ),
                     IDEA_BIND,
