@@ -973,3 +973,79 @@ impl Link for MsgLink {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameKind;
+
+    #[test]
+    fn tcp_endpoints_parse_and_refuse_message_types() {
+        let ep = Endpoint::tcp("127.0.0.1:5000").unwrap();
+        assert_eq!(ep.object(), "TCP 127.0.0.1:5000");
+        assert!(ep.check_type(SocketType::Stream).is_ok());
+        let e = ep.check_type(SocketType::Dgram).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(Endpoint::tcp("[::1]:7").is_ok());
+        assert_eq!(Endpoint::tcp("no-port").unwrap_err().exit_code(), 2);
+    }
+
+    fn msg_pair(ty: SocketType, payload: usize) -> (MsgLink, MsgLink) {
+        let (a, b) = pair(ty).unwrap();
+        let t = Duration::from_secs(5);
+        (
+            MsgLink::new(a, ty, "a".into(), t, Some(payload)).unwrap(),
+            MsgLink::new(b, ty, "b".into(), t, None).unwrap(),
+        )
+    }
+
+    #[test]
+    fn one_frame_is_one_datagram_and_the_hello_sizes_the_buffer() {
+        for ty in [SocketType::Dgram, SocketType::Seqpacket] {
+            let size = 200_000; // more than the first receive buffer
+            let (mut tx, mut rx) = msg_pair(ty, size);
+            let hello = Hello {
+                mode: crate::Mode::Stream,
+                payload: crate::frame::Payload::Generated { seed: 1 },
+                count: 1,
+                size: size as u64,
+            }
+            .encode();
+            tx.send(&Header::for_payload(FrameKind::Hello, 0, &hello), &hello)
+                .unwrap();
+            let data = vec![7u8; size];
+            tx.send(&Header::for_payload(FrameKind::Data, 0, &data), &data)
+                .unwrap();
+            let mut buf = Vec::new();
+            assert_eq!(rx.recv(&mut buf).unwrap().unwrap().kind, FrameKind::Hello);
+            let h = rx.recv(&mut buf).unwrap().unwrap();
+            assert!(h.payload_ok(&buf) && buf == data);
+        }
+    }
+
+    #[test]
+    fn a_message_larger_than_announced_is_an_error_not_a_truncation() {
+        for ty in [SocketType::Dgram, SocketType::Seqpacket] {
+            let (mut tx, mut rx) = msg_pair(ty, 100_000);
+            let big = vec![1u8; 100_000]; // the receiver expects at most 64 KiB
+            tx.send(&Header::for_payload(FrameKind::Data, 0, &big), &big)
+                .unwrap();
+            let e = rx.recv(&mut Vec::new()).unwrap_err();
+            assert_eq!(e.exit_code(), 3, "{e}");
+            tx.send_raw(&[9u8; 50]).unwrap();
+            let e = rx.recv_raw(&mut [0u8; 10]).unwrap_err();
+            assert!(e.to_string().contains("--size 50"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_empty_datagram_ends_a_raw_transfer() {
+        let (tx, mut rx) = msg_pair(SocketType::Dgram, 16);
+        let mut tx = SockLink::Msg(tx);
+        tx.send_raw(b"abc").unwrap();
+        tx.finish_send(true).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(rx.recv_raw(&mut buf).unwrap(), 3);
+        assert_eq!(rx.recv_raw(&mut buf).unwrap(), 0);
+    }
+}
