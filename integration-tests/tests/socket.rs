@@ -676,7 +676,7 @@ fn socket_file_is_0600_and_removed_once_connected() {
     for ty in TYPES {
         let name = unique("mode");
         let path = sock(&name);
-        let recv = start(cmd(P).args(["recv", "--name", &name, "--type", ty, "--timeout", "20"]));
+        let recv = start(cmd(P).args(["recv", "--name", &name, "--type", ty, "--timeout", "5"]));
         wait_for_path(&path, Duration::from_secs(10));
         let meta = std::fs::symlink_metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());
