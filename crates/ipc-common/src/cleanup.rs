@@ -5,7 +5,10 @@
 //! signal-hook, so no code runs inside the signal handler itself) runs them all and
 //! exits with 128 + the signal number, as shells expect.
 
+use crate::error::{Context, Result};
+use crate::narrate;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
@@ -45,6 +48,39 @@ impl Drop for Guard {
             remove();
         }
     }
+}
+
+/// Remove `path` only if it is still the object we made (the same device and inode),
+/// not a newer one by that name. `idea` is narrated with the `unlink`.
+pub fn remove_if_same(path: &Path, id: (u64, u64), idea: &str) -> bool {
+    match nix::sys::stat::lstat(path) {
+        Ok(st) if (st.st_dev, st.st_ino) == id => {
+            let ok = std::fs::remove_file(path).is_ok();
+            if ok {
+                narrate::call(format_args!("unlink({path:?}) = 0"), idea);
+            }
+            ok
+        }
+        _ => false,
+    }
+}
+
+/// The guard for a file-system object this process just created at `path` (a FIFO, a
+/// socket file): it removes that inode, and only that one, on exit or a signal.
+/// Returns the guard and the (device, inode) it removes.
+pub fn remove_path_on_exit(
+    object: impl Into<String>,
+    path: &Path,
+    idea: &'static str,
+) -> Result<(Guard, (u64, u64))> {
+    let object = object.into();
+    let st = nix::sys::stat::lstat(path).on(&object, "stat")?;
+    let id = (st.st_dev, st.st_ino);
+    let p: PathBuf = path.to_path_buf();
+    let guard = on_exit(object, move || {
+        remove_if_same(&p, id, idea);
+    });
+    Ok((guard, id))
 }
 
 fn lock() -> std::sync::MutexGuard<'static, BTreeMap<u64, (String, Remover)>> {

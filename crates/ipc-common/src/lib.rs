@@ -8,6 +8,8 @@
 //! - [`error`]: one error type and the exit codes; [`cleanup`]: removal on exit and signals.
 //! - [`pipe`]: anonymous pipes and FIFOs.
 //! - [`shm`]: shared-memory segments, their layout, and the ring over them.
+//! - [`socket`]: Unix-domain and TCP sockets, `socketpair`, datagrams that keep boundaries.
+//! - [`wait`]: waiting for the peer (the grace, the note, the deadline).
 //! - [`child`]: `run`, the receiver as a child process.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
 //! - [`sysv`]: System V keys from `ftok` on a key file.
@@ -25,9 +27,11 @@ pub mod pipe;
 pub mod progress;
 pub mod report;
 pub mod shm;
+pub mod socket;
 pub mod stream;
 pub mod sys;
 pub mod sysv;
+pub mod wait;
 pub mod workload;
 
 pub use args::{CommonArgs, Mode};

@@ -7,10 +7,10 @@
 //! Once both ends are open the path is removed, so even `kill -9` leaves nothing; until
 //! then the creator's guard removes it on exit or Ctrl-C.
 
-use crate::cleanup::{self, Guard};
+use crate::cleanup::{self, remove_if_same, Guard};
 use crate::error::{Context, Error, Kind, Result};
 use crate::narrate;
-use crate::stream::wait_ready;
+use crate::wait::{Waiting, RETRY};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::PollFlags;
@@ -19,11 +19,9 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const IDEA_FIFO: &str = "pipes: a FIFO is a pipe with a name, for unrelated processes";
-/// How long a side waits silently before saying it waits for its peer.
-const GRACE: Duration = Duration::from_millis(200);
 const IDEA_EARLY_UNLINK: &str = "cleanup: both ends are open, so the name can go now";
 
 /// An anonymous pipe, both ends close-on-exec (`run` clears the flag on the end it
@@ -66,12 +64,8 @@ pub fn create_or_check(path: &Path) -> Result<Option<Guard>> {
     match nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR) {
         Ok(()) => {
             narrate::call(format_args!("mkfifo({:?}, 0600) = 0", path), IDEA_FIFO);
-            let st = lstat(path).on(&obj, "stat")?;
-            let id = (st.st_dev, st.st_ino);
-            let p = path.to_path_buf();
-            Ok(Some(cleanup::on_exit(obj, move || {
-                remove_if_same(&p, id);
-            })))
+            let (guard, _) = cleanup::remove_path_on_exit(obj, path, IDEA_EARLY_UNLINK)?;
+            Ok(Some(guard))
         }
         Err(Errno::EEXIST) => {
             check_existing(path)?;
@@ -124,24 +118,10 @@ fn check_existing(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Remove `path` only if it is still the object we made (not a newer one by that name).
-fn remove_if_same(path: &Path, id: (u64, u64)) -> bool {
-    match lstat(path) {
-        Ok(st) if (st.st_dev, st.st_ino) == id => {
-            let ok = std::fs::remove_file(path).is_ok();
-            if ok {
-                narrate::call(format_args!("unlink({:?}) = 0", path), IDEA_EARLY_UNLINK);
-            }
-            ok
-        }
-        _ => false,
-    }
-}
-
 /// Both ends are attached: remove the name (if it is still this FIFO) and disarm the guard.
 fn attached(path: &Path, fifo: &mut Fifo) -> Result<()> {
     let st = fstat(raw(&fifo.fd)).on(&object(path), "fstat")?;
-    remove_if_same(path, (st.st_dev, st.st_ino));
+    remove_if_same(path, (st.st_dev, st.st_ino), IDEA_EARLY_UNLINK);
     if let Some(g) = fifo.guard.take() {
         g.disarm();
     }
@@ -172,18 +152,7 @@ pub fn open(
 ) -> Result<Fifo> {
     let obj = object(path);
     let guard = create_or_check(path)?;
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let mut waiting_said = false;
-    let mut say_waiting = |what: &str| {
-        if !waiting_said {
-            narrate::note(format_args!(
-                "waiting up to {:.0} s for {what} on {obj} (start `{peer}` in another terminal)",
-                timeout.as_secs_f64()
-            ));
-            waiting_said = true;
-        }
-    };
+    let mut waiting = Waiting::new(&obj, peer, timeout);
     let (flags, name) = match end {
         End::Read => ("O_RDONLY|O_NONBLOCK", "a sender"),
         End::Write => ("O_WRONLY|O_NONBLOCK", "a receiver"),
@@ -192,21 +161,12 @@ pub fn open(
         match open_nonblocking(path, end) {
             Ok(f) => break f,
             // No reader yet: a writer's non-blocking open fails with ENXIO until one comes.
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
-                if started.elapsed() >= GRACE {
-                    say_waiting(name);
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && !waiting.expired() => {
+                waiting.tick(name);
+                std::thread::sleep(RETRY);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                return Err(Error::peer(
-                    &obj,
-                    format!(
-                        "no receiver opened it within {:.1} s",
-                        timeout.as_secs_f64()
-                    ),
-                    format!("start `{peer}` within --timeout, or raise --timeout"),
-                ))
+                return Err(waiting.gave_up("no receiver opened it"))
             }
             Err(e) => return Err(Error::os(&obj, format!("open({flags})"), e)),
         }
@@ -222,23 +182,12 @@ pub fn open(
     match end {
         End::Write => attached(path, &mut fifo)?,
         End::Read if wait_for_data => {
-            // Say we wait only when the peer is not there at once.
-            let quick = GRACE.min(timeout);
-            let mut ready = wait_ready(fifo.fd.as_fd(), PollFlags::POLLIN, quick, &obj)?;
-            if ready.is_none() {
-                say_waiting(name);
-                let left = deadline.saturating_duration_since(Instant::now());
-                ready = wait_ready(fifo.fd.as_fd(), PollFlags::POLLIN, left, &obj)?;
-            }
-            if ready.is_none() {
-                return Err(Error::peer(
-                    &obj,
-                    format!(
-                        "no sender wrote to it within {:.1} s",
-                        timeout.as_secs_f64()
-                    ),
-                    format!("start `{peer}` within --timeout, or raise --timeout"),
-                ));
+            // Says we wait only when the peer is not there at once.
+            if waiting
+                .ready(fifo.fd.as_fd(), PollFlags::POLLIN, name)?
+                .is_none()
+            {
+                return Err(waiting.gave_up("no sender wrote to it"));
             }
             attached(path, &mut fifo)?;
         }

@@ -79,7 +79,8 @@ pub fn wait_ready(
     }
 }
 
-fn stalled(object: &str, timeout: Duration, what: &str) -> Error {
+/// The peer made no progress within the timeout (exit 4).
+pub fn stalled(object: &str, timeout: Duration, what: &str) -> Error {
     Error::peer(
         object,
         format!("{what} for {:.1} s", timeout.as_secs_f64()),
