@@ -7,6 +7,7 @@
 //! - [`report`]: the summary (human or JSON); [`progress`]: the progress bar.
 //! - [`error`]: one error type and the exit codes; [`cleanup`]: removal on exit and signals.
 //! - [`pipe`]: anonymous pipes and FIFOs.
+//! - [`mq`]: POSIX and System V message queues.
 //! - [`child`]: `run`, the receiver as a child process.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
 //! - [`sysv`]: System V keys from `ftok` on a key file.
@@ -19,6 +20,7 @@ pub mod cleanup;
 pub mod error;
 pub mod frame;
 pub mod link;
+pub mod mq;
 pub mod narrate;
 pub mod pipe;
 pub mod progress;

@@ -22,4 +22,11 @@ pub trait Link {
     /// `--raw`: receive up to `buf.len()` bytes (a byte stream fills the buffer unless
     /// the peer closed; a message channel returns one message). 0 means end of file.
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize>;
+
+    /// Whether messages may arrive out of sequence order (a priority queue drained
+    /// highest priority first). The receiver then checks that every sequence number
+    /// arrives exactly once instead of in order. Call after the first `recv`.
+    fn reorders(&self) -> bool {
+        false
+    }
 }
