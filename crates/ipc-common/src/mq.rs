@@ -279,10 +279,14 @@ fn queue_error(api: Api, object: &str, call: &str, e: Errno, limits: &Limits) ->
             Kind::Runtime,
             "ENOSPC: the system-wide number of SysV queues (/proc/sys/kernel/msgmni) is reached; remove leftovers (make clean-ipc, or ipcrm -q ID)".to_string(),
         ),
-        (Api::Sysv, Errno::EIDRM) | (Api::Sysv, Errno::EINVAL) => (
+        (Api::Sysv, Errno::EIDRM) | (Api::Sysv, Errno::EINVAL) => {
+            // Our own Ctrl-C cleanup may have removed it: then that ends the process.
+            cleanup::yield_to_interrupt();
+            (
             Kind::Peer,
             "EIDRM/EINVAL: the queue was removed, so the other side ended (finished, interrupted or failed); see its output".to_string(),
-        ),
+        )
+        }
         (Api::Sysv, Errno::E2BIG) => (
             Kind::Verify,
             format!(
@@ -337,8 +341,15 @@ impl Backoff {
 }
 
 enum Handle {
-    Posix { mqd: Option<MqdT>, name: String },
-    Sysv { id: libc::c_int, buf: sys::MsgBuf },
+    Posix {
+        mqd: Option<MqdT>,
+        name: String,
+    },
+    Sysv {
+        id: libc::c_int,
+        key: libc::key_t,
+        buf: sys::MsgBuf,
+    },
 }
 
 /// One open queue, either API, with a buffer of one message.
@@ -397,6 +408,7 @@ impl Queue {
             api: Api::Sysv,
             handle: Handle::Sysv {
                 id,
+                key,
                 buf: sys::MsgBuf::new(msg_max),
             },
             object,
@@ -514,7 +526,7 @@ impl Queue {
                     }
                 }
             }
-            Handle::Sysv { id, buf } => {
+            Handle::Sysv { id, buf, .. } => {
                 let mut at = 0;
                 let text = buf.text_mut();
                 for p in parts {
@@ -597,7 +609,7 @@ impl Queue {
                     }
                 }
             }
-            Handle::Sysv { id, buf } => {
+            Handle::Sysv { id, buf, .. } => {
                 let msgtyp = if lowest_type_first {
                     -libc::c_long::MAX
                 } else {
@@ -809,12 +821,15 @@ impl Drop for SysvKey {
     }
 }
 
-/// An open queue and what this side must remove.
+/// An open queue and what this side must remove. Fields drop in order: the queue is
+/// closed, then removed, then the key file's descriptor closed.
 pub struct Endpoint {
     queue: Queue,
     /// Removes the queue (POSIX: its name, if still this queue; SysV: `IPC_RMID`).
     guard: Option<Guard>,
     key: Option<SysvKey>,
+    /// SysV opener: the key file held open, so its inode (the key) stays taken.
+    _pin: Option<File>,
     created: bool,
 }
 
@@ -891,6 +906,7 @@ fn posix_claim(name: &str, limits: &Limits, check_alive: bool) -> Result<Claim> 
                     queue: q,
                     guard: Some(guard),
                     key: None,
+                    _pin: None,
                     created: true,
                 }));
             }
@@ -927,6 +943,7 @@ fn posix_claim(name: &str, limits: &Limits, check_alive: bool) -> Result<Claim> 
                         queue: q,
                         guard: None,
                         key: None,
+                        _pin: None,
                         created: false,
                     }));
                 }
@@ -1050,6 +1067,7 @@ fn sysv_claim(path: &Path, limits: &Limits, check_alive: bool) -> Result<Claim> 
                     kf,
                     lock: Some(lock),
                 }),
+                _pin: None,
                 created: true,
             }));
         }
@@ -1086,6 +1104,7 @@ fn sysv_claim(path: &Path, limits: &Limits, check_alive: bool) -> Result<Claim> 
                     queue: q,
                     guard: Some(guard),
                     key: None,
+                    _pin: File::open(path).ok(),
                     created: false,
                 }));
             }
@@ -1229,8 +1248,11 @@ pub fn rendezvous(r: &Rendezvous<'_>, give_up: &mut dyn FnMut() -> Result<()>) -
             match r.api {
                 // The name is gone; the queue lives as long as the two descriptors.
                 Api::Posix => ep.disarm(),
+                // Keep the key file's descriptor (and flock) open until the queue is
+                // removed: while it is open the file system cannot give its inode, and
+                // so ftok's key, to another run's key file.
                 Api::Sysv => {
-                    if let Some(mut k) = ep.key.take() {
+                    if let Some(k) = ep.key.as_mut() {
                         k.kf.removed_by_peer();
                     }
                 }
@@ -1308,6 +1330,7 @@ fn open_reply(api: Api, name: &str, limits: &Limits) -> Result<Endpoint> {
                 queue: q,
                 guard: None,
                 key: None,
+                _pin: None,
                 created: false,
             })
         }
@@ -1323,12 +1346,14 @@ fn open_reply(api: Api, name: &str, limits: &Limits) -> Result<Endpoint> {
             );
             let q = Queue::sysv(id, kf.key, limits)?;
             q.check_owner()?;
+            let pin = File::open(&path).ok();
             remove_key_file(&path, None);
             let guard = sysv_guard(&q);
             Ok(Endpoint {
                 queue: q,
                 guard: Some(guard),
                 key: None,
+                _pin: pin,
                 created: false,
             })
         }
@@ -1726,14 +1751,25 @@ impl Link for MqLink {
     }
 }
 
-/// The summary's options for a queue: `api`, `queue` (name or key file), `priority`.
-pub fn describe(api: Api, name: &str, priority: Option<Priority>) -> crate::Describe {
-    let d = crate::Describe::new("mq")
-        .with("api", api.as_str())
-        .with("queue", name_shown(api, name));
-    match priority {
-        Some(p) => d.with("priority", p),
-        None => d,
+impl MqLink {
+    /// The summary's options: `api`, `queue` (POSIX name or SysV key file), `key` (SysV,
+    /// as `ipcs -q` shows it), `priority` (the sender's; the receiver adds what it saw).
+    pub fn describe(&self) -> crate::Describe {
+        let mut d = crate::Describe::new("mq")
+            .with("api", self.api.as_str())
+            .with("queue", name_shown(self.api, &self.name));
+        let ep = if self.side == Side::Sender {
+            &self.tx
+        } else {
+            &self.rx
+        };
+        if let Some(Handle::Sysv { key, .. }) = ep.as_ref().map(|e| &e.queue.handle) {
+            d = d.with("key", format!("{key:#010x}"));
+        }
+        if self.side == Side::Sender {
+            d = d.with("priority", self.priority);
+        }
+        d
     }
 }
 

@@ -123,7 +123,7 @@ fn send_on(
         mq::rendezvous(&r, give_up)?
     };
     let mut link = MqLink::sender(&o, data, reply, priority);
-    let d = mq::describe(side.api, name, Some(priority));
+    let d = link.describe();
     let report = workload::send(&mut link, args, &d)?;
     link.finish_sending()?;
     Ok(report)
@@ -160,7 +160,7 @@ fn recv(side: &Side) -> Result<Option<Report>> {
         mq::rendezvous(&r, &mut || Ok(()))?
     };
     let mut link = MqLink::receiver(&o, data, args.output.is_some());
-    let d = mq::describe(side.api, name, None);
+    let d = link.describe();
     let mut report = workload::receive(&mut link, args, &d)?;
     if !args.raw {
         report
