@@ -9,7 +9,7 @@ use crate::error::{Context, Result};
 use crate::narrate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
 type Remover = Box<dyn FnOnce() + Send>;
@@ -17,6 +17,22 @@ type Remover = Box<dyn FnOnce() + Send>;
 static REGISTRY: Mutex<BTreeMap<u64, (String, Remover)>> = Mutex::new(BTreeMap::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static HANDLERS: Once = Once::new();
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// A terminating signal arrived: the handler thread is removing the objects and will
+/// end the process with 128 + the signal number.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// For code that just saw one of its own objects vanish (a SysV queue removed under a
+/// blocked call): if this process's signal cleanup removed it, let that cleanup end the
+/// process with its exit code instead of reporting a failure of the peer.
+pub fn yield_to_interrupt() {
+    while interrupted() {
+        std::thread::park();
+    }
+}
 
 /// Removes its object when dropped (or when the process is interrupted).
 #[must_use = "the object is removed when the guard is dropped"]
@@ -103,6 +119,7 @@ pub fn install_signal_handlers() {
         };
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
+                INTERRUPTED.store(true, Ordering::SeqCst);
                 let entries: Vec<_> = std::mem::take(&mut *lock()).into_values().collect();
                 let name = match sig {
                     SIGINT => "SIGINT",

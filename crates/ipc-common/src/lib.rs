@@ -7,6 +7,7 @@
 //! - [`report`]: the summary (human or JSON); [`progress`]: the progress bar.
 //! - [`error`]: one error type and the exit codes; [`cleanup`]: removal on exit and signals.
 //! - [`pipe`]: anonymous pipes and FIFOs.
+//! - [`mq`]: POSIX and System V message queues.
 //! - [`shm`]: shared-memory segments, their layout, and the ring over them.
 //! - [`socket`]: Unix-domain and TCP sockets, `socketpair`, datagrams that keep boundaries.
 //! - [`wait`]: waiting for the peer (the grace, the note, the deadline).
@@ -22,6 +23,7 @@ pub mod cleanup;
 pub mod error;
 pub mod frame;
 pub mod link;
+pub mod mq;
 pub mod narrate;
 pub mod pipe;
 pub mod progress;

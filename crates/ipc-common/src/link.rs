@@ -23,6 +23,13 @@ pub trait Link {
     /// the peer closed; a message channel returns one message). 0 means end of file.
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize>;
 
+    /// Whether messages may arrive out of sequence order (a priority queue drained
+    /// highest priority first). The receiver then checks that every sequence number
+    /// arrives exactly once instead of in order. Call after the first `recv`.
+    fn reorders(&self) -> bool {
+        false
+    }
+
     /// Does this link build and check payloads in place (shared memory `--zero-copy`)?
     fn in_place(&self) -> bool {
         false

@@ -114,6 +114,14 @@ impl KeyFile {
         }
     }
 
+    /// The peer removed the key file (its signal that it has the key): stop owning it,
+    /// so this side never removes a newer file of the same name.
+    pub fn removed_by_peer(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+    }
+
     /// Remove the key file now (both sides have the key; the objects no longer need it).
     pub fn remove(&mut self) {
         if let Some(g) = self.guard.take() {

@@ -10,7 +10,7 @@ use crate::link::Link;
 use crate::progress::Progress;
 use crate::report::{Integrity, LatencyRecorder, Report};
 use rand::{RngCore, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::time::Instant;
@@ -54,13 +54,44 @@ pub fn fill_generated(seed: u64, seq: u64, buf: &mut [u8]) {
 #[derive(Default)]
 pub struct Tally {
     next: u64,
+    /// Unordered mode: sequence numbers seen at or above `next`.
+    ahead: Option<BTreeSet<u64>>,
     pub integrity: Integrity,
 }
 
 impl Tally {
+    /// For a channel that may reorder messages: each sequence number must arrive once,
+    /// in any order; what never came is lost.
+    pub fn unordered() -> Tally {
+        Tally {
+            ahead: Some(BTreeSet::new()),
+            ..Tally::default()
+        }
+    }
+
     /// Record message `seq`; true when it is new and intact (to be kept).
     pub fn observe(&mut self, seq: u64, intact: bool) -> bool {
         let i = &mut self.integrity;
+        if let Some(ahead) = self.ahead.as_mut() {
+            let new = seq >= self.next && ahead.insert(seq);
+            while ahead.remove(&self.next) {
+                self.next += 1;
+            }
+            return match (new, intact) {
+                (_, false) => {
+                    i.corrupted += 1;
+                    false
+                }
+                (false, true) => {
+                    i.duplicated += 1;
+                    false
+                }
+                (true, true) => {
+                    i.received += 1;
+                    true
+                }
+            };
+        }
         if !intact {
             i.corrupted += 1;
             if seq == self.next {
@@ -80,7 +111,11 @@ impl Tally {
 
     /// The sender said it sent `announced` messages: whatever never came is lost.
     pub fn finish(&mut self, announced: u64) {
-        self.integrity.lost += announced.saturating_sub(self.next);
+        let seen_ahead = self
+            .ahead
+            .as_ref()
+            .map_or(0, |a| a.range(..announced).count() as u64);
+        self.integrity.lost += announced.saturating_sub(self.next) - seen_ahead;
     }
 }
 
@@ -299,7 +334,11 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     let progress = Progress::new("recv", total, !args.child);
 
     let mut expect = vec![0u8; if seed.is_some() { size } else { 0 }];
-    let mut tally = Tally::default();
+    let mut tally = if link.reorders() {
+        Tally::unordered()
+    } else {
+        Tally::default()
+    };
     let mut bytes = 0u64;
     // Shared memory with --zero-copy: check each message where it lies, chunk by chunk.
     let in_place = link.in_place() && hello.mode == Mode::Stream && out.is_none();
@@ -539,5 +578,21 @@ mod tests {
             (3, 3, 1, 1)
         );
         assert!(!i.ok());
+    }
+
+    #[test]
+    fn unordered_tally_accepts_any_order_once() {
+        let mut t = Tally::unordered();
+        for seq in [3, 1, 0, 2, 5] {
+            assert!(t.observe(seq, true), "{seq}");
+        }
+        assert!(!t.observe(1, true)); // duplicate
+        assert!(!t.observe(7, false)); // corrupted: seen, so not lost too
+        t.finish(8); // 4 and 6 never came
+        let i = t.integrity;
+        assert_eq!(
+            (i.received, i.lost, i.duplicated, i.corrupted),
+            (5, 2, 1, 1)
+        );
     }
 }

@@ -39,4 +39,5 @@ pub fn ftok(path: &std::path::Path, id: u8) -> io::Result<libc::key_t> {
         Ok(key)
     }
 }
+pub mod mq;
 pub mod shm;
