@@ -121,9 +121,17 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if let Backing::SysV = self.backing {
-            // SAFETY: ptr is the address shmat returned for this mapping, detached once.
-            unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
+        match self.backing {
+            Backing::SysV => {
+                // SAFETY: ptr is the address shmat returned for this mapping, detached once.
+                unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
+                crate::narrate::call(format_args!("shmdt({:#x}) = 0", self.addr()), "SysV shm: detach; the segment lives on until IPC_RMID and the last detach");
+            }
+            // memmap2 unmaps when the field drops, right after this.
+            Backing::Mmap(_) => crate::narrate::call(
+                format_args!("munmap({:#x}, {}) = 0", self.addr(), self.len),
+                "shared memory: unmap; the pages go when the last mapping and the name are gone",
+            ),
         }
     }
 }
