@@ -11,7 +11,7 @@
 //! - [`shm`]: shared-memory segments, their layout, and the ring over them.
 //! - [`socket`]: Unix-domain and TCP sockets, `socketpair`, datagrams that keep boundaries.
 //! - [`wait`]: waiting for the peer (the grace, the note, the deadline).
-//! - [`child`]: `run`, the receiver as a child process.
+//! - [`child`]: `run`, the receiver as a child process; [`cli`]: every `main`'s frame.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
 //! - [`sysv`]: System V keys from `ftok` on a key file.
 //! - [`sys`]: the only `unsafe` code.
@@ -20,6 +20,7 @@
 pub mod args;
 pub mod child;
 pub mod cleanup;
+pub mod cli;
 pub mod error;
 pub mod frame;
 pub mod link;

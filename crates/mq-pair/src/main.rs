@@ -2,7 +2,8 @@
 //! (`mq_open`) or System V (`msgget`) queue, or `run` with the receiver as a child.
 
 use clap::{Args, Parser, Subcommand};
-use ipc_common::args::{validate, Role};
+use ipc_common::args::Role;
+use ipc_common::cli::{run_main, Outcome};
 use ipc_common::mq::{self, Api, Limits, LinkOpts, MqLink, Priority, Rendezvous};
 use ipc_common::report::Report;
 use ipc_common::{child, workload, CommonArgs, Error, Mode, Result};
@@ -22,10 +23,7 @@ Examples:
   mq-pair send --priority mixed -n 8 -s 64      the receiver takes the highest first
   mq-pair recv --raw --output out.bin           another program sends to /ipc-mq
   mq-pair run -v -n 3                           narrate each system call
-  ls /dev/mqueue; ipcs -q                       the queues while they exist
-
-Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
-3 data failed verification, 4 peer gone or timed out.";
+  ls /dev/mqueue; ipcs -q                       the queues while they exist";
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +36,7 @@ sequence and CRC-32, then the payload). A message larger than the queue's messag
 (/proc/sys/fs/mqueue/msgsize_max, /proc/sys/kernel/msgmax) goes in parts that the receiver \
 joins again; nothing is truncated. With --raw each message is bare, so another program can \
 be the other side.",
-    after_help = EXAMPLES
+    after_help = ipc_common::cli::after_help(EXAMPLES)
 )]
 struct Cli {
     #[command(subcommand)]
@@ -210,26 +208,14 @@ fn run(side: &Side) -> i32 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (side, role) = match &cli.cmd {
-        Cmd::Send(s) => (s, Role::Send),
-        Cmd::Recv(s) => (s, Role::Recv),
-        Cmd::Run(s) => (s, Role::Both),
+    let (args, role) = match &cli.cmd {
+        Cmd::Send(s) => (&s.common, Role::Send),
+        Cmd::Recv(s) => (&s.common, Role::Recv),
+        Cmd::Run(r) => (&r.common, Role::Both),
     };
-    let args = &side.common;
-    args.init_narration();
-    ipc_common::cleanup::install_signal_handlers();
-    let checked = validate(args, role).and_then(|()| {
-        // `run` forwards no --priority to its child: the receiver learns it from the sender.
-        let sending = role != Role::Recv;
-        mq::validate(side.api, side.priority, args, sending, &Limits::read())
-    });
-    let code = match checked {
-        Err(e) => workload::finish(PROG, args, Err(e)),
-        Ok(()) => match &cli.cmd {
-            Cmd::Run(s) => run(s),
-            Cmd::Send(s) => workload::finish(PROG, args, send(s)),
-            Cmd::Recv(s) => workload::finish(PROG, args, recv(s)),
-        },
-    };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    run_main(PROG, args, role, || match &cli.cmd {
+        Cmd::Run(s) => Outcome::Code(run(s)),
+        Cmd::Send(s) => Outcome::Done(send(s)),
+        Cmd::Recv(s) => Outcome::Done(recv(s)),
+    })
 }

@@ -2,7 +2,8 @@
 //! terminals, or `run` over an anonymous pipe with the receiver as a child process.
 
 use clap::{Args, Parser, Subcommand};
-use ipc_common::args::{validate, Role};
+use ipc_common::args::Role;
+use ipc_common::cli::{run_main, Outcome};
 use ipc_common::pipe::{self, End};
 use ipc_common::stream::FdStream;
 use ipc_common::{child, sys, workload, CommonArgs, Describe, Error, Mode, Result};
@@ -21,10 +22,7 @@ Examples:
   pipe-pair send -n 100000 -s 4K                terminal 2: sends; either order works
   pipe-pair send --input big.iso                terminal 2 (with `recv --output copy.iso` in 1)
   pipe-pair recv --raw --output out.bin         then: cat file > /tmp/ipc-pipe
-  pipe-pair run -v -n 3                         narrate each system call
-
-Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
-3 data failed verification, 4 peer gone or timed out.";
+  pipe-pair run -v -n 3                         narrate each system call";
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +32,7 @@ Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
     long_about = "Pipes and FIFOs: a byte stream between two processes, framed so that every message is checked.\n\n\
 A pipe has no message boundaries: each message travels behind a 24-byte frame header \
 (sequence, length, CRC-32), or bare with --raw so that cat, dd or a shell redirection can be the other side.",
-    after_help = EXAMPLES
+    after_help = ipc_common::cli::after_help(EXAMPLES)
 )]
 struct Cli {
     #[command(subcommand)]
@@ -172,32 +170,16 @@ fn fifo_flag(side: &Side) -> String {
     }
 }
 
-impl Cmd {
-    fn common(&self) -> &CommonArgs {
-        match self {
-            Cmd::Send(s) | Cmd::Recv(s) => &s.common,
-            Cmd::Run(r) => &r.common,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = cli.cmd.common();
-    args.init_narration();
-    ipc_common::cleanup::install_signal_handlers();
-    let role = match &cli.cmd {
-        Cmd::Send(_) => Role::Send,
-        Cmd::Recv(_) => Role::Recv,
-        Cmd::Run(_) => Role::Both,
+    let (args, role) = match &cli.cmd {
+        Cmd::Send(s) => (&s.common, Role::Send),
+        Cmd::Recv(s) => (&s.common, Role::Recv),
+        Cmd::Run(r) => (&r.common, Role::Both),
     };
-    let code = match validate(args, role) {
-        Err(e) => workload::finish(PROG, args, Err(e)),
-        Ok(()) => match &cli.cmd {
-            Cmd::Run(r) => run(&r.common),
-            Cmd::Send(s) => workload::finish(PROG, args, send(s)),
-            Cmd::Recv(s) => workload::finish(PROG, args, recv(s)),
-        },
-    };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    run_main(PROG, args, role, || match &cli.cmd {
+        Cmd::Run(r) => Outcome::Code(run(&r.common)),
+        Cmd::Send(s) => Outcome::Done(send(s)),
+        Cmd::Recv(s) => Outcome::Done(recv(s)),
+    })
 }

@@ -2,9 +2,10 @@
 //! receives through the ring, and prints the summary.
 
 use clap::Parser;
-use ipc_common::args::{validate, Role};
+use ipc_common::args::Role;
+use ipc_common::cli::{run_main, Outcome};
 use ipc_common::shm::pair::{consume, ShmArgs};
-use ipc_common::{workload, CommonArgs};
+use ipc_common::CommonArgs;
 use std::process::ExitCode;
 
 const PROG: &str = "shm-consumer";
@@ -16,10 +17,7 @@ Examples:
   shm-consumer --output copy.iso                write the received bytes to a file
   shm-consumer --json                           the summary as one JSON object
 
-The consumer learns the sync kind, mode and sizes from the segment and the sender.
-
-Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
-3 data failed verification, 4 peer gone or timed out.";
+The consumer learns the sync kind, mode and sizes from the segment and the sender.";
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +26,7 @@ Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
     about = "Shared memory, consumer side: attach to the producer's segment, check every byte",
     long_about = "Shared memory, consumer side: attach to the segment shm-producer created (waiting for it \
 if need be), check its header, and receive and verify the workload from the ring in it.",
-    after_help = EXAMPLES
+    after_help = ipc_common::cli::after_help(EXAMPLES)
 )]
 struct Cli {
     #[command(flatten)]
@@ -39,9 +37,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.common.init_narration();
-    ipc_common::cleanup::install_signal_handlers();
-    let result =
-        validate(&cli.common, Role::Recv).and_then(|()| consume(&cli.shm, &cli.common).map(Some));
-    ExitCode::from(u8::try_from(workload::finish(PROG, &cli.common, result)).unwrap_or(1))
+    run_main(PROG, &cli.common, Role::Recv, || {
+        Outcome::Done(consume(&cli.shm, &cli.common).map(Some))
+    })
 }

@@ -2,9 +2,10 @@
 //! and sends the workload through a ring in the segment.
 
 use clap::Parser;
-use ipc_common::args::{validate, Role};
+use ipc_common::args::Role;
+use ipc_common::cli::{run_main, Outcome};
 use ipc_common::shm::pair::{produce, ShmArgs};
-use ipc_common::{workload, CommonArgs};
+use ipc_common::CommonArgs;
 use std::process::ExitCode;
 
 const PROG: &str = "shm-producer";
@@ -16,10 +17,7 @@ Examples:
   shm-producer --sync spin --mode pingpong      round trips with spinning sides
   shm-producer --api mmap --file /tmp/seg.bin   the lecture's memory-mapped file
   shm-producer --input big.iso --segment-size 64K   a file in rounds through a small segment
-  shm-producer -v -n 3                          narrate each system call
-
-Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
-3 data failed verification, 4 peer gone or timed out.";
+  shm-producer -v -n 3                          narrate each system call";
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +27,7 @@ Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
     long_about = "Shared memory, producer side: create a segment (POSIX, SysV or a mapped file), \
 wait for shm-consumer to attach, and send the workload through a byte ring in the segment. \
 No system call is made per message; the sides wait for each other with --sync.",
-    after_help = EXAMPLES
+    after_help = ipc_common::cli::after_help(EXAMPLES)
 )]
 struct Cli {
     #[command(flatten)]
@@ -40,9 +38,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.common.init_narration();
-    ipc_common::cleanup::install_signal_handlers();
-    let result =
-        validate(&cli.common, Role::Send).and_then(|()| produce(&cli.shm, &cli.common).map(Some));
-    ExitCode::from(u8::try_from(workload::finish(PROG, &cli.common, result)).unwrap_or(1))
+    run_main(PROG, &cli.common, Role::Send, || {
+        Outcome::Done(produce(&cli.shm, &cli.common).map(Some))
+    })
 }

@@ -3,7 +3,8 @@
 //! the receiver as a child process.
 
 use clap::{Args, Parser, Subcommand};
-use ipc_common::args::{validate, Role, DEFAULT_SIZE};
+use ipc_common::args::{Role, DEFAULT_SIZE};
+use ipc_common::cli::{run_main, Outcome};
 use ipc_common::report::Report;
 use ipc_common::socket::{self, Endpoint, SockLink, SocketType};
 use ipc_common::{child, sys, workload, CommonArgs, Describe, Error, Mode, Result};
@@ -24,10 +25,7 @@ Examples:
   socket-pair recv --tcp 127.0.0.1:5000            terminal 1: TCP (port 0: any free port)
   socket-pair send --tcp 127.0.0.1:5000 --input big.iso -s 64K
   socket-pair recv --raw --output out.bin          then: socat -u FILE:in UNIX-CONNECT:/tmp/ipc-socket
-  socket-pair run -v -n 3                          narrate each system call
-
-Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
-3 data failed verification, 4 peer gone or timed out.";
+  socket-pair run -v -n 3                          narrate each system call";
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +36,7 @@ Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
 A stream socket has no message boundaries: each message travels behind a 24-byte frame header \
 (sequence, length, CRC-32), or bare with --raw so that socat or nc can be the other side. \
 Datagram and seqpacket sockets keep boundaries: one message is one datagram.",
-    after_help = EXAMPLES
+    after_help = ipc_common::cli::after_help(EXAMPLES)
 )]
 struct Cli {
     #[command(subcommand)]
@@ -186,32 +184,16 @@ fn run(ty: SocketType, args: &CommonArgs) -> i32 {
     child::finish_run(PROG, args, sent, child)
 }
 
-impl Cmd {
-    fn common(&self) -> &CommonArgs {
-        match self {
-            Cmd::Send(s) | Cmd::Recv(s) => &s.common,
-            Cmd::Run(r) => &r.common,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = cli.cmd.common();
-    args.init_narration();
-    ipc_common::cleanup::install_signal_handlers();
-    let role = match &cli.cmd {
-        Cmd::Send(_) => Role::Send,
-        Cmd::Recv(_) => Role::Recv,
-        Cmd::Run(_) => Role::Both,
+    let (args, role) = match &cli.cmd {
+        Cmd::Send(s) => (&s.common, Role::Send),
+        Cmd::Recv(s) => (&s.common, Role::Recv),
+        Cmd::Run(r) => (&r.common, Role::Both),
     };
-    let code = match validate(args, role) {
-        Err(e) => workload::finish(PROG, args, Err(e)),
-        Ok(()) => match &cli.cmd {
-            Cmd::Run(r) => run(r.ty.ty, &r.common),
-            Cmd::Send(s) => workload::finish(PROG, args, send(s)),
-            Cmd::Recv(s) => workload::finish(PROG, args, recv(s)),
-        },
-    };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    run_main(PROG, args, role, || match &cli.cmd {
+        Cmd::Run(r) => Outcome::Code(run(r.ty.ty, &r.common)),
+        Cmd::Send(s) => Outcome::Done(send(s)),
+        Cmd::Recv(s) => Outcome::Done(recv(s)),
+    })
 }

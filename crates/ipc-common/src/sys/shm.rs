@@ -125,7 +125,10 @@ impl Drop for Mapping {
             Backing::SysV => {
                 // SAFETY: ptr is the address shmat returned for this mapping, detached once.
                 unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
-                crate::narrate::call(format_args!("shmdt({:#x}) = 0", self.addr()), "SysV shm: detach; the segment lives on until IPC_RMID and the last detach");
+                crate::narrate::call(
+                    format_args!("shmdt({:#x}) = 0", self.addr()),
+                    "SysV shm: detach; the segment lives on until IPC_RMID and the last detach",
+                );
             }
             // memmap2 unmaps when the field drops, right after this.
             Backing::Mmap(_) => crate::narrate::call(
