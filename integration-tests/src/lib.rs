@@ -251,3 +251,154 @@ pub fn temp_file(data: &[u8]) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, data).expect("write input");
     (dir, path)
 }
+
+/// Wait until `path` no longer exists (its owner removed it), at most `limit`.
+pub fn wait_for_gone(path: &Path, limit: Duration) {
+    let start = Instant::now();
+    while path.exists() {
+        assert!(
+            start.elapsed() < limit,
+            "{} was not removed within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A running child whose stderr is read as it comes, so a test can wait for a line
+/// ("waiting ...") before it acts, and still gets the whole stream at the end.
+pub struct Watched {
+    child: Child,
+    text: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+/// Start `c` with its stderr watched.
+pub fn start_watched(c: &mut Command) -> Watched {
+    let mut child = start(c);
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match err.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    Watched {
+        child,
+        text,
+        reader,
+    }
+}
+
+impl Watched {
+    pub fn child(&self) -> &Child {
+        &self.child
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Has the process exited (without reaping its output)?
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
+    }
+
+    /// The stderr read so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Wait until stderr contains `needle`; fail if the process exits first or `limit` passes.
+    #[track_caller]
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.stderr_so_far().contains(needle) {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!(
+                    "exited ({status}) before saying {needle:?}; stderr: {}",
+                    self.stderr_so_far()
+                );
+            }
+            assert!(
+                start.elapsed() < limit,
+                "did not say {needle:?} within {limit:?}; stderr: {}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// [`finish_within`], with the whole stderr in the output.
+    pub fn finish_within(self, limit: Duration) -> Output {
+        let mut out = finish_within(self.child, limit);
+        self.reader.join().expect("stderr reader");
+        out.stderr = std::mem::take(&mut *self.text.lock().unwrap_or_else(|e| e.into_inner()));
+        out
+    }
+
+    pub fn finish(self) -> Output {
+        self.finish_within(WATCHDOG)
+    }
+}
+
+/// One System V shared-memory segment, as `/proc/sysvipc/shm` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SysvShm {
+    pub key: u32,
+    pub id: i32,
+    /// Permission bits, e.g. `0o600`.
+    pub perms: u32,
+    pub size: u64,
+    pub cpid: u32,
+    pub nattch: u64,
+    pub uid: u32,
+}
+
+/// Every System V shared-memory segment on the machine (empty if the kernel has none
+/// or `/proc/sysvipc` is missing).
+pub fn sysv_shm_segments() -> Vec<SysvShm> {
+    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(SysvShm {
+                key: f.first()?.parse::<i32>().ok()? as u32,
+                id: f.get(1)?.parse().ok()?,
+                perms: u32::from_str_radix(f.get(2)?, 8).ok()? & 0o777,
+                size: f.get(3)?.parse().ok()?,
+                cpid: f.get(4)?.parse().ok()?,
+                nattch: f.get(6)?.parse().ok()?,
+                uid: f.get(7)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The SysV keys that `-v` narration showed (`ftok("...", 'I') = 0x4900c071`).
+pub fn sysv_keys_in(narration: &str) -> Vec<u32> {
+    let mut keys: Vec<u32> = narration
+        .lines()
+        .filter(|l| l.contains("ftok("))
+        .filter_map(|l| {
+            let hex = l.split("= 0x").nth(1)?;
+            let digits: String = hex.chars().take_while(char::is_ascii_hexdigit).collect();
+            u32::from_str_radix(&digits, 16).ok()
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}

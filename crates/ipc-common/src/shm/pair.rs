@@ -190,6 +190,29 @@ pub fn consume(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
     let spec = shm.spec(common)?;
     let peer = format!("shm-producer{}", shm.peer_flags(common));
     let (seg, checked) = attach(&spec, common.timeout, &peer)?;
+    let queues = join(&spec, shm, &seg, &checked).inspect_err(|_| {
+        // Refused before attaching: give the alive mutex back (unmapping does not), or
+        // the next consumer, with the right flags, finds the segment taken.
+        seg.header().consumer_alive.unlock();
+    })?;
+    let mut link = ShmLink::new(
+        &seg.map,
+        seg.object.clone(),
+        Side::Consumer,
+        &checked,
+        common.timeout,
+        queues,
+    );
+    workload::receive(&mut link, common, &describe(&spec, &checked, seg.map.len()))
+}
+
+/// Consumer: check the flags against the segment, open the sync queues, mark attached.
+fn join(
+    spec: &Spec,
+    shm: &ShmArgs,
+    seg: &super::Segment,
+    checked: &Checked,
+) -> Result<Option<SyncQueues>> {
     if let Some(s) = shm.sync {
         if s != checked.sync {
             return Err(Error::new(
@@ -226,14 +249,6 @@ pub fn consume(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
         SyncKind::Mq => Some(SyncQueues::open(&spec.name, checked.rings, Side::Consumer)?),
         _ => None,
     };
-    mark_attached(&seg)?;
-    let mut link = ShmLink::new(
-        &seg.map,
-        seg.object.clone(),
-        Side::Consumer,
-        &checked,
-        common.timeout,
-        queues,
-    );
-    workload::receive(&mut link, common, &describe(&spec, &checked, seg.map.len()))
+    mark_attached(seg)?;
+    Ok(queues)
 }

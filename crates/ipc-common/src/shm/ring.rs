@@ -125,11 +125,11 @@ impl<'a> ShmLink<'a> {
     }
 
     fn no_ring(&self, what: &str) -> Error {
-        Error::new(
-            Kind::Usage,
+        // The consumer follows the sender's hello and the producer sizes the segment for
+        // its own mode, so only a corrupted segment gets here.
+        corrupt(
             &self.waits.object,
-            format!("has no ring to {what}"),
-            "pingpong needs a segment made for pingpong: start the producer with --mode pingpong",
+            format!("has no ring to {what}, yet its sender asked for that"),
         )
     }
 }
@@ -207,7 +207,9 @@ impl Ring<'_> {
                 futex_wake(word);
             }
             SyncKind::Mutex => {
-                if let Ok(l) = c.lock.lock() {
+                // Timed: a lock held for a whole slice (a stopped peer, a corrupted
+                // segment) skips this wake-up; the sleeper re-checks every slice anyway.
+                if let Ok(l @ (Lock::Acquired | Lock::OwnerDied)) = c.lock.lock_within(SLICE) {
                     if l == Lock::OwnerDied {
                         c.lock.make_consistent();
                     }
@@ -284,14 +286,23 @@ impl Ring<'_> {
                 SyncKind::Mutex => {
                     // Raise the flag and re-check under the lock: the waker signals
                     // under the same lock, so it cannot slip in between.
-                    if c.lock.lock().on(&w.object, "pthread_mutex_lock")? == Lock::OwnerDied {
+                    // Timed, so a lock held for a whole slice (a stopped peer, a corrupted
+                    // segment) cannot block: then only the peer and the deadline are checked.
+                    let got = c
+                        .lock
+                        .lock_within(slice)
+                        .on(&w.object, "pthread_mutex_timedlock")?;
+                    if got == Lock::OwnerDied {
                         c.lock.make_consistent();
                         c.lock.unlock();
                         return Err(gone(w));
                     }
-                    flag.store(1, SeqCst);
+                    let locked = got == Lock::Acquired;
+                    if locked {
+                        flag.store(1, SeqCst);
+                    }
                     let mut died = false;
-                    if !self.moved(want) {
+                    if locked && !self.moved(want) {
                         let cond = if want == Want::Data {
                             &c.not_empty
                         } else {
@@ -317,8 +328,10 @@ impl Ring<'_> {
                             c.lock.make_consistent();
                         }
                     }
-                    flag.store(0, Relaxed);
-                    c.lock.unlock();
+                    if locked {
+                        flag.store(0, Relaxed);
+                        c.lock.unlock();
+                    }
                     if died {
                         return Err(gone(w));
                     }

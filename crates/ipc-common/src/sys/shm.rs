@@ -203,6 +203,17 @@ impl PMutex {
         Self::result(unsafe { libc::pthread_mutex_lock(self.0.get()) })
     }
 
+    /// `pthread_mutex_timedlock`: like [`PMutex::lock`], but `TimedOut` after `timeout`,
+    /// so a mutex left locked (a stopped peer, a corrupted segment) cannot block for ever.
+    pub fn lock_within(&self, timeout: Duration) -> io::Result<Lock> {
+        let deadline = deadline(libc::CLOCK_REALTIME, timeout)?;
+        // SAFETY: as for lock; the deadline is a valid timespec on the stack.
+        match unsafe { libc::pthread_mutex_timedlock(self.0.get(), &deadline) } {
+            libc::ETIMEDOUT => Ok(Lock::TimedOut),
+            rc => Self::result(rc),
+        }
+    }
+
     pub fn try_lock(&self) -> io::Result<Lock> {
         // SAFETY: as for lock.
         Self::result(unsafe { libc::pthread_mutex_trylock(self.0.get()) })
