@@ -208,14 +208,27 @@ fn run(side: &Side) -> i32 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (args, role) = match &cli.cmd {
-        Cmd::Send(s) => (&s.common, Role::Send),
-        Cmd::Recv(s) => (&s.common, Role::Recv),
-        Cmd::Run(r) => (&r.common, Role::Both),
+    let (side, role) = match &cli.cmd {
+        Cmd::Send(s) => (s, Role::Send),
+        Cmd::Recv(s) => (s, Role::Recv),
+        Cmd::Run(s) => (s, Role::Both),
     };
-    run_main(PROG, args, role, || match &cli.cmd {
-        Cmd::Run(s) => Outcome::Code(run(s)),
-        Cmd::Send(s) => Outcome::Done(send(s)),
-        Cmd::Recv(s) => Outcome::Done(recv(s)),
+    run_main(PROG, &side.common, role, || {
+        // `run` forwards no --priority to its child: the receiver learns it from the sender.
+        let sending = role != Role::Recv;
+        if let Err(e) = mq::validate(
+            side.api,
+            side.priority,
+            &side.common,
+            sending,
+            &Limits::read(),
+        ) {
+            return Outcome::Done(Err(e));
+        }
+        match &cli.cmd {
+            Cmd::Run(s) => Outcome::Code(run(s)),
+            Cmd::Send(s) => Outcome::Done(send(s)),
+            Cmd::Recv(s) => Outcome::Done(recv(s)),
+        }
     })
 }

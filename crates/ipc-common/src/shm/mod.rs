@@ -99,6 +99,26 @@ pub struct Segment {
     remover: Option<Guard>,
     /// Names of helper objects (the `--sync mq` queues), removed with the segment's.
     helpers: Vec<Guard>,
+    /// Which alive mutex this side holds, to release before unmapping: a side that
+    /// exits on an error then reads as gone at once, not only when the kernel notices.
+    holds: Option<Holder>,
+}
+
+#[derive(Clone, Copy)]
+enum Holder {
+    Producer,
+    Consumer,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let h = self.map.header();
+        match self.holds {
+            Some(Holder::Producer) => h.producer_alive.unlock(),
+            Some(Holder::Consumer) => h.consumer_alive.unlock(),
+            None => {}
+        }
+    }
 }
 
 impl Segment {
@@ -291,6 +311,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
         object: obj,
         remover: Some(remover),
         helpers: Vec::new(),
+        holds: None,
     })
 }
 
@@ -356,6 +377,7 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
         object: obj,
         remover: Some(remover),
         helpers: Vec::new(),
+        holds: None,
     })
 }
 
@@ -420,6 +442,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
         object: obj,
         remover: Some(remover),
         helpers: Vec::new(),
+        holds: None,
     })
 }
 
@@ -445,7 +468,7 @@ fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
 
 /// Initialise the header of a new segment and publish it (Release, last).
 /// The producer then holds its alive mutex for as long as it lives.
-pub fn publish(seg: &Segment, c: &Checked) -> Result<()> {
+pub fn publish(seg: &mut Segment, c: &Checked) -> Result<()> {
     let (api, sync, rings, capacity) = (c.api, c.sync, c.rings, c.capacity);
     let h = seg.header();
     let obj = &seg.object;
@@ -492,6 +515,8 @@ pub fn publish(seg: &Segment, c: &Checked) -> Result<()> {
             "this is a bug",
         ));
     }
+    seg.holds = Some(Holder::Producer);
+    let h = seg.header();
     h.magic.store(MAGIC, Ordering::Relaxed);
     h.version.store(VERSION, Ordering::Relaxed);
     h.header_size.store(HEADER_SIZE as u32, Ordering::Relaxed);
@@ -547,7 +572,7 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
     let obj = spec.object();
     let start = Instant::now();
     let mut said = false;
-    let seg = loop {
+    let mut seg = loop {
         if let Some(seg) = try_open(spec)? {
             break seg;
         }
@@ -595,7 +620,7 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
         .try_lock()
         .on(&obj, "pthread_mutex_trylock(consumer alive)")?
     {
-        Lock::Acquired => {}
+        Lock::Acquired => seg.holds = Some(Holder::Consumer),
         Lock::OwnerDied => {
             h.consumer_alive.make_consistent();
             h.consumer_alive.unlock();
@@ -660,6 +685,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
             object: obj.clone(),
             remover: None,
             helpers: Vec::new(),
+            holds: None,
         }))
     };
     match spec.api {
@@ -725,6 +751,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
                 object: obj,
                 remover: None,
                 helpers: Vec::new(),
+                holds: None,
             }))
         }
     }

@@ -138,7 +138,7 @@ pub fn produce(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
         }
         _ => None,
     };
-    publish(&seg, &checked)?;
+    publish(&mut seg, &checked)?;
     let peer = format!("shm-consumer{}", shm.peer_flags(common));
     await_consumer(&mut seg, common.timeout, &peer)?;
     let mut link = ShmLink::new(
@@ -190,11 +190,14 @@ pub fn consume(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
     let spec = shm.spec(common)?;
     let peer = format!("shm-producer{}", shm.peer_flags(common));
     let (seg, checked) = attach(&spec, common.timeout, &peer)?;
-    let queues = join(&spec, shm, &seg, &checked).inspect_err(|_| {
-        // Refused before attaching: give the alive mutex back (unmapping does not), or
-        // the next consumer, with the right flags, finds the segment taken.
-        seg.header().consumer_alive.unlock();
-    })?;
+    // Refused here, the segment's drop gives the alive mutex back, so the next
+    // consumer, with the right flags, can attach.
+    let queues = join(&spec, shm, &seg, &checked)?;
+    if checked.pool > 0 {
+        let pool = attach_pool(&spec, seg, &checked, common.timeout, &peer)?;
+        let mut link = PoolLink::new(&pool, common.timeout);
+        return workload::receive(&mut link, common, &describe_pool(&spec, &pool));
+    }
     let mut link = ShmLink::new(
         &seg.map,
         seg.object.clone(),
@@ -206,7 +209,8 @@ pub fn consume(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
     workload::receive(&mut link, common, &describe(&spec, &checked, seg.map.len()))
 }
 
-/// Consumer: check the flags against the segment, open the sync queues, mark attached.
+/// Consumer: check the flags against the segment; in ring mode open the sync queues and
+/// mark the segment attached (pool mode attaches its members first).
 fn join(
     spec: &Spec,
     shm: &ShmArgs,
@@ -241,9 +245,7 @@ fn join(
         }
     }
     if checked.pool > 0 {
-        let pool = attach_pool(&spec, seg, &checked, common.timeout, &peer)?;
-        let mut link = PoolLink::new(&pool, common.timeout);
-        return workload::receive(&mut link, common, &describe_pool(&spec, &pool));
+        return Ok(None);
     }
     let queues = match checked.sync {
         SyncKind::Mq => Some(SyncQueues::open(&spec.name, checked.rings, Side::Consumer)?),

@@ -112,8 +112,8 @@ pub fn create_pool(
     };
     let mut members = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let seg = create(&spec.pool_member(i), size)?;
-        publish(&seg, &member_checked)?;
+        let mut seg = create(&spec.pool_member(i), size)?;
+        publish(&mut seg, &member_checked)?;
         members.push(seg);
     }
     // The main segment carries no data; its ring count tells the consumer about pingpong.
@@ -136,7 +136,7 @@ pub fn create_pool(
         )?);
     }
     publish(
-        &main,
+        &mut main,
         &Checked {
             rings,
             capacity: MIN_RING,

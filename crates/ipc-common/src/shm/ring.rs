@@ -467,8 +467,8 @@ fn gone(w: &Waits) -> Error {
 pub(crate) fn peer_died(object: &str, peer: &str) -> Error {
     Error::peer(
         object,
-        format!("the {peer} died (its alive mutex was released by the kernel)"),
-        format!("the {peer} was killed or crashed; see its output"),
+        format!("the {peer} is gone (its alive mutex is free: it exited or was killed)"),
+        format!("see the {peer}'s output for why"),
     )
 }
 
