@@ -195,8 +195,10 @@ fn judge(map: &Mapping, spec: &Spec) -> Result<Existing> {
         layout::check(h, map.len() as u64).map_err(|e| refuse(spec, format!("exists and {e}")))?;
     Ok(match h.producer_alive.try_lock() {
         Ok(Lock::Busy) => Existing::Live(c.creator_pid),
-        Ok(_) => {
-            h.producer_alive.make_consistent();
+        Ok(l) => {
+            if l == Lock::OwnerDied {
+                h.producer_alive.make_consistent();
+            }
             h.producer_alive.unlock();
             Existing::Stale(c.creator_pid)
         }
@@ -432,7 +434,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
             key.remove();
         })
     };
-    let map = Mapping::attach_sysv(id, total).on(&obj, "shmat")?;
+    let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
     narrate::call(
         format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
         IDEA_SYSV,
@@ -459,7 +461,7 @@ fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
             ),
         ));
     }
-    let map = Mapping::attach_sysv(id, st.size).on(&obj, "shmat")?;
+    let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
     stale_or_refuse(judge(&map, spec)?, spec)?;
     drop(map);
     sys::shm_rmid(id).on(&obj, "shmctl(IPC_RMID)")?;
@@ -741,7 +743,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
                     format!("segment id {id} has only {} bytes", st.size),
                 ));
             }
-            let map = Mapping::attach_sysv(id, st.size).on(&obj, "shmat")?;
+            let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
             narrate::call(
                 format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
                 IDEA_SYSV,

@@ -6,22 +6,37 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Take ownership of a descriptor inherited from the parent process (the anonymous
-/// pipe of `run`), after checking that it is open.
-///
-/// Call once per descriptor number: two owners would close it twice.
+/// pipe or socket of `run`), after checking that it is open, really inherited, and not
+/// adopted before.
 pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // Numbers already adopted: a second OwnedFd for one descriptor would close it twice.
+    static ADOPTED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
     if fd < 3 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
+        return Err(invalid(
             "descriptors 0-2 are stdin/stdout/stderr, not an inherited pipe",
         ));
     }
     // SAFETY: F_GETFD only reads the descriptor flags; an invalid fd gives EBADF.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the fd is open (checked above), was inherited across exec so nothing in
-    // this process owns it yet, and the caller adopts each number once.
+    if flags & libc::FD_CLOEXEC != 0 {
+        // This program opens everything close-on-exec: such a descriptor was opened
+        // here, not inherited.
+        return Err(invalid(
+            "the descriptor is close-on-exec, so it was not inherited",
+        ));
+    }
+    let mut adopted = ADOPTED.lock().unwrap_or_else(|e| e.into_inner());
+    if adopted.contains(&fd) {
+        return Err(invalid("the descriptor was adopted already"));
+    }
+    adopted.push(fd);
+    // SAFETY: the fd is open (checked above), was inherited across exec (not
+    // close-on-exec, and everything this program opens is), and is adopted once
+    // (recorded above), so no other owner exists.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

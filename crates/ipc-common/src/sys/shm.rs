@@ -5,6 +5,14 @@
 //! Memory the peer may write is never seen through `&[u8]` or `&T` of plain data: it is
 //! copied in and out through raw pointers, or viewed as the segment [`Header`], which is
 //! made only of atomics and `UnsafeCell`s, for which concurrent writes are defined.
+//!
+//! Trust: the counters and bytes of the ring are untrusted and checked by their users.
+//! The pthread and semaphore objects in the segment are not checkable: glibc follows
+//! robust-list pointers stored inside a mutex and keeps internal state in condition
+//! variables, so they trust the peer as much as any process of the same user (the
+//! objects are mode 0600 and made by the same build). A corrupted mutex can only stall
+//! a side for a bounded time (every lock is timed); a corrupted condition variable can
+//! stall `--sync mutex` in glibc, which the tests document.
 
 use crate::shm::layout::Header;
 use std::cell::UnsafeCell;
@@ -43,8 +51,11 @@ impl Mapping {
         })
     }
 
-    /// `shmat(id, NULL, 0)` of a SysV segment of `len` bytes (from IPC_STAT).
-    pub fn attach_sysv(id: i32, len: usize) -> io::Result<Mapping> {
+    /// `shmat(id, NULL, 0)` of a SysV segment; its length comes from the kernel
+    /// (`IPC_STAT`), never from the caller, so every later bounds check is against the
+    /// real mapping.
+    pub fn attach_sysv(id: i32) -> io::Result<Mapping> {
+        let len = shm_stat(id)?.size;
         // SAFETY: shmat with a null address lets the kernel choose where to attach; it
         // returns (void*)-1 on error, checked below. Nothing is read yet.
         let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
@@ -275,6 +286,15 @@ impl PCond {
     }
 }
 
+// glibc 2.30+ has sem_clockwait; the libc crate does not declare it yet.
+extern "C" {
+    fn sem_clockwait(
+        sem: *mut libc::sem_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
 /// A process-shared POSIX semaphore inside a segment.
 #[repr(transparent)]
 pub struct Sem(UnsafeCell<libc::sem_t>);
@@ -289,12 +309,14 @@ impl Sem {
         Ok(())
     }
 
-    /// `sem_timedwait`: `Acquired` or `TimedOut` (EINTR is retried).
+    /// `sem_clockwait` on CLOCK_MONOTONIC (so a wall-clock step cannot stretch a
+    /// wait): `Acquired` or `TimedOut` (EINTR is retried).
     pub fn wait(&self, timeout: Duration) -> io::Result<Lock> {
-        let deadline = deadline(libc::CLOCK_REALTIME, timeout)?;
+        let deadline = deadline(libc::CLOCK_MONOTONIC, timeout)?;
         loop {
-            // SAFETY: the semaphore lives in a mapping that outlives the call.
-            if unsafe { libc::sem_timedwait(self.0.get(), &deadline) } == 0 {
+            // SAFETY: the semaphore lives in a mapping that outlives the call; the
+            // deadline is a valid timespec on the stack.
+            if unsafe { sem_clockwait(self.0.get(), libc::CLOCK_MONOTONIC, &deadline) } == 0 {
                 return Ok(Lock::Acquired);
             }
             let e = io::Error::last_os_error();
@@ -325,12 +347,16 @@ fn deadline(clock: libc::clockid_t, timeout: Duration) -> io::Result<libc::times
     if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+    let secs = libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX);
+    let mut nsec = now.tv_nsec + timeout.subsec_nanos() as libc::c_long;
+    let mut sec = now.tv_sec.saturating_add(secs);
+    if nsec >= 1_000_000_000 {
+        nsec -= 1_000_000_000;
+        sec = sec.saturating_add(1);
+    }
     Ok(libc::timespec {
-        tv_sec: now.tv_sec
-            + timeout.as_secs() as libc::time_t
-            + (nanos / 1_000_000_000) as libc::time_t,
-        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        tv_sec: sec,
+        tv_nsec: nsec,
     })
 }
 
