@@ -1417,3 +1417,218 @@ fn consumer_failing_mid_run_ends_the_producer_with_exit_4() {
     assert!(stderr(&prod).contains("consumer"), "{}", stderr(&prod));
     assert_all_gone(&name, "", &pids);
 }
+
+// ---------------------------------------------------------------------------------
+// Pool mode (--segments N) and --zero-copy.
+
+/// A pool transfer whose messages need several segments each, in both start orders.
+#[test]
+fn pool_mode_moves_every_message_for_each_api() {
+    for (i, api) in APIS.into_iter().enumerate() {
+        let name = unique(&format!("pool-{api}"));
+        // 40 KiB messages through 16 KiB segments: three parts each.
+        let mut prod = side(PROD, api, &name);
+        prod.args([
+            "--segments",
+            "4",
+            "--segment-size",
+            "16K",
+            "-n",
+            "300",
+            "-s",
+            "40K",
+            "--json",
+        ]);
+        let mut cons = side(CONS, api, &name);
+        cons.arg("--json");
+        let (p, c, pids) = if i % 2 == 0 {
+            pair(&mut prod, &mut cons)
+        } else {
+            let (c, p, pids) = pair(&mut cons, &mut prod);
+            (p, c, pids)
+        };
+        assert_both_ok(&p, &c);
+        let v = summary(&c);
+        assert_verified(&v, 300);
+        assert_eq!(v["options"]["segments"], "4", "{v}");
+        assert_key_narrated(api, &err_of(&[&p, &c]));
+        assert_all_gone(&name, &err_of(&[&p, &c]), &pids);
+    }
+}
+
+#[test]
+fn pool_mode_pingpong_and_a_file() {
+    let name = unique("pool-pp");
+    let (p, c, pids) = pair(
+        side(PROD, "posix", &name).args([
+            "--segments",
+            "3",
+            "--segment-size",
+            "8K",
+            "--mode",
+            "pingpong",
+            "-n",
+            "200",
+            "-s",
+            "10K",
+            "--json",
+        ]),
+        &mut side(CONS, "posix", &name),
+    );
+    assert_both_ok(&p, &c);
+    let v = summary(&p);
+    assert_verified(&v, 200);
+    assert!(v["p50_ns"].as_u64().unwrap() > 0, "{v}");
+    assert_all_gone(&name, &err_of(&[&p, &c]), &pids);
+
+    let name = unique("pool-file");
+    let data = random_bytes(777_777, 5);
+    let (_dir, input) = temp_file(&data);
+    let out_dir = tempfile::tempdir().unwrap();
+    let output = out_dir.path().join("copy.bin");
+    let (c, p, pids) = pair(
+        side(CONS, "sysv", &name).arg("--output").arg(&output),
+        side(PROD, "sysv", &name)
+            .args([
+                "--segments",
+                "2",
+                "--segment-size",
+                "8K",
+                "-s",
+                "64K",
+                "--input",
+            ])
+            .arg(&input),
+    );
+    assert_both_ok(&p, &c);
+    assert!(
+        std::fs::read(&output).unwrap() == data,
+        "pool output differs from the input"
+    );
+    assert_all_gone(&name, &err_of(&[&p, &c]), &pids);
+}
+
+#[test]
+fn pool_mode_killed_consumer_ends_the_producer() {
+    let name = unique("pool-kill");
+    let path = object_path("posix", &name);
+    let prod = start_watched(side(PROD, "posix", &name).args([
+        "--segments",
+        "3",
+        "--segment-size",
+        "8K",
+        "-n",
+        "100000000",
+        "-s",
+        "1K",
+        "--timeout",
+        "3",
+    ]));
+    wait_for_path(&path, Duration::from_secs(20));
+    let cons = start_watched(side(CONS, "posix", &name).args(["--timeout", "3"]));
+    wait_for_gone(&path, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let pids = vec![prod.id(), cons.id()];
+    signal(cons.child(), Signal::SIGKILL);
+    let dead = cons.finish_within(Duration::from_secs(30));
+    let out = prod.finish_within(Duration::from_secs(30));
+    assert_no_panic(&out);
+    assert_code(&out, 4);
+    assert!(stderr(&out).contains("consumer"), "{}", stderr(&out));
+    assert_all_gone(&name, &err_of(&[&dead, &out]), &pids);
+}
+
+#[test]
+fn pool_mode_refuses_more_segments_than_a_queue_holds() {
+    let msg_max: u32 = std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let name = unique("pool-many");
+    let out = run(side(PROD, "posix", &name).args([
+        "--segments",
+        &(msg_max + 1).to_string(),
+        "--timeout",
+        "1",
+    ]));
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("/proc/sys/fs/mqueue/msg_max"),
+        "{}",
+        stderr(&out)
+    );
+    for bad in [["--segments", "0"], ["--sync", "spin"]] {
+        let out = run(side(PROD, "posix", &name)
+            .args(["--segments", "2"])
+            .args(bad)
+            .args(["--timeout", "1"]));
+        assert_code(&out, 2);
+    }
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn zero_copy_builds_and_checks_in_place() {
+    let _spin = serial();
+    for (api, sync) in [("posix", "spin"), ("sysv", "mutex"), ("mmap", "sem")] {
+        let name = unique(&format!("zc-{api}"));
+        // Messages that wrap around the ring's end as well.
+        let (p, c, pids) = pair(
+            side(PROD, api, &name).args([
+                "--zero-copy",
+                "--sync",
+                sync,
+                "--segment-size",
+                "100K",
+                "-n",
+                "2000",
+                "-s",
+                "20000",
+                "--json",
+            ]),
+            side(CONS, api, &name).arg("--json"),
+        );
+        assert_both_ok(&p, &c);
+        let v = summary(&c);
+        assert_verified(&v, 2000);
+        assert_eq!(v["options"]["zero_copy"], "true", "{v}");
+        assert_all_gone(&name, &err_of(&[&p, &c]), &pids);
+    }
+}
+
+#[test]
+fn zero_copy_with_a_wrong_seed_fails_verification() {
+    let name = unique("zc-seed");
+    let (p, c, pids) = pair(
+        side(PROD, "posix", &name).args(["--zero-copy", "-n", "20", "--seed", "7"]),
+        side(CONS, "posix", &name).args(["--seed", "8", "--json"]),
+    );
+    assert_code(&c, 3);
+    assert_eq!(summary(&c)["corrupted"], 20);
+    assert!(matches!(code(&p.status), 0 | 4), "{}", stderr(&p));
+    assert_all_gone(&name, &err_of(&[&p, &c]), &pids);
+}
+
+#[test]
+fn zero_copy_refuses_what_it_cannot_build_in_place() {
+    let name = unique("zc-bad");
+    for bad in [
+        vec!["--mode", "pingpong"],
+        vec!["--input", "/dev/null"],
+        vec!["--raw"],
+        vec!["--segment-size", "16K", "-s", "64K"],
+    ] {
+        let out = run(side(PROD, "posix", &name)
+            .arg("--zero-copy")
+            .args(&bad)
+            .args(["--timeout", "1"]));
+        assert_code(&out, 2);
+        assert!(
+            stderr(&out).contains("--zero-copy"),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_no_leftovers(&name);
+}
