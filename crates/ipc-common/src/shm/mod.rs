@@ -122,6 +122,16 @@ impl Drop for Segment {
 }
 
 impl Segment {
+    fn new(map: Mapping, object: String, remover: Option<Guard>) -> Segment {
+        Segment {
+            map,
+            object,
+            remover,
+            helpers: Vec::new(),
+            holds: None,
+        }
+    }
+
     pub fn header(&self) -> &Header {
         self.map.header()
     }
@@ -308,13 +318,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
         format_args!("close(fd) = 0"),
         "the mapping stays after the descriptor is closed (there is no shm_close)",
     );
-    Ok(Segment {
-        map,
-        object: obj,
-        remover: Some(remover),
-        helpers: Vec::new(),
-        holds: None,
-    })
+    Ok(Segment::new(map, obj, Some(remover)))
 }
 
 fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
@@ -374,13 +378,7 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         IDEA_MMAP,
     );
-    Ok(Segment {
-        map,
-        object: obj,
-        remover: Some(remover),
-        helpers: Vec::new(),
-        holds: None,
-    })
+    Ok(Segment::new(map, obj, Some(remover)))
 }
 
 fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
@@ -439,13 +437,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
         format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
         IDEA_SYSV,
     );
-    Ok(Segment {
-        map,
-        object: obj,
-        remover: Some(remover),
-        helpers: Vec::new(),
-        holds: None,
-    })
+    Ok(Segment::new(map, obj, Some(remover)))
 }
 
 fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
@@ -682,13 +674,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
             ),
             IDEA_POSIX,
         );
-        Ok(Some(Segment {
-            map,
-            object: obj.clone(),
-            remover: None,
-            helpers: Vec::new(),
-            holds: None,
-        }))
+        Ok(Some(Segment::new(map, obj.clone(), None)))
     };
     match spec.api {
         Api::Posix => {
@@ -748,13 +734,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
                 format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
                 IDEA_SYSV,
             );
-            Ok(Some(Segment {
-                map,
-                object: obj,
-                remover: None,
-                helpers: Vec::new(),
-                holds: None,
-            }))
+            Ok(Some(Segment::new(map, obj, None)))
         }
     }
 }

@@ -438,6 +438,14 @@ impl Ring<'_> {
         Ok(())
     }
 
+    /// Read and check the next frame header.
+    fn read_header(&mut self, w: &Waits) -> Result<Frame> {
+        let mut head = [0u8; HEADER_LEN];
+        self.read(&mut head, w)?;
+        Frame::decode(&head)
+            .map_err(|e| corrupt(&w.object, format!("bad frame in ring {}: {e}", self.index)))
+    }
+
     /// Fill `dst` from the ring, waiting for the writer as needed.
     fn read(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
         let mut got = 0;
@@ -516,14 +524,7 @@ impl Link for ShmLink<'_> {
         let Some(rx) = self.rx.as_mut() else {
             return Err(self.no_ring("receive from"));
         };
-        let mut head = [0u8; HEADER_LEN];
-        rx.read(&mut head, &self.waits)?;
-        let frame = Frame::decode(&head).map_err(|e| {
-            corrupt(
-                &self.waits.object,
-                format!("bad frame in ring {}: {e}", rx.index),
-            )
-        })?;
+        let frame = rx.read_header(&self.waits)?;
         buf.resize(frame.len as usize, 0);
         rx.read(buf, &self.waits)?;
         rx.publish_tail(&self.waits);
@@ -611,14 +612,7 @@ impl Link for ShmLink<'_> {
         let Some(rx) = self.rx.as_mut() else {
             return Err(self.no_ring("receive from"));
         };
-        let mut head = [0u8; HEADER_LEN];
-        rx.read(&mut head, &self.waits)?;
-        let frame = Frame::decode(&head).map_err(|e| {
-            corrupt(
-                &self.waits.object,
-                format!("bad frame in ring {}: {e}", rx.index),
-            )
-        })?;
+        let frame = rx.read_header(&self.waits)?;
         let mut chunk = [0u8; CHUNK];
         let mut done = 0;
         while done < frame.len as usize {
