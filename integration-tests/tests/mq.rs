@@ -772,6 +772,10 @@ fn killed_run_child_ends_the_parent() {
     let out = finish_within(run, Duration::from_secs(20));
     // The child died by SIGKILL and could say nothing: the sender reports it (exit 4).
     assert_eq!(code(&out.status), 4, "{}", stderr(&out));
-    assert!(stderr(&out).contains("killed by SIGKILL"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("killed by SIGKILL"),
+        "{}",
+        stderr(&out)
+    );
     assert_no_leftovers(&name);
 }

@@ -650,7 +650,11 @@ fn killed_run_child_ends_parent() {
         let out = finish_within(run, Duration::from_secs(20));
         // The child died by SIGKILL and could say nothing: the sender reports it (exit 4).
         assert_eq!(code(&out.status), 4, "{ty}: {}", stderr(&out));
-        assert!(stderr(&out).contains("killed by SIGKILL"), "{ty}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("killed by SIGKILL"),
+            "{ty}: {}",
+            stderr(&out)
+        );
     }
 }
 

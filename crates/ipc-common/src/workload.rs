@@ -266,7 +266,8 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         } else {
             let header = Header::for_payload(FrameKind::Data, seq, msg);
             let t0 = Instant::now();
-            link.send(&header, msg).map_err(|e| e.after("receiver", seq))?;
+            link.send(&header, msg)
+                .map_err(|e| e.after("receiver", seq))?;
             if mode == Mode::Pingpong {
                 let reply = link
                     .recv(&mut echo)
@@ -477,7 +478,9 @@ fn receive_raw(
     let (mut seq, mut bytes) = (0u64, 0u64);
     let mut start = None;
     while args.count.is_none_or(|c| seq < c) {
-        let n = link.recv_raw(&mut buf).map_err(|e| e.after("sender", seq))?;
+        let n = link
+            .recv_raw(&mut buf)
+            .map_err(|e| e.after("sender", seq))?;
         if n == 0 {
             break;
         }
