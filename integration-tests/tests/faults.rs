@@ -1,0 +1,540 @@
+//! Faults and hostile input across every pair (issue 7): the kill matrix, signals on
+//! either side, stale objects of a crashed run, squatters, modes, names, limits and bad
+//! flags, for every mechanism at once.
+//!
+//! Every test here takes one lock: spinning shared-memory sides (`--sync spin`) must not
+//! share this 2-core machine with other heavy transfers, or they starve and time out.
+//! Kill points are seeded: `FAULTS_SEED=N` reproduces a run (the seed is printed), and
+//! `FAULTS_TRIALS=N` sets the SIGKILL trials per mechanism and side (default 2).
+
+use integration_tests::*;
+use nix::sys::signal::Signal;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `--timeout` every side gets here.
+const TIMEOUT: &str = "3";
+/// Watchdog for a side that must end by itself: `--timeout` plus a generous margin for
+/// a loaded machine. A hang fails the test; the duration is never asserted.
+const SURVIVOR_WATCHDOG: Duration = Duration::from_secs(20);
+/// More messages than any trial can move before its kill lands.
+const ENDLESS: &str = "100000000";
+
+/// splitmix64: a seeded source of kill points.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env(what: &str) -> Rng {
+        let seed = std::env::var("FAULTS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x1d_2024);
+        eprintln!("{what}: FAULTS_SEED={seed}");
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn trials() -> usize {
+    std::env::var("FAULTS_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(name)
+}
+
+/// ftok(path, 'I') as glibc computes it, from the key file's device and inode.
+fn ftok(path: &Path) -> Option<u32> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino() as u32 & 0xffff) | ((m.dev() as u32 & 0xff) << 16) | (u32::from(b'I') << 24))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A SysV object: `ipcs` kind letter (m, q, s) and id.
+type SysvId = (char, i32);
+
+/// The SysV objects `ipcs` lists: (kind, key, id).
+fn ipcs_all() -> Vec<(char, u32, i32)> {
+    let mut v = Vec::new();
+    for kind in ['m', 'q', 's'] {
+        let Ok(out) = Command::new("ipcs").arg(format!("-{kind}")).output() else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut f = line.split_whitespace();
+            let (Some(k), Some(id)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let key = k
+                .strip_prefix("0x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok());
+            if let (Some(key), Ok(id)) = (key, id.parse()) {
+                v.push((kind, key, id));
+            }
+        }
+    }
+    v
+}
+
+/// The ids of the SysV objects with `key`, once at least one exists (the creator makes
+/// its key file first, then the object). Ids, not keys, are checked afterwards: a key
+/// comes from a key file's inode, which another run on this machine may get next.
+fn sysv_ids(key: u32) -> Vec<SysvId> {
+    let t = Instant::now();
+    loop {
+        let ids: Vec<SysvId> = ipcs_all()
+            .into_iter()
+            .filter(|&(_, k, _)| k == key)
+            .map(|(kind, _, id)| (kind, id))
+            .collect();
+        if !ids.is_empty() || t.elapsed() > Duration::from_secs(10) {
+            return ids;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Nothing named `name` anywhere, and none of the SysV objects `ids` still there.
+#[track_caller]
+fn assert_clean(name: &str, ids: &[SysvId]) {
+    assert_no_leftovers(name);
+    let left: Vec<_> = ipcs_all()
+        .into_iter()
+        .filter(|&(kind, _, id)| ids.contains(&(kind, id)))
+        .collect();
+    assert!(left.is_empty(), "SysV objects left behind: {left:x?}");
+}
+
+/// A command line: program, then arguments.
+fn command(argv: &[String]) -> Command {
+    let mut c = cmd(&argv[0]);
+    c.args(&argv[1..]);
+    c
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Sender,
+    Receiver,
+}
+
+impl Side {
+    /// The words the survivor's message uses for this side.
+    fn words(self) -> [&'static str; 2] {
+        match self {
+            Side::Sender => ["sender", "producer"],
+            Side::Receiver => ["receiver", "consumer"],
+        }
+    }
+}
+
+/// One mechanism and variant of the matrix, with a fresh name.
+struct Mech {
+    label: String,
+    name: String,
+    sender: Vec<String>,
+    receiver: Vec<String>,
+    /// The side that creates the object and waits; the other attaches.
+    creator: Side,
+    /// The name that exists while the creator waits and goes once both are attached
+    /// (the evidence that the transfer runs). None: TCP (no name) or `run`.
+    object: Option<PathBuf>,
+    /// A SysV key file: its ftok key names the SysV object to check for leftovers.
+    key_file: Option<PathBuf>,
+    /// `pipe-pair run`: one process; the receiver is its child.
+    run: bool,
+}
+
+const SHM_APIS: [&str; 2] = ["posix", "sysv"];
+const SYNCS: [&str; 4] = ["mutex", "sem", "mq", "spin"];
+const SOCKET_TYPES: [&str; 3] = ["stream", "dgram", "seqpacket"];
+
+/// Every mechanism and variant of the matrix, each under a new unique name.
+fn mechanisms() -> Vec<Mech> {
+    let common = |name: &str| -> Vec<String> { strings(&["--name", name, "--timeout", TIMEOUT]) };
+    let flow = strings(&["-n", ENDLESS, "-s", "64"]);
+    let mut v = Vec::new();
+    for api in SHM_APIS {
+        for sync in SYNCS {
+            let name = unique(&format!("fk-shm-{api}-{sync}"));
+            let (object, key_file) = if api == "posix" {
+                (Path::new("/dev/shm").join(&name), None)
+            } else {
+                let k = tmp(&format!("{name}.key"));
+                (k.clone(), Some(k))
+            };
+            v.push(Mech {
+                label: format!("shm {api} --sync {sync}"),
+                sender: [
+                    strings(&["shm-producer", "--api", api, "--sync", sync]),
+                    flow.clone(),
+                    common(&name),
+                ]
+                .concat(),
+                receiver: [strings(&["shm-consumer", "--api", api]), common(&name)].concat(),
+                creator: Side::Sender,
+                object: Some(object),
+                key_file,
+                run: false,
+                name,
+            });
+        }
+    }
+    let name = unique("fk-pool");
+    v.push(Mech {
+        label: "shm pool --segments 3".into(),
+        sender: [
+            strings(&["shm-producer", "--segments", "3", "--segment-size", "8K"]),
+            flow.clone(),
+            common(&name),
+        ]
+        .concat(),
+        receiver: [strings(&["shm-consumer"]), common(&name)].concat(),
+        creator: Side::Sender,
+        object: Some(Path::new("/dev/shm").join(&name)),
+        key_file: None,
+        run: false,
+        name,
+    });
+    for api in ["posix", "sysv"] {
+        let name = unique(&format!("fk-mq-{api}"));
+        let (object, key_file) = if api == "posix" {
+            (Path::new("/dev/mqueue").join(&name), None)
+        } else {
+            let k = tmp(&format!("{name}.key"));
+            (k.clone(), Some(k))
+        };
+        v.push(Mech {
+            label: format!("mq {api}"),
+            sender: [
+                strings(&["mq-pair", "send", "--api", api]),
+                flow.clone(),
+                common(&name),
+            ]
+            .concat(),
+            receiver: [strings(&["mq-pair", "recv", "--api", api]), common(&name)].concat(),
+            creator: Side::Receiver,
+            object: Some(object),
+            key_file,
+            run: false,
+            name,
+        });
+    }
+    let name = unique("fk-fifo");
+    v.push(Mech {
+        label: "FIFO".into(),
+        sender: [strings(&["pipe-pair", "send"]), flow.clone(), common(&name)].concat(),
+        receiver: [strings(&["pipe-pair", "recv"]), common(&name)].concat(),
+        creator: Side::Receiver,
+        object: Some(tmp(&name)),
+        key_file: None,
+        run: false,
+        name,
+    });
+    let name = unique("fk-run");
+    v.push(Mech {
+        label: "anonymous pipe (run)".into(),
+        sender: [
+            strings(&["pipe-pair", "run"]),
+            flow.clone(),
+            strings(&["--timeout", TIMEOUT]),
+        ]
+        .concat(),
+        receiver: Vec::new(),
+        creator: Side::Sender,
+        object: None,
+        key_file: None,
+        run: true,
+        name,
+    });
+    for ty in SOCKET_TYPES {
+        let name = unique(&format!("fk-unix-{ty}"));
+        v.push(Mech {
+            label: format!("unix {ty}"),
+            sender: [
+                strings(&["socket-pair", "send", "--type", ty]),
+                flow.clone(),
+                common(&name),
+            ]
+            .concat(),
+            receiver: [
+                strings(&["socket-pair", "recv", "--type", ty]),
+                common(&name),
+            ]
+            .concat(),
+            creator: Side::Receiver,
+            object: Some(tmp(&name)),
+            key_file: None,
+            run: false,
+            name,
+        });
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let t = strings(&["--tcp", &addr, "--timeout", TIMEOUT]);
+    v.push(Mech {
+        label: "TCP 127.0.0.1".into(),
+        sender: [strings(&["socket-pair", "send"]), flow, t.clone()].concat(),
+        receiver: [strings(&["socket-pair", "recv"]), t].concat(),
+        creator: Side::Receiver,
+        object: None,
+        key_file: None,
+        run: false,
+        name: unique("fk-tcp"),
+    });
+    v
+}
+
+/// The number in "after N messages", if the text has one.
+fn progress(text: &str) -> Option<u64> {
+    text.match_indices("after ").find_map(|(i, _)| {
+        let rest = &text[i + 6..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        (!digits.is_empty() && rest[digits.len()..].starts_with(" messages"))
+            .then(|| digits.parse().ok())
+            .flatten()
+    })
+}
+
+/// The survivor's verdict: exit 4, a message naming the dead peer and how far it got.
+#[track_caller]
+fn assert_survivor(label: &str, out: &Output, dead: Side) {
+    let err = stderr(out);
+    assert_eq!(
+        code(&out.status),
+        4,
+        "{label}: the survivor of a dead {dead:?} exits 4\nstderr: {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains(": error: "))
+        .unwrap_or_else(|| panic!("{label}: no error line\nstderr: {err}"));
+    assert!(
+        dead.words().iter().any(|w| line.contains(w)),
+        "{label}: the message names the {dead:?}: {line}"
+    );
+    let n = progress(line).unwrap_or_else(|| panic!("{label}: no 'after N messages': {line}"));
+    assert!(n > 0, "{label}: the kill landed mid-transfer: {line}");
+}
+
+/// What the signalled side must do: SIGKILL cannot be caught (128 + 9); SIGINT and
+/// SIGTERM run the cleanup and exit with 128 + the signal, saying so.
+#[track_caller]
+fn assert_victim(label: &str, out: &Output, sig: Signal) {
+    assert_eq!(
+        code(&out.status),
+        128 + sig as i32,
+        "{label}: the {sig} side's exit\nstderr: {}",
+        stderr(out)
+    );
+    if sig != Signal::SIGKILL {
+        assert!(
+            stderr(out).contains(&format!("interrupted by {}", sig.as_str())),
+            "{label}: {}",
+            stderr(out)
+        );
+    }
+}
+
+/// Start the two sides of `m` and return (sender, receiver, SysV ids) once data flows.
+fn start_transfer(m: &Mech, rng: &mut Rng) -> (Child, Child, Vec<SysvId>) {
+    let (first, second) = match m.creator {
+        Side::Sender => (&m.sender, &m.receiver),
+        Side::Receiver => (&m.receiver, &m.sender),
+    };
+    let a = start(&mut command(first));
+    let mut keys = Vec::new();
+    match &m.object {
+        Some(obj) => {
+            wait_for_path(obj, Duration::from_secs(10));
+            if let Some(k) = m.key_file.as_deref().and_then(ftok) {
+                keys = sysv_ids(k);
+                assert!(
+                    !keys.is_empty(),
+                    "{}: no SysV object for key {k:#x}",
+                    m.label
+                );
+            }
+        }
+        None => std::thread::sleep(Duration::from_millis(300)),
+    }
+    let b = start(&mut command(second));
+    // Evidence that both are attached: the creator removes the name once they are.
+    if let Some(obj) = &m.object {
+        let t = Instant::now();
+        while obj.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{}: the peers never attached",
+                m.label
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(150 + rng.below(200)));
+    match m.creator {
+        Side::Sender => (a, b, keys),
+        Side::Receiver => (b, a, keys),
+    }
+}
+
+/// One trial: signal `victim` mid-transfer; check both sides and the leftovers.
+fn trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng) -> String {
+    let label = format!("{} / {sig} to the {victim:?}", m.label);
+    if m.run {
+        return run_trial(m, victim, sig, rng, &label);
+    }
+    let (sender, receiver, keys) = start_transfer(m, rng);
+    let (victim_child, survivor) = match victim {
+        Side::Sender => (sender, receiver),
+        Side::Receiver => (receiver, sender),
+    };
+    signal(&victim_child, sig);
+    let v = finish_within(victim_child, SURVIVOR_WATCHDOG);
+    let s = finish_within(survivor, SURVIVOR_WATCHDOG);
+    assert_victim(&label, &v, sig);
+    assert_survivor(&label, &s, victim);
+    assert_clean(&m.name, &keys);
+    format!("{label}: {}", progress(&stderr(&s)).unwrap_or(0))
+}
+
+/// The receiver of `pipe-pair run` is its child. This process is a child subreaper, so
+/// the receiver orphaned by a killed `run` is handed to us and its exit code is ours to
+/// read.
+fn run_trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng, label: &str) -> String {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    let run = start(&mut command(&m.sender));
+    let t = Instant::now();
+    let child = loop {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", run.id(), run.id()))
+                .unwrap_or_default();
+        if let Some(pid) = kids.split_whitespace().next() {
+            break nix::unistd::Pid::from_raw(pid.parse().unwrap());
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{label}: no child");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(300 + rng.below(200)));
+    match victim {
+        Side::Receiver => {
+            nix::sys::signal::kill(child, sig).expect("kill");
+            let out = finish_within(run, SURVIVOR_WATCHDOG);
+            if sig == Signal::SIGKILL {
+                assert_survivor(label, &out, Side::Receiver);
+                assert!(stderr(&out).contains("killed by SIGKILL"), "{label}");
+            } else {
+                // The interrupted receiver said so and exited 128 + sig; `run` passes
+                // its child's status on.
+                assert_victim(label, &out, sig);
+            }
+            format!("{label}: {}", progress(&stderr(&out)).unwrap_or(0))
+        }
+        Side::Sender => {
+            signal(&run, sig);
+            let t = Instant::now();
+            let child_code = loop {
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, c)) => break c,
+                    Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+                    // Still running, or not yet handed to us.
+                    _ => {}
+                }
+                if t.elapsed() > SURVIVOR_WATCHDOG {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    panic!("{label}: the orphaned receiver did not end");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            // Its stderr is the run's: read both once the receiver is gone.
+            let out = finish_within(run, SURVIVOR_WATCHDOG);
+            assert_eq!(
+                code(&out.status),
+                128 + sig as i32,
+                "{label}: {}",
+                stderr(&out)
+            );
+            assert_eq!(child_code, 4, "{label}: {}", stderr(&out));
+            let line = stderr(&out)
+                .lines()
+                .find(|l| l.contains("sender went away"))
+                .map(str::to_string)
+                .unwrap_or_else(|| panic!("{label}: {}", stderr(&out)));
+            assert!(progress(&line).is_some_and(|n| n > 0), "{label}: {line}");
+            format!("{label}: {}", progress(&line).unwrap_or(0))
+        }
+    }
+}
+
+#[test]
+fn kill_matrix_sigkill_either_side_at_seeded_points() {
+    let _serial = serial();
+    let mut rng = Rng::from_env("kill matrix");
+    let mut done = 0;
+    for t in 0..trials() {
+        for victim in [Side::Sender, Side::Receiver] {
+            for m in mechanisms() {
+                let line = trial(&m, victim, Signal::SIGKILL, &mut rng);
+                eprintln!("trial {t}: {line} messages before the kill");
+                done += 1;
+            }
+        }
+    }
+    eprintln!("{done} SIGKILL trials passed");
+}
+
+#[test]
+fn sigint_and_sigterm_on_either_side_mid_transfer() {
+    let _serial = serial();
+    let mut rng = Rng::from_env("signal matrix");
+    // Every mechanism gets both signals and both sides: SIGINT to one side, SIGTERM to
+    // the other, swapped from one mechanism to the next.
+    let sig = |i: usize, side: Side| {
+        if (i % 2 == 0) == (side == Side::Sender) {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        }
+    };
+    let mut done = 0;
+    for victim in [Side::Sender, Side::Receiver] {
+        for (i, m) in mechanisms().into_iter().enumerate() {
+            eprintln!("{}", trial(&m, victim, sig(i, victim), &mut rng));
+            done += 1;
+        }
+    }
+    eprintln!("{done} SIGINT/SIGTERM trials passed");
+}
