@@ -11,7 +11,7 @@ use integration_tests::*;
 use nix::sys::signal::Signal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -537,4 +537,154 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
         }
     }
     eprintln!("{done} SIGINT/SIGTERM trials passed");
+}
+
+// ---------------------------------------------------------------------------------
+// Stale objects: a run killed while it waits for its peer leaves its objects; the next
+// run under the same name recognises them and replaces them, and so does clean-ipc.
+// ---------------------------------------------------------------------------------
+
+/// A mechanism whose creating side waits alone, as a crashed run leaves it.
+struct Stale {
+    label: &'static str,
+    /// The creating side, waiting for a peer (killed while it waits).
+    creator: Vec<String>,
+    /// Then a complete run: creator first, peer second.
+    peer: Vec<String>,
+    /// Names the crash leaves behind.
+    left: Vec<PathBuf>,
+    key_file: Option<PathBuf>,
+    /// What the next creator says about the leftover (None: it just reuses it).
+    note: Option<&'static str>,
+}
+
+fn stale_cases(name: &str) -> Vec<Stale> {
+    let n = |v: &[&str]| [strings(v), strings(&["--name", name, "--json"])].concat();
+    let shm = Path::new("/dev/shm").join(name);
+    let key = tmp(&format!("{name}.key"));
+    let mq = Path::new("/dev/mqueue").join(name);
+    vec![
+        Stale {
+            label: "shm posix",
+            creator: n(&["shm-producer", "-n", "20"]),
+            peer: n(&["shm-consumer"]),
+            left: vec![shm.clone()],
+            key_file: None,
+            note: Some("replacing a stale"),
+        },
+        Stale {
+            label: "shm posix --sync mq",
+            creator: n(&["shm-producer", "--sync", "mq", "-n", "20"]),
+            peer: n(&["shm-consumer"]),
+            left: vec![shm, Path::new("/dev/mqueue").join(format!("{name}.r0.ready"))],
+            key_file: None,
+            note: Some("replacing a stale"),
+        },
+        Stale {
+            label: "shm sysv",
+            creator: n(&["shm-producer", "--api", "sysv", "-n", "20"]),
+            peer: n(&["shm-consumer", "--api", "sysv"]),
+            left: vec![key.clone()],
+            key_file: Some(key.clone()),
+            note: Some("replacing a stale"),
+        },
+        Stale {
+            label: "mq posix",
+            creator: n(&["mq-pair", "recv"]),
+            peer: n(&["mq-pair", "send", "-n", "20"]),
+            left: vec![mq],
+            key_file: None,
+            note: Some("stale"),
+        },
+        Stale {
+            label: "mq sysv",
+            creator: n(&["mq-pair", "recv", "--api", "sysv"]),
+            peer: n(&["mq-pair", "send", "--api", "sysv", "-n", "20"]),
+            left: vec![key.clone()],
+            key_file: Some(key),
+            note: Some("stale"),
+        },
+        Stale {
+            // A FIFO records no owner: the next run takes it over and removes it once
+            // both ends are open.
+            label: "FIFO",
+            creator: n(&["pipe-pair", "recv"]),
+            peer: n(&["pipe-pair", "send", "-n", "20"]),
+            left: vec![tmp(name)],
+            key_file: None,
+            note: None,
+        },
+        Stale {
+            label: "unix socket",
+            creator: n(&["socket-pair", "recv"]),
+            peer: n(&["socket-pair", "send", "-n", "20"]),
+            left: vec![tmp(name)],
+            key_file: None,
+            note: Some("stale"),
+        },
+    ]
+}
+
+/// Start `c`'s creator, wait until it made its objects, SIGKILL it. Returns the SysV ids.
+fn crash_while_waiting(c: &Stale) -> Vec<SysvId> {
+    let mut crashed = start(&mut command(&c.creator));
+    for p in &c.left {
+        wait_for_path(p, Duration::from_secs(10));
+    }
+    let ids = c
+        .key_file
+        .as_deref()
+        .and_then(ftok)
+        .map(sysv_ids)
+        .unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(100));
+    crashed.kill().unwrap();
+    let _ = crashed.wait();
+    for p in &c.left {
+        assert!(p.exists(), "{}: the crash left {}", c.label, p.display());
+    }
+    ids
+}
+
+fn clean_ipc() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clean-ipc")
+}
+
+#[test]
+fn a_crashed_runs_leftovers_are_replaced_by_the_next_run_and_removed_by_clean_ipc() {
+    let _serial = serial();
+    for i in 0..stale_cases("x").len() {
+        // The next run replaces them, with a note.
+        let name = unique("stale");
+        let c = &stale_cases(&name)[i];
+        let stale_ids = crash_while_waiting(c);
+        if c.key_file.is_some() {
+            assert!(!stale_ids.is_empty(), "{}: a stale SysV object", c.label);
+        }
+        let a = start(&mut command(&c.creator));
+        std::thread::sleep(Duration::from_millis(300));
+        let b = start(&mut command(&c.peer));
+        let (a, b) = (finish(a), finish(b));
+        assert_code(&a, 0);
+        assert_code(&b, 0);
+        if let Some(note) = c.note {
+            assert!(stderr(&a).contains(note), "{}: {}", c.label, stderr(&a));
+        }
+        let recv = if c.creator[0] == "shm-producer" { &b } else { &a };
+        assert_verified(&summary(recv), 20);
+        assert_clean(&name, &stale_ids);
+
+        // clean-ipc, given this test's prefix, finds and removes them.
+        let name = unique("stale-clean");
+        let c = &stale_cases(&name)[i];
+        let stale_ids = crash_while_waiting(c);
+        let out = run(Command::new("bash")
+            .arg(clean_ipc())
+            .args(["--only", &name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()));
+        assert_code(&out, 0);
+        assert!(stdout(&out).contains("removing"), "{}", stdout(&out));
+        assert_clean(&name, &stale_ids);
+    }
 }
