@@ -688,3 +688,296 @@ fn a_crashed_runs_leftovers_are_replaced_by_the_next_run_and_removed_by_clean_ip
         assert_clean(&name, &stale_ids);
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Squatters: an object under the project's name made by someone else is refused (exit
+// 1, the object named), never used, and left as it was.
+// ---------------------------------------------------------------------------------
+
+fn python(script: &str, args: &[&str]) -> String {
+    let out = run(Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()));
+    assert_code(&out, 0);
+    stdout(&out).trim().to_string()
+}
+
+/// Make a SysV segment or queue with mode 0644 under the key of `key_file` (created
+/// here): returns its id.
+fn sysv_squat(kind: &str, key_file: &Path) -> i32 {
+    const SCRIPT: &str = "import ctypes,os,sys\n\
+        l=ctypes.CDLL('libc.so.6',use_errno=True)\n\
+        p,kind=sys.argv[1],sys.argv[2]\n\
+        fd=os.open(p,os.O_CREAT|os.O_EXCL|os.O_WRONLY,0o600); os.close(fd)\n\
+        key=l.ftok(p.encode(),ord('I'))\n\
+        i=l.shmget(key,8192,0o1000|0o644) if kind=='m' else l.msgget(key,0o1000|0o644)\n\
+        assert i>=0, ctypes.get_errno()\n\
+        print(i)";
+    python(SCRIPT, &[key_file.to_str().unwrap(), kind])
+        .parse()
+        .unwrap()
+}
+
+fn chown_nobody(p: &Path) {
+    let out = run(Command::new("chown")
+        .args(["nobody"])
+        .arg(p)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()));
+    assert_code(&out, 0);
+}
+
+/// What must stay the same about a squatted object: type, owner, mode, inode, size.
+fn fingerprint(p: &Path) -> (u32, u32, u64, u64) {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.mode(), m.uid(), m.ino(), m.len())
+}
+
+/// Run `argv` against a squatted object: exit 1 (or one of `codes`), the object named
+/// in the message, nothing of ours left, the squatter's object untouched.
+#[track_caller]
+fn assert_refused(argv: &[String], codes: &[i32], squatted: &Path, named: &str) {
+    let before = fingerprint(squatted);
+    let out = run(command(argv).args(["--timeout", "1"]));
+    let err = stderr(&out);
+    assert!(
+        codes.contains(&code(&out.status)),
+        "{argv:?}: exit {} (expected {codes:?})\n{err}",
+        code(&out.status)
+    );
+    assert!(err.contains(named), "{argv:?}: the message names {named}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(fingerprint(squatted), before, "{argv:?}: the squatter's object was touched");
+}
+
+#[test]
+fn squatted_objects_are_refused_named_and_left_untouched() {
+    let _serial = serial();
+    use std::os::unix::fs::OpenOptionsExt;
+    let named = |name: &str, v: &[&str]| [strings(v), strings(&["--name", name])].concat();
+
+    // FIFOs: another owner, or open to others.
+    for (owner, mode) in [("nobody", 0o600), ("root", 0o666), ("root", 0o644)] {
+        let name = unique("squat-fifo");
+        let p = tmp(&name);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        if owner == "nobody" {
+            chown_nobody(&p);
+        }
+        for side in ["recv", "send"] {
+            assert_refused(&named(&name, &["pipe-pair", side]), &[1], &p, &name);
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    // A socket file of another owner, and a plain file where the socket goes.
+    let name = unique("squat-sock");
+    let p = tmp(&name);
+    python(
+        "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])",
+        &[p.to_str().unwrap()],
+    );
+    chown_nobody(&p);
+    assert_refused(&named(&name, &["socket-pair", "recv"]), &[1], &p, &name);
+    std::fs::remove_file(&p).unwrap();
+    for ty in SOCKET_TYPES {
+        let name = unique("squat-file");
+        let p = tmp(&name);
+        std::fs::write(&p, b"not a socket").unwrap();
+        let argv = named(&name, &["socket-pair", "recv", "--type", ty]);
+        assert_refused(&argv, &[1], &p, &name);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    // POSIX shared memory: another owner, open to others, another layout (garbage).
+    // The consumer may call garbage a failed check of the data (exit 3).
+    for how in ["nobody", "0644", "garbage"] {
+        let name = unique("squat-shm");
+        let p = Path::new("/dev/shm").join(&name);
+        let mode = if how == "0644" { 0o644 } else { 0o600 };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&p)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[0xAB; 1 << 16]).unwrap();
+        drop(f);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        if how == "nobody" {
+            chown_nobody(&p);
+        }
+        assert_refused(&named(&name, &["shm-producer"]), &[1], &p, &name);
+        let consumer_codes: &[i32] = if how == "garbage" { &[1, 3] } else { &[1] };
+        assert_refused(&named(&name, &["shm-consumer"]), consumer_codes, &p, &name);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    // A mapped file of another owner.
+    let name = unique("squat-mmap");
+    let p = tmp(&format!("{name}.mmap"));
+    std::fs::write(&p, [0u8; 8192]).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    chown_nobody(&p);
+    for side in ["shm-producer", "shm-consumer"] {
+        assert_refused(&named(&name, &[side, "--api", "mmap"]), &[1], &p, &name);
+    }
+    std::fs::remove_file(&p).unwrap();
+
+    // A POSIX queue of another owner.
+    let name = unique("squat-mq");
+    python(
+        "import ctypes,os,sys; l=ctypes.CDLL('libc.so.6'); \
+         l.mq_open.argtypes=[ctypes.c_char_p,ctypes.c_int,ctypes.c_int,ctypes.c_void_p]; \
+         assert l.mq_open(('/'+sys.argv[1]).encode(), os.O_CREAT|os.O_RDWR, 0o600, None) >= 0",
+        &[&name],
+    );
+    let p = Path::new("/dev/mqueue").join(&name);
+    chown_nobody(&p);
+    for side in ["recv", "send"] {
+        assert_refused(&named(&name, &["mq-pair", side]), &[1], &p, &name);
+    }
+    std::fs::remove_file(&p).unwrap();
+
+    // SysV: a segment and a queue with mode 0644 under the project's key; a key file of
+    // another owner.
+    for (kind, sides) in [
+        ("m", [&["shm-producer", "--api", "sysv"][..], &["shm-consumer", "--api", "sysv"]]),
+        ("q", [&["mq-pair", "recv", "--api", "sysv"][..], &["mq-pair", "send", "--api", "sysv"]]),
+    ] {
+        let name = unique("squat-sysv");
+        let key = tmp(&format!("{name}.key"));
+        let id = sysv_squat(kind, &key);
+        for side in sides {
+            assert_refused(&named(&name, side), &[1], &key, &name);
+            assert!(
+                ipcs_all().iter().any(|&(k, _, i)| k == kind.chars().next().unwrap() && i == id),
+                "{side:?}: the squatter's SysV object {kind} {id} is still there"
+            );
+        }
+        let out = run(Command::new("ipcrm").arg(format!("-{kind}")).arg(id.to_string()));
+        assert_code(&out, 0);
+        std::fs::remove_file(&key).unwrap();
+    }
+    let name = unique("squat-key");
+    let key = tmp(&format!("{name}.key"));
+    std::fs::write(&key, b"").unwrap();
+    chown_nobody(&key);
+    for argv in [
+        named(&name, &["shm-producer", "--api", "sysv"]),
+        named(&name, &["mq-pair", "recv", "--api", "sysv"]),
+    ] {
+        assert_refused(&argv, &[1], &key, &name);
+    }
+    std::fs::remove_file(&key).unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// Modes and names.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn every_object_a_waiting_side_creates_is_mode_0600() {
+    let _serial = serial();
+    let cases: Vec<(Vec<&str>, Vec<String>)> = vec![
+        (vec!["shm-producer"], vec!["/dev/shm/N".into()]),
+        (
+            vec!["shm-producer", "--sync", "mq"],
+            vec!["/dev/shm/N".into(), "/dev/mqueue/N.r0.ready".into()],
+        ),
+        (
+            vec!["shm-producer", "--segments", "3", "--segment-size", "8K"],
+            vec!["/dev/shm/N.pool.2".into(), "/dev/shm/N".into(), "/dev/mqueue/N.free".into()],
+        ),
+        (vec!["shm-producer", "--api", "sysv"], vec!["TMP/N.key".into()]),
+        (vec!["shm-producer", "--api", "mmap"], vec!["TMP/N.mmap".into()]),
+        (vec!["mq-pair", "recv"], vec!["/dev/mqueue/N".into()]),
+        (vec!["mq-pair", "send", "--api", "sysv"], vec!["TMP/N.key".into()]),
+        (vec!["pipe-pair", "recv"], vec!["TMP/N".into()]),
+        (vec!["pipe-pair", "send"], vec!["TMP/N".into()]),
+        (vec!["socket-pair", "recv"], vec!["TMP/N".into()]),
+        (vec!["socket-pair", "recv", "--type", "dgram"], vec!["TMP/N".into()]),
+        (vec!["socket-pair", "recv", "--type", "seqpacket"], vec!["TMP/N".into()]),
+    ];
+    let t = std::env::temp_dir();
+    for (argv, expect) in cases {
+        let name = unique("mode");
+        let mut c = command(&strings(&argv));
+        let waiting = start(c.args(["--name", &name, "--timeout", "20"]));
+        let expect: Vec<PathBuf> = expect
+            .iter()
+            .map(|p| PathBuf::from(p.replace("TMP", t.to_str().unwrap()).replace('N', &name)))
+            .collect();
+        for p in &expect {
+            wait_for_path(p, Duration::from_secs(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut ids = Vec::new();
+        for p in leftovers(&name) {
+            let mode = std::fs::symlink_metadata(&p).unwrap().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{argv:?}: {} has mode {mode:o}", p.display());
+            if p.extension().is_some_and(|e| e == "key") {
+                let key = ftok(&p).unwrap();
+                for (kind, k, id) in ipcs_all() {
+                    if k == key {
+                        let perms = Command::new("ipcs")
+                            .args([&format!("-{kind}"), "-i", &id.to_string()])
+                            .output()
+                            .unwrap();
+                        let text = String::from_utf8_lossy(&perms.stdout).to_string();
+                        assert!(text.contains("mode=0600") || text.contains("mode=600"), "{argv:?}: {text}");
+                        ids.push((kind, id));
+                    }
+                }
+                assert!(!ids.is_empty(), "{argv:?}: no SysV object for {}", p.display());
+            }
+        }
+        signal(&waiting, Signal::SIGTERM);
+        let out = finish_within(waiting, SURVIVOR_WATCHDOG);
+        assert_code(&out, 143);
+        assert_clean(&name, &ids);
+    }
+}
+
+/// The five binaries, as (program, subcommand) command lines.
+fn binaries() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["shm-producer"],
+        vec!["shm-consumer"],
+        vec!["mq-pair", "send"],
+        vec!["mq-pair", "recv"],
+        vec!["mq-pair", "run"],
+        vec!["pipe-pair", "send"],
+        vec!["pipe-pair", "recv"],
+        vec!["pipe-pair", "run"],
+        vec!["socket-pair", "send"],
+        vec!["socket-pair", "recv"],
+        vec!["socket-pair", "run"],
+    ]
+}
+
+/// Exit `expected`, one line that says "error", no panic.
+#[track_caller]
+fn assert_one_clear_error(what: &str, out: &Output, expected: i32) {
+    let err = stderr(out);
+    assert_eq!(code(&out.status), expected, "{what}: exit\n{err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "{what}: one error line: {err}");
+}
+
+#[test]
+fn names_are_validated_with_a_clear_error() {
+    let _serial = serial();
+    let long = "n".repeat(65);
+    for bin in binaries() {
+        for bad in [long.as_str(), "", "a b", "a/b", "..", "x*y", "nul\u{1}", "é"] {
+            let out = run(command(&strings(&bin)).args(["--name", bad, "--timeout", "1"]));
+            assert_one_clear_error(&format!("{bin:?} --name {bad:?}"), &out, 2);
+            assert!(stderr(&out).contains("name"), "{bin:?} {bad:?}: {}", stderr(&out));
+        }
+    }
+}
