@@ -576,7 +576,10 @@ fn stale_cases(name: &str) -> Vec<Stale> {
             label: "shm posix --sync mq",
             creator: n(&["shm-producer", "--sync", "mq", "-n", "20"]),
             peer: n(&["shm-consumer"]),
-            left: vec![shm, Path::new("/dev/mqueue").join(format!("{name}.r0.ready"))],
+            left: vec![
+                shm,
+                Path::new("/dev/mqueue").join(format!("{name}.r0.ready")),
+            ],
             key_file: None,
             note: Some("replacing a stale"),
         },
@@ -670,7 +673,11 @@ fn a_crashed_runs_leftovers_are_replaced_by_the_next_run_and_removed_by_clean_ip
         if let Some(note) = c.note {
             assert!(stderr(&a).contains(note), "{}: {}", c.label, stderr(&a));
         }
-        let recv = if c.creator[0] == "shm-producer" { &b } else { &a };
+        let recv = if c.creator[0] == "shm-producer" {
+            &b
+        } else {
+            &a
+        };
         assert_verified(&summary(recv), 20);
         assert_clean(&name, &stale_ids);
 
@@ -747,9 +754,16 @@ fn assert_refused(argv: &[String], codes: &[i32], squatted: &Path, named: &str) 
         "{argv:?}: exit {} (expected {codes:?})\n{err}",
         code(&out.status)
     );
-    assert!(err.contains(named), "{argv:?}: the message names {named}: {err}");
+    assert!(
+        err.contains(named),
+        "{argv:?}: the message names {named}: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(fingerprint(squatted), before, "{argv:?}: the squatter's object was touched");
+    assert_eq!(
+        fingerprint(squatted),
+        before,
+        "{argv:?}: the squatter's object was touched"
+    );
 }
 
 #[test]
@@ -845,8 +859,20 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
     // SysV: a segment and a queue with mode 0644 under the project's key; a key file of
     // another owner.
     for (kind, sides) in [
-        ("m", [&["shm-producer", "--api", "sysv"][..], &["shm-consumer", "--api", "sysv"]]),
-        ("q", [&["mq-pair", "recv", "--api", "sysv"][..], &["mq-pair", "send", "--api", "sysv"]]),
+        (
+            "m",
+            [
+                &["shm-producer", "--api", "sysv"][..],
+                &["shm-consumer", "--api", "sysv"],
+            ],
+        ),
+        (
+            "q",
+            [
+                &["mq-pair", "recv", "--api", "sysv"][..],
+                &["mq-pair", "send", "--api", "sysv"],
+            ],
+        ),
     ] {
         let name = unique("squat-sysv");
         let key = tmp(&format!("{name}.key"));
@@ -854,11 +880,15 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
         for side in sides {
             assert_refused(&named(&name, side), &[1], &key, &name);
             assert!(
-                ipcs_all().iter().any(|&(k, _, i)| k == kind.chars().next().unwrap() && i == id),
+                ipcs_all()
+                    .iter()
+                    .any(|&(k, _, i)| k == kind.chars().next().unwrap() && i == id),
                 "{side:?}: the squatter's SysV object {kind} {id} is still there"
             );
         }
-        let out = run(Command::new("ipcrm").arg(format!("-{kind}")).arg(id.to_string()));
+        let out = run(Command::new("ipcrm")
+            .arg(format!("-{kind}"))
+            .arg(id.to_string()));
         assert_code(&out, 0);
         std::fs::remove_file(&key).unwrap();
     }
@@ -890,17 +920,36 @@ fn every_object_a_waiting_side_creates_is_mode_0600() {
         ),
         (
             vec!["shm-producer", "--segments", "3", "--segment-size", "8K"],
-            vec!["/dev/shm/N.pool.2".into(), "/dev/shm/N".into(), "/dev/mqueue/N.free".into()],
+            vec![
+                "/dev/shm/N.pool.2".into(),
+                "/dev/shm/N".into(),
+                "/dev/mqueue/N.free".into(),
+            ],
         ),
-        (vec!["shm-producer", "--api", "sysv"], vec!["TMP/N.key".into()]),
-        (vec!["shm-producer", "--api", "mmap"], vec!["TMP/N.mmap".into()]),
+        (
+            vec!["shm-producer", "--api", "sysv"],
+            vec!["TMP/N.key".into()],
+        ),
+        (
+            vec!["shm-producer", "--api", "mmap"],
+            vec!["TMP/N.mmap".into()],
+        ),
         (vec!["mq-pair", "recv"], vec!["/dev/mqueue/N".into()]),
-        (vec!["mq-pair", "send", "--api", "sysv"], vec!["TMP/N.key".into()]),
+        (
+            vec!["mq-pair", "send", "--api", "sysv"],
+            vec!["TMP/N.key".into()],
+        ),
         (vec!["pipe-pair", "recv"], vec!["TMP/N".into()]),
         (vec!["pipe-pair", "send"], vec!["TMP/N".into()]),
         (vec!["socket-pair", "recv"], vec!["TMP/N".into()]),
-        (vec!["socket-pair", "recv", "--type", "dgram"], vec!["TMP/N".into()]),
-        (vec!["socket-pair", "recv", "--type", "seqpacket"], vec!["TMP/N".into()]),
+        (
+            vec!["socket-pair", "recv", "--type", "dgram"],
+            vec!["TMP/N".into()],
+        ),
+        (
+            vec!["socket-pair", "recv", "--type", "seqpacket"],
+            vec!["TMP/N".into()],
+        ),
     ];
     let t = std::env::temp_dir();
     for (argv, expect) in cases {
@@ -928,11 +977,18 @@ fn every_object_a_waiting_side_creates_is_mode_0600() {
                             .output()
                             .unwrap();
                         let text = String::from_utf8_lossy(&perms.stdout).to_string();
-                        assert!(text.contains("mode=0600") || text.contains("mode=600"), "{argv:?}: {text}");
+                        assert!(
+                            text.contains("mode=0600") || text.contains("mode=600"),
+                            "{argv:?}: {text}"
+                        );
                         ids.push((kind, id));
                     }
                 }
-                assert!(!ids.is_empty(), "{argv:?}: no SysV object for {}", p.display());
+                assert!(
+                    !ids.is_empty(),
+                    "{argv:?}: no SysV object for {}",
+                    p.display()
+                );
             }
         }
         signal(&waiting, Signal::SIGTERM);
@@ -974,10 +1030,256 @@ fn names_are_validated_with_a_clear_error() {
     let _serial = serial();
     let long = "n".repeat(65);
     for bin in binaries() {
-        for bad in [long.as_str(), "", "a b", "a/b", "..", "x*y", "nul\u{1}", "é"] {
+        for bad in [
+            long.as_str(),
+            "",
+            "a b",
+            "a/b",
+            "..",
+            "x*y",
+            "nul\u{1}",
+            "é",
+        ] {
             let out = run(command(&strings(&bin)).args(["--name", bad, "--timeout", "1"]));
             assert_one_clear_error(&format!("{bin:?} --name {bad:?}"), &out, 2);
-            assert!(stderr(&out).contains("name"), "{bin:?} {bad:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("name"),
+                "{bin:?} {bad:?}: {}",
+                stderr(&out)
+            );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Limits: each refusal names the limit and how to raise it. No limit is changed.
+// ---------------------------------------------------------------------------------
+
+fn proc_value(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn limits_are_named_with_how_to_raise_them() {
+    let _serial = serial();
+    // A raw message over the queue's message size cannot be split: refused.
+    for (api, limit) in [
+        ("posix", "/proc/sys/fs/mqueue/msgsize_max"),
+        ("sysv", "/proc/sys/kernel/msgmax"),
+    ] {
+        let name = unique("lim-mq");
+        let out =
+            run(cmd("mq-pair").args(["send", "--raw", "--api", api, "-s", "1M", "--name", &name]));
+        assert_one_clear_error(&format!("mq {api} --raw -s 1M"), &out, 2);
+        assert!(stderr(&out).contains(limit), "{api}: {}", stderr(&out));
+        assert_no_leftovers(&name);
+    }
+
+    // A POSIX segment larger than /dev/shm's free space: refused by the statvfs check
+    // before shm_open/ftruncate/mmap (nothing is created), never a SIGBUS.
+    let st = nix::sys::statvfs::statvfs("/dev/shm").expect("statvfs /dev/shm");
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let ask = format!("{}G", (free >> 30) + 2);
+    let name = unique("lim-shm");
+    let out =
+        run(cmd("shm-producer").args(["--segment-size", &ask, "--name", &name, "--timeout", "1"]));
+    assert_one_clear_error(&format!("--segment-size {ask}"), &out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("/dev/shm") && err.contains("free") && err.contains("lower --segment-size"),
+        "{err}"
+    );
+    assert_no_leftovers(&name);
+
+    // The same through a mapped file on tmpfs: refused before ftruncate, file removed.
+    let name = unique("lim-mmap");
+    let file = Path::new("/dev/shm").join(format!("{name}.mmap"));
+    let out = run(cmd("shm-producer")
+        .args([
+            "--api",
+            "mmap",
+            "--segment-size",
+            &ask,
+            "--name",
+            &name,
+            "--timeout",
+            "1",
+            "--file",
+        ])
+        .arg(&file));
+    assert_one_clear_error(&format!("--api mmap --segment-size {ask}"), &out, 1);
+    assert!(stderr(&out).contains("free"), "{}", stderr(&out));
+    assert_no_leftovers(&name);
+
+    // SysV: a segment over shmmax, if shmmax is small enough to ask for more.
+    let shmmax = proc_value("/proc/sys/kernel/shmmax").unwrap_or(u64::MAX);
+    if shmmax < (1 << 40) {
+        let name = unique("lim-sysv");
+        let ask = (shmmax + 8192).to_string();
+        let out = run(cmd("shm-producer").args([
+            "--api",
+            "sysv",
+            "--segment-size",
+            &ask,
+            "--name",
+            &name,
+            "--timeout",
+            "1",
+        ]));
+        assert_one_clear_error("sysv over shmmax", &out, 1);
+        assert!(
+            stderr(&out).contains("/proc/sys/kernel/shmmax"),
+            "{}",
+            stderr(&out)
+        );
+        assert_no_leftovers(&name);
+    } else {
+        eprintln!("SKIPPED: SysV segment over shmmax: /proc/sys/kernel/shmmax is {shmmax}, no segment can be asked over it");
+    }
+    // A SysV segment the kernel cannot commit (ENOMEM), if it refuses one.
+    let name = unique("lim-sysv-big");
+    let out = run(cmd("shm-producer").args([
+        "--api",
+        "sysv",
+        "--segment-size",
+        &format!("{}G", (free >> 30) * 64),
+        "--name",
+        &name,
+        "--timeout",
+        "1",
+    ]));
+    if code(&out.status) == 1 {
+        assert_one_clear_error("sysv huge", &out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("shmmax") || err.contains("shmall") || err.contains("overcommit"),
+            "{err}"
+        );
+    } else {
+        eprintln!(
+            "SKIPPED: the kernel gave a huge SysV segment (exit {})",
+            code(&out.status)
+        );
+    }
+    assert_no_leftovers(&name);
+    eprintln!(
+        "SKIPPED: shmmni ({:?} segments): reaching it would take the whole machine's segments",
+        proc_value("/proc/sys/kernel/shmmni")
+    );
+
+    // A datagram or seqpacket message larger than the socket can carry.
+    for ty in ["dgram", "seqpacket"] {
+        let out = run(cmd("socket-pair").args(["run", "--type", ty, "-s", "64M", "-n", "1"]));
+        assert_one_clear_error(&format!("{ty} 64M"), &out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("/proc/sys/net/core/wmem_max") && err.contains("sysctl"),
+            "{err}"
+        );
+        let name = unique("lim-dgram");
+        let out = run(cmd("socket-pair").args([
+            "send",
+            "--type",
+            ty,
+            "-s",
+            "64M",
+            "-n",
+            "1",
+            "--name",
+            &name,
+            "--timeout",
+            "1",
+        ]));
+        assert_one_clear_error(&format!("send {ty} 64M"), &out, 2);
+        assert!(stderr(&out).contains("wmem_max"), "{}", stderr(&out));
+        assert_no_leftovers(&name);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Bad flags, every binary: exit 2 (usage) or 1 (runtime), one clear line, no panic.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn bad_flags_on_every_binary_exit_2_or_1_with_one_clear_line() {
+    let _serial = serial();
+    let common: &[(&[&str], i32)] = &[
+        (&["--bogus"], 2),
+        (&["-s", "0"], 2),
+        (&["-s", "300M"], 2),
+        (&["-s", "4X"], 2),
+        (&["-s", "99999999999999999999"], 2),
+        (&["-n", "0"], 2),
+        (&["-n", "-5"], 2),
+        (&["-n", "99999999999999999999999"], 2),
+        (&["--timeout", "0"], 2),
+        (&["--timeout", "nan"], 2),
+        (&["--timeout", "1e9"], 2),
+        (&["--mode", "sideways"], 2),
+        (&["--seed", "x"], 2),
+    ];
+    let sending: &[(&[&str], i32)] = &[
+        (&["--input", "/nonexistent/in.bin"], 1),
+        (&["--input", "/nonexistent/in.bin", "--seed", "3"], 2),
+    ];
+    let receiving: &[(&[&str], i32)] = &[
+        (&["--output", "/proc/x/y"], 1),
+        (&["--output", "/"], 1),
+        (&["--output", "/nonexistent/dir/out.bin"], 1),
+    ];
+    let specific: &[(&[&str], &[&str], i32)] = &[
+        (&["shm-producer"], &["--segment-size", "0"], 2),
+        (&["shm-producer"], &["--segment-size", "100"], 2),
+        (&["shm-producer"], &["--segment-size", "99999999999G"], 2),
+        (&["shm-producer"], &["--segments", "0"], 2),
+        (&["shm-producer"], &["--segments", "65"], 2),
+        (&["shm-producer"], &["--segments", "-1"], 2),
+        (&["shm-producer"], &["--api", "carrier-pigeon"], 2),
+        (&["shm-producer"], &["--sync", "telepathy"], 2),
+        (&["shm-producer"], &["--file", "/tmp/x"], 2),
+        (&["shm-producer"], &["--zero-copy", "-s", "2M"], 2),
+        (&["shm-consumer"], &["--api", "x"], 2),
+        (&["mq-pair", "send"], &["--priority", "99999"], 2),
+        (&["mq-pair", "send"], &["--api", "x"], 2),
+        (&["mq-pair", "run"], &["--raw", "-s", "1M"], 2),
+        (&["pipe-pair", "recv"], &["--fifo", "/proc/x/y"], 1),
+        (&["socket-pair", "send"], &["--tcp", "not-an-address"], 2),
+        (&["socket-pair", "send"], &["--tcp", "127.0.0.1:99999"], 2),
+        (&["socket-pair", "recv"], &["--type", "carrier"], 2),
+        (&["socket-pair", "run"], &["--tcp", "127.0.0.1:1"], 2),
+        (&["socket-pair", "recv"], &["--unix", "/proc/x/sock"], 1),
+    ];
+    let mut n = 0;
+    let mut check = |bin: &[&str], flags: &[&str], expected: i32| {
+        let name = unique("flags");
+        let mut c = cmd(bin[0]);
+        c.args(&bin[1..]).args(flags);
+        if !flags
+            .iter()
+            .any(|f| ["--fifo", "--unix", "--tcp"].contains(f))
+        {
+            c.args(["--name", &name]);
+        }
+        let out = run(&mut c);
+        assert_one_clear_error(&format!("{bin:?} {flags:?}"), &out, expected);
+        assert_no_leftovers(&name);
+        n += 1;
+    };
+    for bin in binaries() {
+        for (flags, expected) in common {
+            check(&bin, flags, *expected);
+        }
+        let sends = bin[0] == "shm-producer" || bin.get(1).is_some_and(|s| *s != "recv");
+        let recvs = bin[0] == "shm-consumer" || bin.get(1).is_some_and(|s| *s != "send");
+        if sends {
+            sending.iter().for_each(|(f, e)| check(&bin, f, *e));
+        }
+        if recvs {
+            receiving.iter().for_each(|(f, e)| check(&bin, f, *e));
+        }
+    }
+    for (bin, flags, expected) in specific {
+        check(bin, flags, *expected);
+    }
+    eprintln!("{n} bad command lines: each exit 2 or 1 with one error line");
 }
