@@ -43,6 +43,19 @@ impl Mapping {
         })
     }
 
+    /// An anonymous private mapping of `len` bytes: a segment no other process sees,
+    /// for the corrupted-segment fuzz target and property test.
+    pub fn anonymous(len: usize) -> io::Result<Mapping> {
+        let mut map = memmap2::MmapMut::map_anon(len)?;
+        let ptr = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
+        Ok(Mapping {
+            ptr,
+            len,
+            backing: Backing::Mmap(map),
+        })
+    }
+
     /// `shmat(id, NULL, 0)` of a SysV segment of `len` bytes (from IPC_STAT).
     pub fn attach_sysv(id: i32, len: usize) -> io::Result<Mapping> {
         // SAFETY: shmat with a null address lets the kernel choose where to attach; it
