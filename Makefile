@@ -29,7 +29,8 @@ fuzz:
 	@if $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
 	  for t in $(FUZZ_TARGETS); do \
 	    echo "== cargo fuzz run $$t ($(FUZZ_SECS) s)"; \
-	    $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=4096 || exit 1; \
+	    mkdir -p fuzz/corpus/$$t; \
+	    $(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t $$(ls -d fuzz/seeds/$$t 2>/dev/null) -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=4096 || exit 1; \
 	  done; \
 	else \
 	  echo "cargo-fuzz or a nightly toolchain is missing (cargo install cargo-fuzz; rustup toolchain install nightly):"; \
