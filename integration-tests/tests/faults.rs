@@ -523,7 +523,7 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
     // Every mechanism gets both signals and both sides: SIGINT to one side, SIGTERM to
     // the other, swapped from one mechanism to the next.
     let sig = |i: usize, side: Side| {
-        if (i % 2 == 0) == (side == Side::Sender) {
+        if i.is_multiple_of(2) == (side == Side::Sender) {
             Signal::SIGINT
         } else {
             Signal::SIGTERM
