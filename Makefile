@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: build release test run-all clean-ipc lint fmt clean
+.PHONY: build release test run-all clean-ipc lint fmt clean fuzz soak
 
 build:
 	$(CARGO) build --workspace --bins
@@ -20,6 +20,28 @@ test: build
 # Every pair end to end, one result line each; nonzero if any failed.
 run-all: release
 	@python3 scripts/run-all --bin $(RELEASE)
+
+# Corrupted shared memory: each cargo-fuzz target for FUZZ_SECS seconds (needs a nightly
+# toolchain and cargo-fuzz); without them, the stable property test for as long.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS := shm_segment frames pool_messages
+fuzz:
+	@if $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
+	  for t in $(FUZZ_TARGETS); do \
+	    echo "== cargo fuzz run $$t ($(FUZZ_SECS) s)"; \
+	    mkdir -p fuzz/corpus/$$t; \
+	    $(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t $$(ls -d fuzz/seeds/$$t 2>/dev/null) -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=4096 || exit 1; \
+	  done; \
+	else \
+	  echo "cargo-fuzz or a nightly toolchain is missing (cargo install cargo-fuzz; rustup toolchain install nightly):"; \
+	  echo "running the stable property test over the same entry points for $(FUZZ_SECS) s"; \
+	  IPC_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test -p ipc-common --release corrupted_segments_fail_cleanly -- --nocapture; \
+	fi
+
+# Many messages per mechanism with verification (not part of `make test`).
+SOAK_COUNT ?= 10000000
+soak: release
+	@python3 scripts/soak --bin $(RELEASE) --count $(SOAK_COUNT)
 
 # List and remove this project's leftover IPC objects (names starting with ipc-).
 clean-ipc:

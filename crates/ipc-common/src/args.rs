@@ -247,6 +247,11 @@ pub fn validate(args: &CommonArgs, role: Role) -> Result<()> {
             "--input is for the sending side; the receiver writes with --output",
         ));
     }
+    if role != Role::Send {
+        if let Some(DataPath::File(p)) = &args.output {
+            check_output(p)?;
+        }
+    }
     if role != Role::Recv {
         if let Some(DataPath::File(p)) = &args.input {
             std::fs::File::open(p).map_err(|e| {
@@ -256,6 +261,36 @@ pub fn validate(args: &CommonArgs, role: Role) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Can `--output` be written? Checked before waiting for a peer, so a typo fails at
+/// once instead of after the transfer. A file this creates is removed again; a FIFO
+/// with no reader yet (ENXIO) is fine.
+fn check_output(p: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let existed = std::fs::symlink_metadata(p).is_ok();
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+    {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+        Err(e) => Err(Error::os(
+            format!("output file {}", p.display()),
+            "open for writing",
+            e,
+        )
+        .with_remedy(
+            "check that the directory exists and is writable and that the path is a file",
+        )),
+    }
 }
 
 #[cfg(test)]

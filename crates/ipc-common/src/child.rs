@@ -106,13 +106,38 @@ pub fn sender_args(args: &CommonArgs) -> CommonArgs {
 /// Wait for the child and decide the one exit code of `run`. One summary is printed:
 /// in stream mode the receiver's (the child prints it), in pingpong the sender's (it
 /// holds the round-trip times). A failure of the child wins: it saw the data.
+///
+/// A receiver killed by a signal (`kill -9`) could say nothing itself: the sender
+/// reports it, with how far the transfer got, and `run` exits 4 (the peer is gone).
 pub fn finish_run(prog: &str, args: &CommonArgs, sent: Result<Report>, mut child: Child) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
     let status = child.wait();
     let child_code = match status {
-        Ok(s) => s.code().unwrap_or_else(|| {
-            use std::os::unix::process::ExitStatusExt;
-            128 + s.signal().unwrap_or(0)
-        }),
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => code,
+            (None, sig) => {
+                let sig = sig.unwrap_or(0);
+                let name = nix::sys::signal::Signal::try_from(sig)
+                    .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string());
+                let remedy = format!(
+                    "the receiver (child pid {}) was killed by {name}",
+                    child.id()
+                );
+                let err = match sent {
+                    Err(e) if e.kind == crate::Kind::Peer => e.with_remedy(remedy),
+                    Err(e) => return finish(prog, args, Err(e)),
+                    Ok(report) => Error::peer(
+                        "run",
+                        format!(
+                            "the receiver died after the sender sent {} messages, before it confirmed them",
+                            report.messages
+                        ),
+                        remedy,
+                    ),
+                };
+                return finish(prog, args, Err(err));
+            }
+        },
         Err(e) => {
             eprintln!("{prog}: error: waiting for the receiver: {e}");
             1

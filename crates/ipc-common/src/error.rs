@@ -132,10 +132,14 @@ impl Error {
         self.kind.exit_code()
     }
 
-    /// Say how far the transfer got, when the peer ended it early.
-    pub fn after(mut self, messages: u64) -> Self {
+    /// Say how far the transfer got, when the peer ended it early, and name the peer
+    /// (`receiver`, `sender`) where the message only said "the other side".
+    pub fn after(mut self, peer: &str, messages: u64) -> Self {
         if self.kind == Kind::Peer {
             self.call = format!("{}, after {messages} messages", self.call);
+            let named = format!("the {peer}");
+            self.call = self.call.replace("the other side", &named);
+            self.remedy = self.remedy.replace("the other side", &named);
         }
         self
     }
@@ -175,5 +179,9 @@ mod tests {
         assert_eq!(e.exit_code(), 4);
         assert_eq!(Error::usage("bad", "fix").exit_code(), 2);
         assert_eq!(Error::verify("x", "bad").exit_code(), 3);
+        let e = e.after("receiver", 7);
+        let s = e.to_string();
+        assert!(s.contains("write, after 7 messages"), "{s}");
+        assert!(s.contains("the receiver closed its end early"), "{s}");
     }
 }

@@ -226,7 +226,8 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
             size: size as u64,
         }
         .encode();
-        link.send(&Header::for_payload(FrameKind::Hello, 0, &hello), &hello)?;
+        link.send(&Header::for_payload(FrameKind::Hello, 0, &hello), &hello)
+            .map_err(|e| e.after("receiver", 0))?;
     }
 
     let total = (input.is_none()).then(|| count.saturating_mul(size as u64));
@@ -243,7 +244,7 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         if in_place {
             let mut rng = payload_rng(seed, seq);
             link.send_in_place(seq, size, &mut |chunk| rng.fill_bytes(chunk))
-                .map_err(|e| e.after(seq))?;
+                .map_err(|e| e.after("receiver", seq))?;
             seq += 1;
             bytes += size as u64;
             progress.advance(size as u64);
@@ -261,15 +262,16 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         }
         let msg = &buf[..n];
         if args.raw {
-            link.send_raw(msg).map_err(|e| e.after(seq))?;
+            link.send_raw(msg).map_err(|e| e.after("receiver", seq))?;
         } else {
             let header = Header::for_payload(FrameKind::Data, seq, msg);
             let t0 = Instant::now();
-            link.send(&header, msg).map_err(|e| e.after(seq))?;
+            link.send(&header, msg)
+                .map_err(|e| e.after("receiver", seq))?;
             if mode == Mode::Pingpong {
                 let reply = link
                     .recv(&mut echo)
-                    .map_err(|e| e.after(seq))?
+                    .map_err(|e| e.after("receiver", seq))?
                     .ok_or_else(|| gone(link, "receiver", seq))?;
                 latency.record(t0.elapsed());
                 let intact = reply.kind == FrameKind::Echo && echo.as_slice() == msg;
@@ -281,7 +283,8 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         progress.advance(n as u64);
     }
     if !args.raw {
-        link.send(&Header::for_payload(FrameKind::End, seq, &[]), &[])?;
+        link.send(&Header::for_payload(FrameKind::End, seq, &[]), &[])
+            .map_err(|e| e.after("receiver", seq))?;
     }
     let elapsed = start.elapsed();
     progress.finish();
@@ -307,7 +310,8 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
 
     let mut buf = Vec::new();
     let first = link
-        .recv(&mut buf)?
+        .recv(&mut buf)
+        .map_err(|e| e.after("sender", 0))?
         .ok_or_else(|| gone(link, "sender", 0))?;
     if first.kind != FrameKind::Hello || !first.payload_ok(&buf) {
         return Err(Error::verify(
@@ -358,13 +362,13 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                         };
                         at = end;
                     })
-                    .map_err(|e| e.after(tally.integrity.received))?;
+                    .map_err(|e| e.after("sender", tally.integrity.received))?;
                 checked_in_place = Some(ok && h.len as usize == size);
                 h
             }
             _ => link
                 .recv(&mut buf)
-                .map_err(|e| e.after(tally.integrity.received))?
+                .map_err(|e| e.after("sender", tally.integrity.received))?
                 .ok_or_else(|| gone(link, "sender", tally.integrity.received))?,
         };
         match header.kind {
@@ -392,7 +396,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                         ..header
                     };
                     link.send(&echo, &buf)
-                        .map_err(|e| e.after(tally.integrity.received))?;
+                        .map_err(|e| e.after("sender", tally.integrity.received))?;
                 }
             }
             FrameKind::End => {
@@ -474,7 +478,9 @@ fn receive_raw(
     let (mut seq, mut bytes) = (0u64, 0u64);
     let mut start = None;
     while args.count.is_none_or(|c| seq < c) {
-        let n = link.recv_raw(&mut buf).map_err(|e| e.after(seq))?;
+        let n = link
+            .recv_raw(&mut buf)
+            .map_err(|e| e.after("sender", seq))?;
         if n == 0 {
             break;
         }

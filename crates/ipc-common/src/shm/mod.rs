@@ -7,6 +7,7 @@
 //! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`): the memory lives
 //! on while mapped, and even `kill -9` of either side leaves nothing behind.
 
+pub mod fuzz;
 pub mod layout;
 pub mod pair;
 pub mod pool;
@@ -411,9 +412,11 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
         let remedy = match e.raw_os_error() {
             Some(libc::EINVAL) => "the size is over /proc/sys/kernel/shmmax; lower --segment-size or raise that limit",
             Some(libc::ENOSPC) => "the system's segment limit (/proc/sys/kernel/shmmni or shmall) is reached; remove leftovers (make clean-ipc, ipcs -m)",
+            Some(libc::ENOMEM) => "the kernel cannot commit that much memory (RAM and swap under /proc/sys/vm/overcommit_memory, and /proc/sys/kernel/shmall pages); lower --segment-size",
             _ => "",
         };
-        Error::os(&obj, format!("shmget(key {:#010x}, {total}, IPC_CREAT|IPC_EXCL|0600)", key.key), e).with_remedy(remedy)
+        let err = Error::os(&obj, format!("shmget(key {:#010x}, {total}, IPC_CREAT|IPC_EXCL|0600)", key.key), e);
+        if remedy.is_empty() { err } else { err.with_remedy(remedy) }
     })?;
     narrate::call(
         format_args!(

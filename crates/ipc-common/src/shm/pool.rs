@@ -31,6 +31,42 @@ fn names(name: &str) -> [String; 3] {
     ]
 }
 
+/// Check a descriptor from the full/back queue: (segment id, part length, frame).
+/// Everything in it is untrusted: the id must name a member, the length fit a part.
+pub fn parse_descriptor(
+    desc: &[u8],
+    members: usize,
+    part: usize,
+) -> Result<(usize, usize, Frame), String> {
+    if desc.len() != DESC_LEN {
+        return Err(format!(
+            "a descriptor of {} bytes, expected {DESC_LEN}",
+            desc.len()
+        ));
+    }
+    let id = u32::from_le_bytes([desc[0], desc[1], desc[2], desc[3]]) as usize;
+    let len = u32::from_le_bytes([desc[4], desc[5], desc[6], desc[7]]) as usize;
+    let mut fb = [0u8; HEADER_LEN];
+    fb.copy_from_slice(&desc[8..]);
+    let f = Frame::decode(&fb).map_err(|e| format!("bad frame: {e}"))?;
+    if id >= members || len > part {
+        return Err(format!("descriptor names segment {id} with {len} bytes"));
+    }
+    Ok((id, len, f))
+}
+
+/// Check a message from the free-id queue: four bytes naming a member.
+pub fn parse_free_id(msg: &[u8], members: usize) -> Result<u32, String> {
+    let id = match msg {
+        [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]),
+        _ => return Err(format!("a free-id message of {} bytes", msg.len())),
+    };
+    if id as usize >= members {
+        return Err(format!("free-id message names segment {id}"));
+    }
+    Ok(id)
+}
+
 /// The pool as the producer made it or the consumer attached it.
 pub struct Pool {
     /// The main segment: pool size and the alive mutexes.
@@ -306,12 +342,8 @@ impl Link for PoolLink<'_> {
             first = false;
             let mut idb = [0u8; 8];
             let n = self.wait(&self.q.free_in, &mut idb)?;
-            let id = u32::from_le_bytes([idb[0], idb[1], idb[2], idb[3]]);
-            if n != 4 || id as usize >= self.pool.members.len() {
-                return Err(
-                    self.corrupt(format!("free-id message of {n} bytes names segment {id}"))
-                );
-            }
+            let id =
+                parse_free_id(&idb[..n], self.pool.members.len()).map_err(|e| self.corrupt(e))?;
             self.pool.members[id as usize]
                 .map
                 .copy_in(HEADER_SIZE, part);
@@ -348,17 +380,9 @@ impl Link for PoolLink<'_> {
         loop {
             let mut desc = [0u8; DESC_LEN];
             let n = self.wait(inn, &mut desc)?;
-            if n != DESC_LEN {
-                return Err(self.corrupt(format!("a descriptor of {n} bytes, expected {DESC_LEN}")));
-            }
-            let id = u32::from_le_bytes([desc[0], desc[1], desc[2], desc[3]]) as usize;
-            let len = u32::from_le_bytes([desc[4], desc[5], desc[6], desc[7]]) as usize;
-            let mut fb = [0u8; HEADER_LEN];
-            fb.copy_from_slice(&desc[8..]);
-            let f = Frame::decode(&fb).map_err(|e| self.corrupt(format!("bad frame: {e}")))?;
-            if id >= self.pool.members.len() || len > self.pool.part {
-                return Err(self.corrupt(format!("descriptor names segment {id} with {len} bytes")));
-            }
+            let (id, len, f) =
+                parse_descriptor(&desc[..n], self.pool.members.len(), self.pool.part)
+                    .map_err(|e| self.corrupt(e))?;
             match frame {
                 None => {
                     buf.resize(f.len as usize, 0);

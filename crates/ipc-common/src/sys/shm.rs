@@ -51,6 +51,19 @@ impl Mapping {
         })
     }
 
+    /// An anonymous private mapping of `len` bytes: a segment no other process sees,
+    /// for the corrupted-segment fuzz target and property test.
+    pub fn anonymous(len: usize) -> io::Result<Mapping> {
+        let mut map = memmap2::MmapMut::map_anon(len)?;
+        let ptr = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
+        Ok(Mapping {
+            ptr,
+            len,
+            backing: Backing::Mmap(map),
+        })
+    }
+
     /// `shmat(id, NULL, 0)` of a SysV segment; its length comes from the kernel
     /// (`IPC_STAT`), never from the caller, so every later bounds check is against the
     /// real mapping.
