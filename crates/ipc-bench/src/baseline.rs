@@ -148,7 +148,7 @@ fn await_value(word: &AtomicU32, v: u32, futex: bool, deadline: Instant) -> anyh
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
         }
-        if (futex || spins % 4096 == 0) && Instant::now() > deadline {
+        if (futex || spins.is_multiple_of(4096)) && Instant::now() > deadline {
             anyhow::bail!("the other side of the ping-pong never answered");
         }
     }
@@ -210,7 +210,13 @@ pub fn measure(
         b.memcpy_mib_s
             .insert(s, v[s.to_string()].as_f64().unwrap_or(0.0));
     }
-    b.atomic_rtt = pingpong(exe, Kind::Atomic, cpus, count, &format!("{base_name}-atomic"))?;
+    b.atomic_rtt = pingpong(
+        exe,
+        Kind::Atomic,
+        cpus,
+        count,
+        &format!("{base_name}-atomic"),
+    )?;
     // Kernel wake-ups are slow: fewer of them.
     b.futex_rtt = pingpong(
         exe,

@@ -525,8 +525,7 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
     );
     print!("{}", results.terminal());
-    std::fs::create_dir_all(&o.out)
-        .with_context(|| format!("creating {}", o.out.display()))?;
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let json_path = o.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;

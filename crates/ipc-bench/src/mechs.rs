@@ -74,7 +74,12 @@ pub fn all() -> Vec<Mech> {
             "mq-pair",
             &["--api", "posix"],
         ),
-        pair("mq-sysv", "SysV message queue", "mq-pair", &["--api", "sysv"]),
+        pair(
+            "mq-sysv",
+            "SysV message queue",
+            "mq-pair",
+            &["--api", "sysv"],
+        ),
         pair(
             "unix-stream",
             "Unix-domain stream socket",
@@ -190,7 +195,12 @@ pub struct Commands {
 }
 
 fn common(job: &Job, send: bool, cpu: Option<String>) -> Vec<String> {
-    let mut v: Vec<String> = vec!["--json".into(), "-q".into(), "--timeout".into(), "10".into()];
+    let mut v: Vec<String> = vec![
+        "--json".into(),
+        "-q".into(),
+        "--timeout".into(),
+        "10".into(),
+    ];
     if send {
         v.extend([
             "-n".into(),
@@ -211,7 +221,10 @@ fn common(job: &Job, send: bool, cpu: Option<String>) -> Vec<String> {
 
 impl Mech {
     pub fn commands(&self, bindir: &Path, job: &Job, tcp_port: u16) -> Commands {
-        let cpu = |i: usize| job.cpus.map(|(a, b)| if i == 0 { a } else { b }.to_string());
+        let cpu = |i: usize| {
+            job.cpus
+                .map(|(a, b)| if i == 0 { a } else { b }.to_string())
+        };
         let named = |bin: &str, sub: Option<&str>, flags: &[&str], send: bool| {
             let mut c = Command::new(bindir.join(bin));
             if let Some(s) = sub {
@@ -224,11 +237,8 @@ impl Mech {
         match &self.start {
             Start::Run { bin } => {
                 let mut c = Command::new(bindir.join(bin));
-                c.arg("run").args(common(
-                    job,
-                    true,
-                    job.cpus.map(|(a, b)| format!("{a},{b}")),
-                ));
+                c.arg("run")
+                    .args(common(job, true, job.cpus.map(|(a, b)| format!("{a},{b}"))));
                 Commands {
                     sender: c,
                     receiver: None,
@@ -248,12 +258,7 @@ impl Mech {
                 let addr = format!("127.0.0.1:{tcp_port}");
                 Commands {
                     sender: named("socket-pair", Some("send"), &["--tcp", &addr], true),
-                    receiver: Some(named(
-                        "socket-pair",
-                        Some("recv"),
-                        &["--tcp", &addr],
-                        false,
-                    )),
+                    receiver: Some(named("socket-pair", Some("recv"), &["--tcp", &addr], false)),
                 }
             }
             Start::Shm { flags } => {

@@ -70,9 +70,9 @@ fn mib(v: f64) -> String {
 }
 
 pub fn size_label(s: usize) -> String {
-    if s >= 1 << 20 && s % (1 << 20) == 0 {
+    if s >= 1 << 20 && s.is_multiple_of(1 << 20) {
         format!("{}M", s >> 20)
-    } else if s >= 1 << 10 && s % (1 << 10) == 0 {
+    } else if s >= 1 << 10 && s.is_multiple_of(1 << 10) {
         format!("{}K", s >> 10)
     } else {
         format!("{s}")
@@ -155,9 +155,7 @@ impl Results {
     }
 
     fn is_copy(&self, mech: &str) -> bool {
-        self.mechanisms
-            .iter()
-            .any(|m| m.id == mech && m.copy_based)
+        self.mechanisms.iter().any(|m| m.id == mech && m.copy_based)
     }
 
     /// The best MiB/s at `size` among mechanisms that pass `keep`.
@@ -180,8 +178,7 @@ impl Results {
             Some(p) => {
                 let ratio = p / atomic;
                 Target {
-                    target: "shm spin pingpong 64 B: p50 <= 1.5x the cache-line round trip"
-                        .into(),
+                    target: "shm spin pingpong 64 B: p50 <= 1.5x the cache-line round trip".into(),
                     measured: format!("p50 {} vs atomic ping-pong {}", ns(p), ns(atomic)),
                     ratio: Some(ratio),
                     met: Some(ratio <= 1.5),
@@ -240,15 +237,9 @@ impl Results {
             ("shm-zc-mutex", "shm-posix-mutex"),
         ] {
             for &size in self.sizes.iter().filter(|&&s| s >= 65536) {
-                let name = format!(
-                    "{zc} {}: >= 1.5x the MiB/s of {copy}",
-                    size_label(size)
-                );
+                let name = format!("{zc} {}: >= 1.5x the MiB/s of {copy}", size_label(size));
                 t.push(
-                    match (
-                        self.get(zc, size, "stream"),
-                        self.get(copy, size, "stream"),
-                    ) {
+                    match (self.get(zc, size, "stream"), self.get(copy, size, "stream")) {
                         (Some(z), Some(c)) => {
                             let ratio = z.mib_per_sec / c.mib_per_sec;
                             Target {
@@ -388,11 +379,13 @@ impl Results {
                 return None;
             }
             Some(match from {
-                Some(s) if s == smallest => format!(
-                    "{what} at every size measured, from {} B up",
+                Some(s) if s == smallest => {
+                    format!("{what} at every size measured, from {} B up", size_label(s))
+                }
+                Some(s) => format!(
+                    "{what} from {} up (the crossover on this machine)",
                     size_label(s)
                 ),
-                Some(s) => format!("{what} from {} up (the crossover on this machine)", size_label(s)),
                 None => format!("{what} at no size measured"),
             })
         };
@@ -404,7 +397,10 @@ impl Results {
         }
         for sync in ["mutex", "sem", "spin"] {
             let id = format!("shm-posix-{sync}");
-            let mine = |s: usize| self.get(&id, s, "stream").map(|m| (id.clone(), m.mib_per_sec));
+            let mine = |s: usize| {
+                self.get(&id, s, "stream")
+                    .map(|m| (id.clone(), m.mib_per_sec))
+            };
             if let Some(s) = phrase(
                 wins(&mine, &best_copy),
                 &format!("{id} beats the best copy-based mechanism"),
@@ -578,9 +574,9 @@ impl Results {
             .iter()
             .filter(|c| c.median.is_none())
             .filter_map(|c| {
-                c.error.as_ref().map(|e| {
-                    format!("{} {} {}: {e}", c.mech, size_label(c.size), c.mode)
-                })
+                c.error
+                    .as_ref()
+                    .map(|e| format!("{} {} {}: {e}", c.mech, size_label(c.size), c.mode))
             })
             .collect()
     }
@@ -617,7 +613,11 @@ impl Results {
                     .join("  ")
             };
             let _ = writeln!(s, "{}", line(&head));
-            let _ = writeln!(s, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            let _ = writeln!(
+                s,
+                "{}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+            );
             for r in &rows {
                 let _ = writeln!(s, "{}", line(r));
             }
@@ -664,7 +664,11 @@ impl Results {
         }
         s += "### Targets\n\n| verdict | target | ratio | measured |\n|---|---|---:|---|\n";
         for (v, t, r, m) in self.target_lines() {
-            let v = if v == "MISSED" { "**MISSED**".into() } else { v };
+            let v = if v == "MISSED" {
+                "**MISSED**".into()
+            } else {
+                v
+            };
             let _ = writeln!(s, "| {v} | {t} | {r} | {m} |");
         }
         s += "\n### Copy vs map\n\n";

@@ -45,11 +45,7 @@ fn lines(r: &Results, mode: &str, value: &dyn Fn(&crate::Sample) -> Option<f64>)
             let pts = r
                 .sizes
                 .iter()
-                .filter_map(|&s| {
-                    r.get(&m.id, s, mode)
-                        .and_then(value)
-                        .map(|v| (s as f64, v))
-                })
+                .filter_map(|&s| r.get(&m.id, s, mode).and_then(value).map(|v| (s as f64, v)))
                 .collect::<Vec<_>>();
             (m.id.clone(), m.copy_based, pts)
         })
@@ -90,10 +86,7 @@ fn draw(
         .x_labels(12)
         .x_label_formatter(&|v| {
             // Label the measured sizes only.
-            match sizes
-                .iter()
-                .find(|&&s| ((s as f64) / v - 1.0).abs() < 0.15)
-            {
+            match sizes.iter().find(|&&s| ((s as f64) / v - 1.0).abs() < 0.15) {
                 Some(&s) => size_label(s),
                 None => String::new(),
             }
@@ -106,10 +99,7 @@ fn draw(
             .draw_series(LineSeries::new(pts.clone(), st))?
             .label(id)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], st));
-        chart.draw_series(
-            pts.into_iter()
-                .map(move |p| Circle::new(p, 3, st.filled())),
-        )?;
+        chart.draw_series(pts.into_iter().map(move |p| Circle::new(p, 3, st.filled())))?;
     }
     for (label, pts) in baselines {
         let st = BLACK.stroke_width(2);

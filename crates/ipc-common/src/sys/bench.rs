@@ -84,7 +84,7 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 /// (the baselines' cache-line and futex ping-pongs).
 pub fn shared_word(map: &Mapping, offset: usize) -> &AtomicU32 {
     assert!(
-        offset % 4 == 0 && offset + 4 <= map.len(),
+        offset.is_multiple_of(4) && offset + 4 <= map.len(),
         "word at {offset} outside the {}-byte mapping or misaligned",
         map.len()
     );
