@@ -202,9 +202,13 @@ impl Plan {
         }
     }
 
-    fn count_bounds(&self, pingpong: bool) -> (u64, u64) {
+    /// (fewest, most) messages of a measured run. Pingpong wants at least a few
+    /// thousand round trips for its p99.9 (with fewer, p99.9 is close to the maximum),
+    /// but not at the largest sizes, where each round trip moves megabytes.
+    fn count_bounds(&self, size: usize, pingpong: bool) -> (u64, u64) {
         match (pingpong, self.quick) {
             (true, true) => (200, 50_000),
+            (true, false) if size >= 256 << 10 => (300, 300_000),
             (true, false) => (2000, 300_000),
             (false, true) => (100, 2_000_000),
             (false, false) => (200, 8_000_000),
@@ -289,8 +293,9 @@ fn run_once(
     }))
 }
 
-/// Warm up (and calibrate the count from the warm-up's rate), then the measured runs.
-fn measure_cell(plan: &Plan, mech: &Mech, size: usize, pingpong: bool) -> anyhow::Result<Cell> {
+/// Warm up and calibrate the count from the warm-up's rate; the measured runs come
+/// later, in rounds over every cell (see `bench`).
+fn calibrate_cell(plan: &Plan, mech: &Mech, size: usize, pingpong: bool) -> anyhow::Result<Cell> {
     let mode = if pingpong { "pingpong" } else { "stream" };
     let mut cell = Cell {
         mech: mech.id.to_string(),
@@ -313,19 +318,22 @@ fn measure_cell(plan: &Plan, mech: &Mech, size: usize, pingpong: bool) -> anyhow
             return Ok(cell);
         }
     };
-    let (lo, hi) = plan.count_bounds(pingpong);
+    let (lo, hi) = plan.count_bounds(size, pingpong);
     cell.count = ((rate * plan.target_secs()) as u64).clamp(lo, hi);
-    for _ in 0..plan.runs {
-        match run_once(plan, mech, size, pingpong, cell.count)? {
-            Ok(s) => cell.runs.push(s),
-            Err(e) => {
-                cell.error = Some(e);
-                break;
-            }
-        }
+    Ok(cell)
+}
+
+/// One measured run of a calibrated cell; a failure ends the cell's runs.
+fn measure_round(plan: &Plan, mech: &Mech, cell: &mut Cell) -> anyhow::Result<()> {
+    if cell.error.is_some() {
+        return Ok(());
+    }
+    match run_once(plan, mech, cell.size, cell.mode == "pingpong", cell.count)? {
+        Ok(s) => cell.runs.push(s),
+        Err(e) => cell.error = Some(e),
     }
     cell.median = median_of(&cell.runs);
-    Ok(cell)
+    Ok(())
 }
 
 /// The consumer's peak RSS at 1x and 10x the messages (it must not grow).
@@ -487,6 +495,9 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
         output::ns(base.atomic_rtt.p50_ns as f64),
         output::ns(base.futex_rtt.p50_ns as f64)
     );
+    // Warm up and calibrate every cell, then measure in rounds over all cells: a burst
+    // of other work on this shared machine then spreads over many cells instead of
+    // spoiling all the runs of one, and the medians of the rounds are compared.
     let mut cells = Vec::new();
     for mech in &plan.mechs {
         for &size in &plan.sizes {
@@ -494,12 +505,21 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
                 if (pingpong && !plan.pingpong) || (!pingpong && !plan.stream) {
                     continue;
                 }
-                let cell = measure_cell(&plan, mech, size, pingpong)?;
-                eprintln!("  {}", output::progress_line(&cell));
-                cells.push(cell);
+                cells.push((mech, calibrate_cell(&plan, mech, size, pingpong)?));
             }
         }
     }
+    eprintln!("ipc-bench: {} cells warmed up and calibrated", cells.len());
+    for round in 1..=plan.runs {
+        for (mech, cell) in cells.iter_mut() {
+            measure_round(&plan, mech, cell)?;
+        }
+        eprintln!("ipc-bench: round {round} of {} done", plan.runs);
+    }
+    for (_, cell) in &cells {
+        eprintln!("  {}", output::progress_line(cell));
+    }
+    let cells: Vec<Cell> = cells.into_iter().map(|(_, c)| c).collect();
     let rss = if o.no_rss || !plan.stream {
         None
     } else {

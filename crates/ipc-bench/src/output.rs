@@ -345,25 +345,18 @@ impl Results {
     /// mechanism ("copy"), and from which size building in place beats copying.
     fn crossovers(&self) -> Vec<String> {
         let mut out = Vec::new();
+        // Per measured size (ascending): does `map` stream more MiB/s than `copy`?
         let wins = |map: &dyn Fn(usize) -> Option<(String, f64)>,
                     copy: &dyn Fn(usize) -> Option<(String, f64)>| {
-            // The smallest size from which `map` wins at every measured size above.
-            let mut from = None;
-            let mut any = false;
-            for &s in self.sizes.iter().rev() {
-                match (map(s), copy(s)) {
-                    (Some((_, m)), Some((_, c))) => {
-                        any = true;
-                        if m > c {
-                            from = Some(s);
-                        } else {
-                            break;
-                        }
-                    }
-                    _ => continue,
-                }
-            }
-            (any, from)
+            let mut sizes = self.sizes.clone();
+            sizes.sort_unstable();
+            sizes
+                .into_iter()
+                .filter_map(|s| match (map(s), copy(s)) {
+                    (Some((_, m)), Some((_, c))) => Some((s, m > c)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
         };
         let best_map = |s: usize| {
             self.best(s, |m| !self.is_copy(m))
@@ -373,20 +366,46 @@ impl Results {
             self.best(s, |m| self.is_copy(m))
                 .map(|(m, v)| (m.to_string(), v))
         };
-        let smallest = self.sizes.iter().min().copied().unwrap_or(0);
-        let phrase = |(any, from): (bool, Option<usize>), what: &str| -> Option<String> {
-            if !any {
+        let list = |v: &[(usize, bool)], won: bool| {
+            v.iter()
+                .filter(|x| x.1 == won)
+                .map(|x| size_label(x.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let phrase = |v: Vec<(usize, bool)>, what: &str| -> Option<String> {
+            if v.is_empty() {
                 return None;
             }
-            Some(match from {
-                Some(s) if s == smallest => {
-                    format!("{what} at every size measured, from {} B up", size_label(s))
-                }
-                Some(s) => format!(
-                    "{what} from {} up (the crossover on this machine)",
-                    size_label(s)
+            let flips = v.windows(2).filter(|w| w[0].1 != w[1].1).count();
+            let first_win = v.iter().position(|x| x.1);
+            Some(match (flips, first_win) {
+                (0, Some(_)) => format!(
+                    "{what} at every size measured ({} to {})",
+                    size_label(v[0].0),
+                    size_label(v[v.len() - 1].0)
                 ),
-                None => format!("{what} at no size measured"),
+                (0, None) => format!("{what} at no size measured"),
+                (1, Some(i)) if i > 0 => format!(
+                    "{what} from {} up, not at {} and below: the crossover on this machine lies between {} and {}",
+                    size_label(v[i].0),
+                    size_label(v[i - 1].0),
+                    size_label(v[i - 1].0),
+                    size_label(v[i].0)
+                ),
+                (1, _) => {
+                    let last = v.iter().rposition(|x| x.1).unwrap_or(0);
+                    format!(
+                        "{what} up to {}, not from {} up",
+                        size_label(v[last].0),
+                        size_label(v[last + 1].0)
+                    )
+                }
+                _ => format!(
+                    "{what} at {} but not at {}",
+                    list(&v, true),
+                    list(&v, false)
+                ),
             })
         };
         if let Some(s) = phrase(
