@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: build release test run-all clean-ipc lint fmt clean fuzz soak
+.PHONY: build release test run-all bench bench-quick clean-ipc lint fmt clean fuzz soak
 
 build:
 	$(CARGO) build --workspace --bins
@@ -42,6 +42,15 @@ fuzz:
 SOAK_COUNT ?= 10000000
 soak: release
 	@python3 scripts/soak --bin $(RELEASE) --count $(SOAK_COUNT)
+
+# Which is faster? Every mechanism across sizes, next to hardware baselines measured in
+# the same run (a few minutes): tables, bench-results/results.{json,md} and SVG plots.
+bench: release
+	$(RELEASE)/ipc-bench --out bench-results
+
+# The same, short (about a minute or less): 64 B and 64 KiB, one run each.
+bench-quick: release
+	$(RELEASE)/ipc-bench --quick --out bench-results
 
 # List and remove this project's leftover IPC objects (names starting with ipc-).
 clean-ipc:

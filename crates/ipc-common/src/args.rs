@@ -118,13 +118,25 @@ pub struct CommonArgs {
     /// Internal: descriptors `run` passed down to its child, by number.
     #[arg(long, hide = true, value_delimiter = ',', value_name = "FD")]
     pub inherit_fds: Vec<i32>,
+
+    /// Internal (ipc-bench): pin this process to the first CPU given; `run` pins its
+    /// receiver child to the second.
+    #[arg(long, hide = true, value_delimiter = ',', value_name = "CPU")]
+    pub cpu: Vec<usize>,
 }
 
 impl CommonArgs {
-    /// Apply `-q`/`-v` to the narration level. Call once at start.
+    /// Apply `-q`/`-v` to the narration level, and the hidden `--cpu` pinning (a
+    /// process that cannot pin itself says so on stderr and runs unpinned). Call once
+    /// at start.
     pub fn init_narration(&self) {
         let level = if self.quiet { 0 } else { 1 + self.verbose };
         crate::narrate::set_level(level);
+        if let Some(&cpu) = self.cpu.first() {
+            if let Err(e) = crate::sys::bench::pin_to_cpu(cpu) {
+                eprintln!("note: cannot pin to CPU {cpu} ({e}); running unpinned");
+            }
+        }
     }
 
     pub fn name_or<'a>(&'a self, default: &'a str) -> &'a str {

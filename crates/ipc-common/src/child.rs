@@ -92,6 +92,10 @@ fn forwarded_flags(args: &CommonArgs) -> Vec<OsString> {
     for _ in 0..args.verbose {
         v.push("--verbose".into());
     }
+    // ipc-bench: the receiver child goes to the second CPU given.
+    if let Some(cpu) = args.cpu.get(1) {
+        v.extend(["--cpu".into(), cpu.to_string().into()]);
+    }
     v
 }
 

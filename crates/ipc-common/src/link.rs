@@ -30,6 +30,13 @@ pub trait Link {
         false
     }
 
+    /// Make everything sent so far visible to the peer now. A channel that batches its
+    /// publications (shared memory) does it here; the workload calls it before it
+    /// blocks on anything but the link (reading its input).
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Does this link build and check payloads in place (shared memory `--zero-copy`)?
     fn in_place(&self) -> bool {
         false

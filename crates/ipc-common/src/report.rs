@@ -25,6 +25,7 @@ impl Integrity {
 pub struct Latency {
     pub p50_ns: u64,
     pub p99_ns: u64,
+    pub p999_ns: u64,
     pub max_ns: u64,
 }
 
@@ -73,6 +74,7 @@ impl Report {
             for key in [
                 "p50_ns",
                 "p99_ns",
+                "p999_ns",
                 "max_ns",
                 "received",
                 "lost",
@@ -105,9 +107,10 @@ impl Report {
         );
         if let Some(l) = &self.latency {
             s += &format!(
-                "  round trip: p50 {}, p99 {}, max {}\n",
+                "  round trip: p50 {}, p99 {}, p99.9 {}, max {}\n",
                 human_ns(l.p50_ns),
                 human_ns(l.p99_ns),
+                human_ns(l.p999_ns),
                 human_ns(l.max_ns)
             );
         }
@@ -191,6 +194,7 @@ impl LatencyRecorder {
         (!self.hist.is_empty()).then(|| Latency {
             p50_ns: self.hist.value_at_quantile(0.50),
             p99_ns: self.hist.value_at_quantile(0.99),
+            p999_ns: self.hist.value_at_quantile(0.999),
             max_ns: self.hist.max(),
         })
     }
@@ -243,6 +247,7 @@ mod tests {
             "mib_per_sec",
             "p50_ns",
             "p99_ns",
+            "p999_ns",
             "max_ns",
             "received",
             "lost",

@@ -32,6 +32,13 @@ const CHUNK: usize = 4096;
 pub(crate) const SLICE: Duration = Duration::from_millis(20);
 /// Spins before a blocking kind sleeps: a wake-up costs tens of µs here, a spin a few ns.
 const SHORT_SPIN: u32 = 200;
+/// `--sync spin`: how long a waiter polls with `spin_loop` alone before it starts to
+/// yield and then sleep. About one cross-core kernel wake-up: spinning longer than a
+/// sleep would cost is the classic "spin, then block" balance, and a peer that answers
+/// within it is seen within a cache-line transfer instead of a wake-up.
+const TIGHT_SPIN: Duration = Duration::from_micros(50);
+/// The writer publishes its head at least every this many bytes (or a quarter ring).
+const PUBLISH_BATCH: u64 = 4096;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
 
 /// One direction of the ring, from one side's point of view.
@@ -45,6 +52,14 @@ struct Ring<'a> {
     pos: u64,
     /// The peer's counter as last read and checked.
     seen: u64,
+    /// Our counter as last published. Both are published lazily, so that the line the
+    /// peer polls is not pulled away from it on every small message. The reader
+    /// publishes its tail every quarter of the ring, when the writer waits for space,
+    /// and always before it waits itself. The writer publishes its head every
+    /// [`PUBLISH_BATCH`] bytes, with every frame that is not data (hello, end, echo's
+    /// request is data but see `flush`), and always before it waits for anything: for
+    /// space, or for the other ring in pingpong ([`Link::flush`]).
+    published: u64,
     /// `--sync mq`: (send "wake" to the peer, receive the peer's "wake").
     queues: Option<(Queue, Queue)>,
 }
@@ -103,6 +118,7 @@ impl<'a> ShmLink<'a> {
             capacity,
             pos: 0,
             seen: 0,
+            published: 0,
             queues: queues.as_mut().and_then(|q| q.next()),
         };
         let (first, second) = (ring(0), (rings > 1).then(|| ring(1)));
@@ -178,7 +194,8 @@ impl Ring<'_> {
         Ok(())
     }
 
-    fn publish_head(&self, w: &Waits) {
+    fn publish_head(&mut self, w: &Waits) {
+        self.published = self.pos;
         self.ctl.writer.head.store(self.pos, SeqCst);
         // SeqCst store then load, against the reader's flag store then head load: one
         // of the two sees the other, so a wake-up is never lost.
@@ -187,10 +204,37 @@ impl Ring<'_> {
         }
     }
 
-    fn publish_tail(&self, w: &Waits) {
+    fn publish_tail(&mut self, w: &Waits) {
+        self.published = self.pos;
         self.ctl.reader.tail.store(self.pos, SeqCst);
         if self.ctl.writer.space_waiting.load(SeqCst) != 0 {
             self.wake(w, Want::Space);
+        }
+    }
+
+    /// A message was written: publish now if `urgent` or a batch is complete.
+    fn written(&mut self, w: &Waits, urgent: bool) {
+        if urgent || self.pos - self.published >= PUBLISH_BATCH.min(self.capacity / 4) {
+            self.publish_head(w);
+        }
+    }
+
+    /// Publish whatever was written and not yet published (before waiting elsewhere).
+    fn flush(&mut self, w: &Waits) {
+        if self.pos != self.published {
+            self.publish_head(w);
+        }
+    }
+
+    /// A message was taken: publish the tail if a quarter of the ring was freed since
+    /// the last publication or the writer waits for space (its flag is on the line the
+    /// reader reads anyway). Never a lost wake-up: a writer waits only on a full ring,
+    /// and the reader publishes before it runs empty and waits.
+    fn consumed(&mut self, w: &Waits) {
+        if self.pos - self.published >= self.capacity / 4
+            || self.ctl.writer.space_waiting.load(SeqCst) != 0
+        {
+            self.publish_tail(w);
         }
     }
 
@@ -245,6 +289,18 @@ impl Ring<'_> {
 
     /// Wait until the peer's counter moves, the peer dies or the timeout passes.
     fn wait(&self, w: &Waits, want: Want) -> Result<()> {
+        if w.sync == SyncKind::Spin {
+            // Poll tightly first (a pause per poll, the clock every 64 polls).
+            let start = Instant::now();
+            let mut polls = 0u32;
+            while !self.moved(want) {
+                std::hint::spin_loop();
+                polls = polls.wrapping_add(1);
+                if polls.is_multiple_of(64) && start.elapsed() >= TIGHT_SPIN {
+                    break;
+                }
+            }
+        }
         let spin = Backoff::new();
         let mut spins = 0;
         while !self.moved(want) {
@@ -413,8 +469,9 @@ impl Ring<'_> {
         self.pos += dst.len() as u64;
     }
 
-    /// Write every part, in rounds when the ring fills; publish once at the end.
-    fn write(&mut self, parts: &[&[u8]], w: &Waits) -> Result<()> {
+    /// Write every part, in rounds when the ring fills; publish at the end if `urgent`
+    /// or a batch is complete (see `published`).
+    fn write(&mut self, parts: &[&[u8]], w: &Waits, urgent: bool) -> Result<()> {
         for part in parts {
             let mut done = 0;
             while done < part.len() {
@@ -434,7 +491,7 @@ impl Ring<'_> {
                 done += n;
             }
         }
-        self.publish_head(w);
+        self.written(w, urgent);
         Ok(())
     }
 
@@ -517,17 +574,20 @@ impl Link for ShmLink<'_> {
             ),
             IDEA_RING,
         );
-        tx.write(&[&header.encode(), payload], &self.waits)
+        // Data may wait for a batch; a hello, an end or an echo goes at once.
+        let urgent = header.kind != FrameKind::Data;
+        tx.write(&[&header.encode(), payload], &self.waits, urgent)
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Frame>> {
+        self.flush()?;
         let Some(rx) = self.rx.as_mut() else {
             return Err(self.no_ring("receive from"));
         };
         let frame = rx.read_header(&self.waits)?;
         buf.resize(frame.len as usize, 0);
         rx.read(buf, &self.waits)?;
-        rx.publish_tail(&self.waits);
+        rx.consumed(&self.waits);
         narrate::repeated(
             "ring read",
             format_args!(
@@ -542,6 +602,15 @@ impl Link for ShmLink<'_> {
 
     fn in_place(&self) -> bool {
         self.zero_copy
+    }
+
+    /// Publish what the writer batched: before this side waits on the other ring, and
+    /// whenever the workload is about to block on something else (reading its input).
+    fn flush(&mut self) -> Result<()> {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.flush(&self.waits);
+        }
+        Ok(())
     }
 
     /// Reserve room for the whole frame, build the payload in the ring through an
@@ -570,6 +639,7 @@ impl Link for ShmLink<'_> {
         while tx.capacity - (tx.pos - tx.seen) < need {
             tx.refresh_tail(w)?;
             if tx.capacity - (tx.pos - tx.seen) < need {
+                tx.flush(w);
                 tx.wait(w, Want::Space)?;
             }
         }
@@ -604,11 +674,12 @@ impl Link for ShmLink<'_> {
             ),
             "zero-copy: the message is made where the consumer reads it",
         );
-        tx.publish_head(w);
+        tx.written(w, false);
         Ok(())
     }
 
     fn recv_in_place(&mut self, check: &mut dyn FnMut(&Frame, &[u8])) -> Result<Frame> {
+        self.flush()?;
         let Some(rx) = self.rx.as_mut() else {
             return Err(self.no_ring("receive from"));
         };
@@ -621,7 +692,7 @@ impl Link for ShmLink<'_> {
             check(&frame, &chunk[..n]);
             done += n;
         }
-        rx.publish_tail(&self.waits);
+        rx.consumed(&self.waits);
         Ok(frame)
     }
 
@@ -629,15 +700,16 @@ impl Link for ShmLink<'_> {
         let Some(tx) = self.tx.as_mut() else {
             return Err(self.no_ring("send on"));
         };
-        tx.write(&[bytes], &self.waits)
+        tx.write(&[bytes], &self.waits, true)
     }
 
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.flush()?;
         let Some(rx) = self.rx.as_mut() else {
             return Err(self.no_ring("receive from"));
         };
         rx.read(buf, &self.waits)?;
-        rx.publish_tail(&self.waits);
+        rx.consumed(&self.waits);
         Ok(buf.len())
     }
 }

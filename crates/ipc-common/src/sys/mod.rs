@@ -54,5 +54,6 @@ pub fn ftok(path: &std::path::Path, id: u8) -> io::Result<libc::key_t> {
         Ok(key)
     }
 }
+pub mod bench;
 pub mod mq;
 pub mod shm;

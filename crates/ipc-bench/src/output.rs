@@ -1,0 +1,719 @@
+//! What the run found: the verdicts on the targets, the copy-versus-map crossover, and
+//! the tables (terminal and markdown). Every number here comes from this run.
+
+use crate::baseline::Baselines;
+use crate::mechs::Mech;
+use crate::{Cell, RssCheck, Sample};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MechInfo {
+    pub id: String,
+    pub what: String,
+    pub copy_based: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub target: String,
+    /// What was compared, with the numbers.
+    pub measured: String,
+    pub ratio: Option<f64>,
+    /// `None`: not measured in this run (filtered out or failed).
+    pub met: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Results {
+    pub quick: bool,
+    pub runs: usize,
+    pub seed: u64,
+    /// (sender CPU, receiver CPU); `null`: not pinned.
+    pub pinned_cpus: Option<(usize, usize)>,
+    pub seconds: f64,
+    pub sizes: Vec<usize>,
+    pub mechanisms: Vec<MechInfo>,
+    pub baselines: Baselines,
+    pub cells: Vec<Cell>,
+    pub rss: Option<RssCheck>,
+    pub targets: Vec<Target>,
+    pub crossover: Vec<String>,
+}
+
+pub fn ns(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} ms", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} µs", v / 1e3)
+    } else {
+        format!("{v:.0} ns")
+    }
+}
+
+fn count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.0}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn mib(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+pub fn size_label(s: usize) -> String {
+    if s >= 1 << 20 && s.is_multiple_of(1 << 20) {
+        format!("{}M", s >> 20)
+    } else if s >= 1 << 10 && s.is_multiple_of(1 << 10) {
+        format!("{}K", s >> 10)
+    } else {
+        format!("{s}")
+    }
+}
+
+pub fn progress_line(c: &Cell) -> String {
+    let head = format!("{:<16} {:>5} {:<8}", c.mech, size_label(c.size), c.mode);
+    match (&c.median, &c.error) {
+        (Some(m), _) if c.mode == "pingpong" => format!(
+            "{head} p50 {} p99.9 {} ({} round trips)",
+            ns(m.p50_ns.unwrap_or(0.0)),
+            ns(m.p999_ns.unwrap_or(0.0)),
+            c.count
+        ),
+        (Some(m), _) => format!(
+            "{head} {} msg/s, {} MiB/s ({} messages)",
+            count(m.msgs_per_sec),
+            mib(m.mib_per_sec),
+            c.count
+        ),
+        (None, Some(e)) => format!("{head} -- {e}"),
+        (None, None) => format!("{head} --"),
+    }
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "not measured",
+    }
+}
+
+impl Results {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mechs: &[Mech],
+        sizes: &[usize],
+        runs: usize,
+        quick: bool,
+        seed: u64,
+        pinned: Option<(usize, usize)>,
+        baselines: Baselines,
+        cells: Vec<Cell>,
+        rss: Option<RssCheck>,
+        seconds: f64,
+    ) -> Results {
+        let mut r = Results {
+            quick,
+            runs,
+            seed,
+            pinned_cpus: pinned,
+            seconds,
+            sizes: sizes.to_vec(),
+            mechanisms: mechs
+                .iter()
+                .map(|m| MechInfo {
+                    id: m.id.into(),
+                    what: m.what.into(),
+                    copy_based: m.copy_based,
+                })
+                .collect(),
+            baselines,
+            cells,
+            rss,
+            targets: Vec::new(),
+            crossover: Vec::new(),
+        };
+        r.targets = r.judge();
+        r.crossover = r.crossovers();
+        r
+    }
+
+    pub fn get(&self, mech: &str, size: usize, mode: &str) -> Option<&Sample> {
+        self.cells
+            .iter()
+            .find(|c| c.mech == mech && c.size == size && c.mode == mode)
+            .and_then(|c| c.median.as_ref())
+    }
+
+    fn is_copy(&self, mech: &str) -> bool {
+        self.mechanisms.iter().any(|m| m.id == mech && m.copy_based)
+    }
+
+    /// The best MiB/s at `size` among mechanisms that pass `keep`.
+    fn best(&self, size: usize, keep: impl Fn(&str) -> bool) -> Option<(&str, f64)> {
+        self.cells
+            .iter()
+            .filter(|c| c.size == size && c.mode == "stream" && keep(&c.mech))
+            .filter_map(|c| c.median.as_ref().map(|m| (c.mech.as_str(), m.mib_per_sec)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    fn judge(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let atomic = self.baselines.atomic_rtt.p50_ns as f64;
+        // 1. spin pingpong against the cache-line round trip.
+        let spin_pp = self
+            .get("shm-posix-spin", 64, "pingpong")
+            .and_then(|s| s.p50_ns);
+        t.push(match spin_pp {
+            Some(p) => {
+                let ratio = p / atomic;
+                Target {
+                    target: "shm spin pingpong 64 B: p50 <= 1.5x the cache-line round trip".into(),
+                    measured: format!("p50 {} vs atomic ping-pong {}", ns(p), ns(atomic)),
+                    ratio: Some(ratio),
+                    met: Some(ratio <= 1.5),
+                }
+            }
+            None => missing("shm spin pingpong 64 B: p50 <= 1.5x the cache-line round trip"),
+        });
+        // 2. spin stream against the pipe and the best copy-based mechanism.
+        let name = "shm spin stream 64 B: >= 10x the pipe's messages/s";
+        t.push(
+            match (
+                self.get("shm-posix-spin", 64, "stream"),
+                self.get("pipe", 64, "stream"),
+            ) {
+                (Some(s), Some(p)) => {
+                    let ratio = s.msgs_per_sec / p.msgs_per_sec;
+                    Target {
+                        target: name.into(),
+                        measured: format!(
+                            "{} msg/s vs pipe {} msg/s",
+                            count(s.msgs_per_sec),
+                            count(p.msgs_per_sec)
+                        ),
+                        ratio: Some(ratio),
+                        met: Some(ratio >= 10.0),
+                    }
+                }
+                _ => missing(name),
+            },
+        );
+        let name = "shm spin stream 64 KiB: >= 2x the best copy-based MiB/s";
+        t.push(
+            match (
+                self.get("shm-posix-spin", 65536, "stream"),
+                self.best(65536, |m| self.is_copy(m)),
+            ) {
+                (Some(s), Some((best, b))) => {
+                    let ratio = s.mib_per_sec / b;
+                    Target {
+                        target: name.into(),
+                        measured: format!(
+                            "{} MiB/s vs {best} {} MiB/s",
+                            mib(s.mib_per_sec),
+                            mib(b)
+                        ),
+                        ratio: Some(ratio),
+                        met: Some(ratio >= 2.0),
+                    }
+                }
+                _ => missing(name),
+            },
+        );
+        // 3. zero-copy against the copying ring, same sync kind, from 64 KiB.
+        for (zc, copy) in [
+            ("shm-zc-spin", "shm-posix-spin"),
+            ("shm-zc-mutex", "shm-posix-mutex"),
+        ] {
+            for &size in self.sizes.iter().filter(|&&s| s >= 65536) {
+                let name = format!("{zc} {}: >= 1.5x the MiB/s of {copy}", size_label(size));
+                t.push(
+                    match (self.get(zc, size, "stream"), self.get(copy, size, "stream")) {
+                        (Some(z), Some(c)) => {
+                            let ratio = z.mib_per_sec / c.mib_per_sec;
+                            Target {
+                                target: name,
+                                measured: format!(
+                                    "{} vs {} MiB/s",
+                                    mib(z.mib_per_sec),
+                                    mib(c.mib_per_sec)
+                                ),
+                                ratio: Some(ratio),
+                                met: Some(ratio >= 1.5),
+                            }
+                        }
+                        _ => missing(&name),
+                    },
+                );
+            }
+        }
+        // 4. The sleeping kinds against the pipe; their idle side must block.
+        for sync in ["mutex", "sem"] {
+            let id = format!("shm-posix-{sync}");
+            let name = format!("shm {sync} pingpong 64 B: p50 no slower than the pipe's");
+            t.push(
+                match (
+                    self.get(&id, 64, "pingpong").and_then(|s| s.p50_ns),
+                    self.get("pipe", 64, "pingpong").and_then(|s| s.p50_ns),
+                ) {
+                    (Some(s), Some(p)) => Target {
+                        target: name,
+                        measured: format!("p50 {} vs pipe {}", ns(s), ns(p)),
+                        ratio: Some(p / s),
+                        met: Some(s <= p),
+                    },
+                    _ => missing(&name),
+                },
+            );
+            let name = format!("shm {sync} stream 64 B: >= the pipe's messages/s");
+            t.push(
+                match (self.get(&id, 64, "stream"), self.get("pipe", 64, "stream")) {
+                    (Some(s), Some(p)) => {
+                        let ratio = s.msgs_per_sec / p.msgs_per_sec;
+                        Target {
+                            target: name,
+                            measured: format!(
+                                "{} vs pipe {} msg/s",
+                                count(s.msgs_per_sec),
+                                count(p.msgs_per_sec)
+                            ),
+                            ratio: Some(ratio),
+                            met: Some(ratio >= 1.0),
+                        }
+                    }
+                    _ => missing(&name),
+                },
+            );
+            let name = format!(
+                "shm {sync}: the idle side blocks (pingpong 64 B, each side busy < 50% of its wall time)"
+            );
+            t.push(match self.get(&id, 64, "pingpong") {
+                Some(s) => {
+                    let (a, b) = s.busy();
+                    let worst = a.max(b.unwrap_or(0.0));
+                    Target {
+                        target: name,
+                        measured: format!(
+                            "CPU/wall: producer {:.0}%, consumer {:.0}%",
+                            a * 100.0,
+                            b.unwrap_or(0.0) * 100.0
+                        ),
+                        ratio: Some(worst),
+                        met: Some(worst < 0.5),
+                    }
+                }
+                None => missing(&name),
+            });
+        }
+        // 5. Memory.
+        let name = "consumer peak RSS does not grow with --count (10x, within 10%)";
+        t.push(match &self.rss {
+            Some(r) => {
+                let ratio = r.consumer_kib[1] / r.consumer_kib[0].max(1.0);
+                Target {
+                    target: name.into(),
+                    measured: format!(
+                        "{} {}: {:.0} KiB at {} messages, {:.0} KiB at {}",
+                        r.mech,
+                        size_label(r.size),
+                        r.consumer_kib[0],
+                        r.counts[0],
+                        r.consumer_kib[1],
+                        r.counts[1]
+                    ),
+                    ratio: Some(ratio),
+                    met: Some(ratio <= 1.10),
+                }
+            }
+            None => missing(name),
+        });
+        t
+    }
+
+    /// Sentences: from which size shared memory ("map") beats the best copy-based
+    /// mechanism ("copy"), and from which size building in place beats copying.
+    fn crossovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // Per measured size (ascending): does `map` stream more MiB/s than `copy`?
+        let wins = |map: &dyn Fn(usize) -> Option<(String, f64)>,
+                    copy: &dyn Fn(usize) -> Option<(String, f64)>| {
+            let mut sizes = self.sizes.clone();
+            sizes.sort_unstable();
+            sizes
+                .into_iter()
+                .filter_map(|s| match (map(s), copy(s)) {
+                    (Some((_, m)), Some((_, c))) => Some((s, m > c)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let best_map = |s: usize| {
+            self.best(s, |m| !self.is_copy(m))
+                .map(|(m, v)| (m.to_string(), v))
+        };
+        let best_copy = |s: usize| {
+            self.best(s, |m| self.is_copy(m))
+                .map(|(m, v)| (m.to_string(), v))
+        };
+        let list = |v: &[(usize, bool)], won: bool| {
+            v.iter()
+                .filter(|x| x.1 == won)
+                .map(|x| size_label(x.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let phrase = |v: Vec<(usize, bool)>, what: &str| -> Option<String> {
+            if v.is_empty() {
+                return None;
+            }
+            let flips = v.windows(2).filter(|w| w[0].1 != w[1].1).count();
+            let first_win = v.iter().position(|x| x.1);
+            Some(match (flips, first_win) {
+                (0, Some(_)) => format!(
+                    "{what} at every size measured ({} to {})",
+                    size_label(v[0].0),
+                    size_label(v[v.len() - 1].0)
+                ),
+                (0, None) => format!("{what} at no size measured"),
+                (1, Some(i)) if i > 0 => format!(
+                    "{what} from {} up, not at {} and below: the crossover on this machine lies between {} and {}",
+                    size_label(v[i].0),
+                    size_label(v[i - 1].0),
+                    size_label(v[i - 1].0),
+                    size_label(v[i].0)
+                ),
+                (1, _) => {
+                    let last = v.iter().rposition(|x| x.1).unwrap_or(0);
+                    format!(
+                        "{what} up to {}, not from {} up",
+                        size_label(v[last].0),
+                        size_label(v[last + 1].0)
+                    )
+                }
+                _ => format!(
+                    "{what} at {} but not at {}",
+                    list(&v, true),
+                    list(&v, false)
+                ),
+            })
+        };
+        if let Some(s) = phrase(
+            wins(&best_map, &best_copy),
+            "Copy vs map: the best shared-memory row streams more MiB/s than the best copy-based mechanism (pipe, FIFO, queue, socket)",
+        ) {
+            out.push(s);
+        }
+        for sync in ["mutex", "sem", "spin"] {
+            let id = format!("shm-posix-{sync}");
+            let mine = |s: usize| {
+                self.get(&id, s, "stream")
+                    .map(|m| (id.clone(), m.mib_per_sec))
+            };
+            if let Some(s) = phrase(
+                wins(&mine, &best_copy),
+                &format!("{id} beats the best copy-based mechanism"),
+            ) {
+                out.push(s);
+            }
+        }
+        let zc = |s: usize| {
+            self.get("shm-zc-spin", s, "stream")
+                .map(|m| ("zc".to_string(), m.mib_per_sec))
+        };
+        let cp = |s: usize| {
+            self.get("shm-posix-spin", s, "stream")
+                .map(|m| ("copy".to_string(), m.mib_per_sec))
+        };
+        if let Some(s) = phrase(
+            wins(&zc, &cp),
+            "Building and checking in place (--zero-copy) beats copying through the ring (both spin)",
+        ) {
+            out.push(s);
+        }
+        out
+    }
+
+    fn pin_note(&self) -> String {
+        match self.pinned_cpus {
+            Some((a, b)) => format!("senders pinned to CPU {a}, receivers to CPU {b}"),
+            None => "NOT pinned: fewer than 2 CPUs allowed, both sides share one".into(),
+        }
+    }
+
+    fn header_lines(&self) -> Vec<String> {
+        let b = &self.baselines;
+        vec![
+            format!(
+                "{} run(s) per cell after a warm-up, medians shown; {}; seed {}; {:.0} s in all.",
+                self.runs,
+                self.pin_note(),
+                self.seed,
+                self.seconds
+            ),
+            format!(
+                "Baselines measured in this run: cache-line round trip (two processes, atomic ping-pong) p50 {}, p99.9 {}; futex wake-up round trip p50 {}, p99.9 {}; memcpy of one core {}.",
+                ns(b.atomic_rtt.p50_ns as f64),
+                ns(b.atomic_rtt.p999_ns as f64),
+                ns(b.futex_rtt.p50_ns as f64),
+                ns(b.futex_rtt.p999_ns as f64),
+                b.memcpy_mib_s
+                    .iter()
+                    .map(|(s, v)| format!("{} {} MiB/s", size_label(*s), mib(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ]
+    }
+
+    fn cell(&self, mech: &str, size: usize, mode: &str) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|c| c.mech == mech && c.size == size && c.mode == mode)
+    }
+
+    /// A table body: one row per mechanism, one column per size, `f` formats a cell.
+    fn rows(&self, mode: &str, f: &dyn Fn(&Sample, usize) -> String) -> Vec<Vec<String>> {
+        self.mechanisms
+            .iter()
+            .filter(|m| self.cells.iter().any(|c| c.mech == m.id && c.mode == mode))
+            .map(|m| {
+                let mut row = vec![m.id.clone()];
+                for &s in &self.sizes {
+                    row.push(match self.cell(&m.id, s, mode) {
+                        Some(Cell {
+                            median: Some(x), ..
+                        }) => f(x, s),
+                        Some(Cell { error: Some(e), .. }) if e.starts_with("stream only") => {
+                            "n/a".into()
+                        }
+                        Some(Cell { error: Some(_), .. }) => "failed".into(),
+                        _ => "-".into(),
+                    });
+                }
+                row
+            })
+            .collect()
+    }
+
+    fn tables(&self) -> Vec<(String, Vec<String>, Vec<Vec<String>>)> {
+        let mut head = vec!["mechanism".to_string()];
+        head.extend(self.sizes.iter().map(|s| size_label(*s)));
+        let memcpy = |s: usize| {
+            self.baselines
+                .memcpy_mib_s
+                .get(&s)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let atomic = self.baselines.atomic_rtt.p50_ns as f64;
+        let futex = self.baselines.futex_rtt.p50_ns as f64;
+        let mut t = Vec::new();
+        t.push((
+            "Stream: MiB/s (and the fraction of one core's memcpy at that size)".to_string(),
+            head.clone(),
+            self.rows("stream", &|x, s| {
+                format!("{} ({:.2})", mib(x.mib_per_sec), x.mib_per_sec / memcpy(s))
+            }),
+        ));
+        t.push((
+            "Stream: messages/s".to_string(),
+            head.clone(),
+            self.rows("stream", &|x, _| count(x.msgs_per_sec)),
+        ));
+        t.push((
+            "Stream: CPU time / wall time of sender / receiver (100% = a core kept busy; `run` rows: both sides in one figure)"
+                .to_string(),
+            head.clone(),
+            self.rows("stream", &|x, _| match x.busy() {
+                (a, Some(b)) => format!("{:.0}/{:.0}%", a * 100.0, b * 100.0),
+                (a, None) => format!("{:.0}% both", a * 100.0),
+            }),
+        ));
+        t.push((
+            format!(
+                "Pingpong: round trip p50 (x the cache-line round trip {}; x the futex round trip {})",
+                ns(atomic),
+                ns(futex)
+            ),
+            head.clone(),
+            self.rows("pingpong", &|x, _| {
+                let p = x.p50_ns.unwrap_or(0.0);
+                format!("{} ({:.1}x/{:.2}x)", ns(p), p / atomic, p / futex)
+            }),
+        ));
+        t.push((
+            "Pingpong: round trip p99 / p99.9".to_string(),
+            head.clone(),
+            self.rows("pingpong", &|x, _| {
+                format!(
+                    "{} / {}",
+                    ns(x.p99_ns.unwrap_or(0.0)),
+                    ns(x.p999_ns.unwrap_or(0.0))
+                )
+            }),
+        ));
+        t.push((
+            "Pingpong: CPU time / wall time of sender / receiver".to_string(),
+            head,
+            self.rows("pingpong", &|x, _| match x.busy() {
+                (a, Some(b)) => format!("{:.0}/{:.0}%", a * 100.0, b * 100.0),
+                (a, None) => format!("{:.0}% both", a * 100.0),
+            }),
+        ));
+        t
+    }
+
+    fn target_lines(&self) -> Vec<(String, String, String, String)> {
+        self.targets
+            .iter()
+            .map(|t| {
+                (
+                    verdict(t.met).to_string(),
+                    t.target.clone(),
+                    t.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                    t.measured.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.cells
+            .iter()
+            .filter(|c| c.median.is_none())
+            .filter_map(|c| {
+                c.error
+                    .as_ref()
+                    .map(|e| format!("{} {} {}: {e}", c.mech, size_label(c.size), c.mode))
+            })
+            .collect()
+    }
+
+    pub fn terminal(&self) -> String {
+        let mut s = String::new();
+        for l in self.header_lines() {
+            let _ = writeln!(s, "\n{l}");
+        }
+        for (title, head, rows) in self.tables() {
+            let _ = writeln!(s, "\n{title}");
+            let widths: Vec<usize> = (0..head.len())
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([head[i].chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: &[String]| {
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let pad = widths[i] - c.chars().count();
+                        if i == 0 {
+                            format!("{c}{}", " ".repeat(pad))
+                        } else {
+                            format!("{}{c}", " ".repeat(pad))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            let _ = writeln!(s, "{}", line(&head));
+            let _ = writeln!(
+                s,
+                "{}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+            );
+            for r in &rows {
+                let _ = writeln!(s, "{}", line(r));
+            }
+        }
+        let _ = writeln!(s, "\nTargets (ratios of medians in this run):");
+        for (v, t, r, m) in self.target_lines() {
+            let _ = writeln!(s, "  {v:<12} {t}\n               ratio {r}: {m}");
+        }
+        let _ = writeln!(s);
+        for c in &self.crossover {
+            let _ = writeln!(s, "{c}.");
+        }
+        let f = self.failures();
+        if !f.is_empty() {
+            let _ = writeln!(s, "\nCells without a result:");
+            for l in f {
+                let _ = writeln!(s, "  {l}");
+            }
+        }
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("# ipc-bench results\n\n");
+        for l in self.header_lines() {
+            let _ = writeln!(s, "{l}\n");
+        }
+        for (title, head, rows) in self.tables() {
+            let _ = writeln!(s, "### {title}\n");
+            let _ = writeln!(s, "| {} |", head.join(" | "));
+            let _ = writeln!(
+                s,
+                "|{}|",
+                head.iter()
+                    .enumerate()
+                    .map(|(i, _)| if i == 0 { "---" } else { "---:" })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            );
+            for r in rows {
+                let _ = writeln!(s, "| {} |", r.join(" | "));
+            }
+            s.push('\n');
+        }
+        s += "### Targets\n\n| verdict | target | ratio | measured |\n|---|---|---:|---|\n";
+        for (v, t, r, m) in self.target_lines() {
+            let v = if v == "MISSED" {
+                "**MISSED**".into()
+            } else {
+                v
+            };
+            let _ = writeln!(s, "| {v} | {t} | {r} | {m} |");
+        }
+        s += "\n### Copy vs map\n\n";
+        for c in &self.crossover {
+            let _ = writeln!(s, "- {c}.");
+        }
+        let f = self.failures();
+        if !f.is_empty() {
+            s += "\n### Cells without a result\n\n";
+            for l in f {
+                let _ = writeln!(s, "- {}", l.replace('|', "\\|"));
+            }
+        }
+        s += "\n### Mechanisms\n\n| id | what |\n|---|---|\n";
+        for m in &self.mechanisms {
+            let _ = writeln!(s, "| {} | {} |", m.id, m.what);
+        }
+        s
+    }
+}
+
+fn missing(name: &str) -> Target {
+    Target {
+        target: name.into(),
+        measured: "not measured in this run (filtered out, or the run failed)".into(),
+        ratio: None,
+        met: None,
+    }
+}
