@@ -402,3 +402,36 @@ pub fn sysv_keys_in(narration: &str) -> Vec<u32> {
     keys.dedup();
     keys
 }
+
+/// The pid of `run`'s receiver child, waiting (at most `limit`) until it exists.
+pub fn run_child(run: &Child, limit: Duration) -> i32 {
+    let path = format!("/proc/{}/task/{}/children", run.id(), run.id());
+    let start = Instant::now();
+    loop {
+        let kids = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(pid) = kids.split_whitespace().next() {
+            return pid.parse().expect("a pid");
+        }
+        assert!(
+            start.elapsed() < limit,
+            "run {} has no child after {limit:?}",
+            run.id()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A file transfer's receiver summary: a file payload of `data.len()` bytes in
+/// `chunk`-sized messages, all verified, and `output` holds exactly `data`.
+#[track_caller]
+pub fn assert_file_received(recv: &Output, output: &Path, data: &[u8], chunk: usize) {
+    let v = summary(recv);
+    assert_eq!(v["payload"], "file", "{v}");
+    assert_eq!(v["bytes"], data.len() as u64, "{v}");
+    assert_verified(&v, data.len().div_ceil(chunk) as u64);
+    assert!(
+        std::fs::read(output).expect("read the output") == data,
+        "{} differs from the input",
+        output.display()
+    );
+}

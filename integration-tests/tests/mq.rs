@@ -298,15 +298,8 @@ fn file_is_byte_identical_through_each_api() {
         let (send, recv) = (finish(send), finish(recv));
         assert_code(&send, 0);
         assert_code(&recv, 0);
-        let v = summary(&recv);
-        assert_eq!(v["payload"], "file");
-        assert_eq!(v["bytes"], data.len() as u64);
-        assert_verified(&v, data.len().div_ceil(65536) as u64);
-        assert!(
-            std::fs::read(&output).unwrap() == data,
-            "{api}: output differs from input"
-        );
-        assert_clean(&name, &key_of(&v));
+        assert_file_received(&recv, &output, &data, 65536);
+        assert_clean(&name, &key_of(&summary(&recv)));
     }
 }
 

@@ -147,14 +147,7 @@ fn file_through_fifo_is_byte_identical() {
     let (send, recv) = (finish(send), finish(recv));
     assert_code(&send, 0);
     assert_code(&recv, 0);
-    let v = summary(&recv);
-    assert_eq!(v["payload"], "file");
-    assert_eq!(v["bytes"], data.len() as u64);
-    assert_verified(&v, data.len().div_ceil(65536) as u64);
-    assert!(
-        std::fs::read(&output).unwrap() == data,
-        "output differs from input"
-    );
+    assert_file_received(&recv, &output, &data, 65536);
     assert_no_leftovers(&name);
 }
 
@@ -438,15 +431,8 @@ fn ctrl_c_while_waiting_removes_the_fifo() {
 fn killed_run_child_ends_parent_with_exit_4() {
     // SIGKILL cannot be caught: the parent notices the pipe's reader is gone.
     let run = start(cmd(P).args(["run", "-n", "100000000", "-s", "4K", "--timeout", "5"]));
+    let child_pid = run_child(&run, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(400));
-    let child_pid =
-        std::fs::read_to_string(format!("/proc/{}/task/{}/children", run.id(), run.id()))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .expect("run has a child")
-            .parse::<i32>()
-            .unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child_pid), Signal::SIGKILL).unwrap();
     let out = finish_within(run, Duration::from_secs(20));
     // The child died by SIGKILL and could say nothing: the sender reports it (exit 4).

@@ -633,19 +633,7 @@ fn killed_run_child_ends_parent() {
             "--timeout",
             "3",
         ]));
-        let path = format!("/proc/{}/task/{}/children", run.id(), run.id());
-        let start = Instant::now();
-        let child_pid = loop {
-            let s = std::fs::read_to_string(&path).unwrap_or_default();
-            if let Some(pid) = s.split_whitespace().next() {
-                break pid.parse::<i32>().unwrap();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "run has no child"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let child_pid = run_child(&run, Duration::from_secs(10));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child_pid), Signal::SIGKILL).unwrap();
         let out = finish_within(run, Duration::from_secs(20));
         // The child died by SIGKILL and could say nothing: the sender reports it (exit 4).
