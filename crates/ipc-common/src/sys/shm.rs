@@ -134,6 +134,111 @@ impl Mapping {
         }
     }
 
+    /// Write bytes `[at, at + len)` of a word stream into the segment at `offset`: word
+    /// `i` of the stream is `word(i)`, stored little-endian, so byte `b` of the stream is
+    /// byte `b % 8` of `word(b / 8)`. A piece may start and end inside a word (a ring
+    /// wrap splits a message anywhere); only the bytes of the range are written. Whole
+    /// words go in with unaligned raw stores, straight from the generator into the
+    /// mapping: no bounce buffer, no slice over shared memory.
+    #[inline]
+    pub fn fill_words(&self, offset: usize, len: usize, at: u64, mut word: impl FnMut(u64) -> u64) {
+        self.check(offset, len);
+        let base = self.ptr.as_ptr().wrapping_add(offset);
+        let (mut done, mut i) = (0usize, at / 8);
+        let skip = (at % 8) as usize;
+        if skip != 0 && len > 0 {
+            // The tail of a word the previous piece began.
+            let n = (8 - skip).min(len);
+            let bytes = word(i).to_le_bytes();
+            // SAFETY: `n <= len` bytes at `offset` are inside the mapping (checked);
+            // the source is a local array. A raw copy: no reference to shared bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(skip), base, n) };
+            done = n;
+            i += 1;
+        }
+        let whole = (len - done) / 8;
+        // SAFETY: `done + 8 * whole <= len`, so every store is inside the checked range.
+        // The pointer comes from the mapping, not from a reference to its bytes, and the
+        // stores are unaligned-safe.
+        unsafe {
+            let p = base.add(done);
+            for k in 0..whole {
+                p.add(8 * k)
+                    .cast::<u64>()
+                    .write_unaligned(word(i + k as u64).to_le());
+            }
+        }
+        done += 8 * whole;
+        i += whole as u64;
+        if done < len {
+            // The head of a word the next piece (or nothing) finishes.
+            let bytes = word(i).to_le_bytes();
+            // SAFETY: `len - done < 8` bytes at `offset + done` are inside the checked
+            // range; the source is a local array.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(done), len - done) };
+        }
+    }
+
+    /// Whether the segment at `offset` holds bytes `[at, at + len)` of the word stream
+    /// that [`Mapping::fill_words`] writes. Reads with unaligned raw loads and compares
+    /// them with the expected words as it goes: no copy out, no slice over shared memory.
+    #[inline]
+    pub fn matches_words(
+        &self,
+        offset: usize,
+        len: usize,
+        at: u64,
+        mut word: impl FnMut(u64) -> u64,
+    ) -> bool {
+        self.check(offset, len);
+        let base = self.ptr.as_ptr().wrapping_add(offset).cast_const();
+        let (mut done, mut i) = (0usize, at / 8);
+        let skip = (at % 8) as usize;
+        // A partial word: compare its bytes through a local copy.
+        let partial = |p: *const u8, from: usize, n: usize, expect: u64| {
+            let mut got = [0u8; 8];
+            // SAFETY: the caller passes `n` bytes inside the checked range; `got` is local.
+            unsafe { std::ptr::copy_nonoverlapping(p, got.as_mut_ptr(), n) };
+            got[..n] == expect.to_le_bytes()[from..from + n]
+        };
+        if skip != 0 && len > 0 {
+            let n = (8 - skip).min(len);
+            if !partial(base, skip, n, word(i)) {
+                return false;
+            }
+            done = n;
+            i += 1;
+        }
+        // Whole words, in blocks: the differences are OR-ed together (which vectorises)
+        // and looked at once per block, so a mismatch stops the check early.
+        const BLOCK: usize = 64;
+        let mut whole = (len - done) / 8;
+        while whole > 0 {
+            let n = whole.min(BLOCK);
+            let mut diff = 0u64;
+            // SAFETY: `done + 8 * n <= len`: every load is inside the checked range,
+            // through a pointer from the mapping (no reference to its bytes), unaligned.
+            unsafe {
+                let p = base.add(done);
+                for k in 0..n {
+                    diff |=
+                        p.add(8 * k).cast::<u64>().read_unaligned() ^ word(i + k as u64).to_le();
+                }
+            }
+            if diff != 0 {
+                return false;
+            }
+            done += 8 * n;
+            i += n as u64;
+            whole -= n;
+        }
+        if done < len {
+            // SAFETY: (in `partial`) `len - done < 8` bytes at `done` are in range.
+            return partial(base.wrapping_add(done), 0, len - done, word(i));
+        }
+        true
+    }
+
     fn check(&self, offset: usize, len: usize) {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
@@ -450,4 +555,63 @@ pub fn shm_rmid(id: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mapping;
+    use crate::workload::PayloadGen;
+
+    /// Every piece `[at, at + len)` written at every alignment of the mapping gives the
+    /// bytes `PayloadGen::fill` gives, touches nothing outside, and is matched; a single
+    /// flipped byte or a different stream is not.
+    #[test]
+    fn words_match_the_generator_at_any_offset_and_length() {
+        let map = Mapping::anonymous(4096).unwrap();
+        let gen = PayloadGen::new(7, 3);
+        let mut whole = vec![0u8; 200];
+        PayloadGen::new(7, 3).fill(&mut whole);
+        let other = PayloadGen::new(8, 3);
+        for at in 0..24u64 {
+            for len in 0..(whole.len() - at as usize).min(90) {
+                for offset in [64usize, 65, 67, 71, 4096 - 1 - len] {
+                    map.copy_in(offset - 1, &vec![0xAA; len + 2]);
+                    map.fill_words(offset, len, at, |i| gen.word(i));
+                    let mut got = vec![0u8; len + 2];
+                    map.copy_out(offset - 1, &mut got);
+                    assert_eq!(got[0], 0xAA);
+                    assert_eq!(got[len + 1], 0xAA);
+                    assert_eq!(&got[1..=len], &whole[at as usize..at as usize + len]);
+                    assert!(map.matches_words(offset, len, at, |i| gen.word(i)));
+                    if len >= 4 {
+                        // (A byte or two of another stream may agree by chance.)
+                        assert!(!map.matches_words(offset, len, at, |i| other.word(i)));
+                    }
+                    if len > 0 {
+                        for flip in [0, len / 2, len - 1] {
+                            let mut b = [0u8];
+                            map.copy_out(offset + flip, &mut b);
+                            map.copy_in(offset + flip, &[b[0] ^ 0x10]);
+                            assert!(!map.matches_words(offset, len, at, |i| gen.word(i)));
+                            map.copy_in(offset + flip, &b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn fill_words_is_bounds_checked() {
+        let map = Mapping::anonymous(4096).unwrap();
+        map.fill_words(4090, 7, 0, |i| i);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn matches_words_is_bounds_checked() {
+        let map = Mapping::anonymous(4096).unwrap();
+        map.matches_words(usize::MAX, 2, 0, |i| i);
+    }
 }
