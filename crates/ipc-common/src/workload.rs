@@ -86,6 +86,15 @@ impl PayloadGen {
     pub fn word(&self, i: u64) -> u64 {
         mix(self.key, i)
     }
+
+    /// [`PayloadGen::word`] as a function that owns its key: for loops that store
+    /// through raw pointers, which the compiler must assume may alias `self` (it would
+    /// reload the key after every store instead of vectorising).
+    #[inline(always)]
+    pub fn words(&self) -> impl Fn(u64) -> u64 + Copy {
+        let key = self.key;
+        move |i| mix(key, i)
+    }
 }
 
 #[inline(always)]

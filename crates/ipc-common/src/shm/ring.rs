@@ -473,7 +473,7 @@ impl Ring<'_> {
     fn put_words(&mut self, len: usize, at: u64, gen: &PayloadGen) {
         let here = (self.pos % self.capacity) as usize;
         let first = len.min(self.capacity as usize - here);
-        let word = |i| gen.word(i);
+        let word = gen.words();
         self.map.fill_words(self.offset + here, first, at, word);
         if first < len {
             self.map
@@ -488,7 +488,7 @@ impl Ring<'_> {
     fn take_words(&mut self, len: usize, at: u64, gen: &PayloadGen) -> bool {
         let here = (self.pos % self.capacity) as usize;
         let first = len.min(self.capacity as usize - here);
-        let word = |i| gen.word(i);
+        let word = gen.words();
         let ok = self.map.matches_words(self.offset + here, first, at, word)
             && (first == len
                 || self

@@ -162,10 +162,16 @@ impl Mapping {
         // stores are unaligned-safe.
         unsafe {
             let p = base.add(done);
-            for k in 0..whole {
-                p.add(8 * k)
-                    .cast::<u64>()
-                    .write_unaligned(word(i + k as u64).to_le());
+            let mut k = 0;
+            while k < whole {
+                let n = (whole - k).min(BLOCK);
+                prefetch_block(p.add(8 * k), 8 * (whole - k), true);
+                for j in k..k + n {
+                    p.add(8 * j)
+                        .cast::<u64>()
+                        .write_unaligned(word(i + j as u64).to_le());
+                }
+                k += n;
             }
         }
         done += 8 * whole;
@@ -211,7 +217,6 @@ impl Mapping {
         }
         // Whole words, in blocks: the differences are OR-ed together (which vectorises)
         // and looked at once per block, so a mismatch stops the check early.
-        const BLOCK: usize = 64;
         let mut whole = (len - done) / 8;
         while whole > 0 {
             let n = whole.min(BLOCK);
@@ -220,6 +225,7 @@ impl Mapping {
             // through a pointer from the mapping (no reference to its bytes), unaligned.
             unsafe {
                 let p = base.add(done);
+                prefetch_block(p, 8 * whole, false);
                 for k in 0..n {
                     diff |=
                         p.add(8 * k).cast::<u64>().read_unaligned() ^ word(i + k as u64).to_le();
@@ -246,6 +252,43 @@ impl Mapping {
             self.len
         );
     }
+}
+
+/// Words per block of [`Mapping::fill_words`] and [`Mapping::matches_words`]: 512 bytes.
+const BLOCK: usize = 64;
+/// How far ahead of the block being written or read the lines are prefetched.
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Prefetch the block of `BLOCK` words that lies `PREFETCH_AHEAD` bytes after `p`, if it
+/// is among the `left` bytes of the range from `p` on: for writing (`prefetchw`, the
+/// line comes in owned, so the stores that follow do not each wait for the peer's core
+/// to give it up) or for reading. Sequential stores and loads on lines the peer's core
+/// holds are what this path is made of; without it they run well below a plain copy.
+#[inline(always)]
+unsafe fn prefetch_block(p: *const u8, left: usize, write: bool) {
+    if left < PREFETCH_AHEAD + 8 * BLOCK {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ahead = p.wrapping_add(PREFETCH_AHEAD);
+        let mut line = 0;
+        while line < 8 * BLOCK {
+            let a = ahead.wrapping_add(line);
+            // SAFETY: a prefetch is a hint: it never faults and changes no memory, and the
+            // address is inside the caller's checked range anyway.
+            unsafe {
+                if write {
+                    std::arch::asm!("prefetchw [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
+                } else {
+                    std::arch::asm!("prefetcht0 [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
+                }
+            }
+            line += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, write);
 }
 
 impl Drop for Mapping {
