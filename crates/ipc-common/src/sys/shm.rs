@@ -160,20 +160,7 @@ impl Mapping {
         // SAFETY: `done + 8 * whole <= len`, so every store is inside the checked range.
         // The pointer comes from the mapping, not from a reference to its bytes, and the
         // stores are unaligned-safe.
-        unsafe {
-            let p = base.add(done);
-            let mut k = 0;
-            while k < whole {
-                let n = (whole - k).min(BLOCK);
-                prefetch_block(p.add(8 * k), 8 * (whole - k), true);
-                for j in k..k + n {
-                    p.add(8 * j)
-                        .cast::<u64>()
-                        .write_unaligned(word(i + j as u64).to_le());
-                }
-                k += n;
-            }
-        }
+        unsafe { store_words(base.add(done), whole, i, &mut word) };
         done += 8 * whole;
         i += whole as u64;
         if done < len {
@@ -215,29 +202,14 @@ impl Mapping {
             done = n;
             i += 1;
         }
-        // Whole words, in blocks: the differences are OR-ed together (which vectorises)
-        // and looked at once per block, so a mismatch stops the check early.
-        let mut whole = (len - done) / 8;
-        while whole > 0 {
-            let n = whole.min(BLOCK);
-            let mut diff = 0u64;
-            // SAFETY: `done + 8 * n <= len`: every load is inside the checked range,
-            // through a pointer from the mapping (no reference to its bytes), unaligned.
-            unsafe {
-                let p = base.add(done);
-                prefetch_block(p, 8 * whole, false);
-                for k in 0..n {
-                    diff |=
-                        p.add(8 * k).cast::<u64>().read_unaligned() ^ word(i + k as u64).to_le();
-                }
-            }
-            if diff != 0 {
-                return false;
-            }
-            done += 8 * n;
-            i += n as u64;
-            whole -= n;
+        let whole = (len - done) / 8;
+        // SAFETY: `done + 8 * whole <= len`: every load is inside the checked range,
+        // through a pointer from the mapping (no reference to its bytes), unaligned.
+        if !unsafe { words_match(base.add(done), whole, i, &mut word) } {
+            return false;
         }
+        done += 8 * whole;
+        i += whole as u64;
         if done < len {
             // SAFETY: (in `partial`) `len - done < 8` bytes at `done` are in range.
             return partial(base.wrapping_add(done), 0, len - done, word(i));
@@ -252,6 +224,102 @@ impl Mapping {
             self.len
         );
     }
+}
+
+/// Store words `i..i + n` of `word` at `p` (unaligned), in blocks, prefetching ahead.
+/// With AVX2 where the CPU has it: the generator and the stores run twice as wide.
+///
+/// # Safety
+/// `p..p + 8 * n` must be writable memory of one mapping.
+#[inline(always)]
+unsafe fn store_words<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
+        return unsafe { store_words_avx2(p, n, i, word) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_words_generic(p, n, i, word) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn store_words_avx2<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
+    // SAFETY: as for store_words.
+    unsafe { store_words_generic(p, n, i, word) }
+}
+
+#[inline(always)]
+unsafe fn store_words_generic<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
+    let mut k = 0;
+    while k < n {
+        let m = (n - k).min(BLOCK);
+        // SAFETY: `k + m <= n`: the caller's range; prefetches never fault.
+        unsafe {
+            prefetch_block(p.add(8 * k), 8 * (n - k), true);
+            for j in k..k + m {
+                p.add(8 * j)
+                    .cast::<u64>()
+                    .write_unaligned(word(i + j as u64).to_le());
+            }
+        }
+        k += m;
+    }
+}
+
+/// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `word`. In blocks:
+/// the differences are OR-ed together (which vectorises) and looked at once per block,
+/// so a mismatch stops the check early. With AVX2 where the CPU has it.
+///
+/// # Safety
+/// `p..p + 8 * n` must be readable memory of one mapping.
+#[inline(always)]
+unsafe fn words_match<F: FnMut(u64) -> u64>(p: *const u8, n: usize, i: u64, word: &mut F) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
+        return unsafe { words_match_avx2(p, n, i, word) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { words_match_generic(p, n, i, word) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn words_match_avx2<F: FnMut(u64) -> u64>(
+    p: *const u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) -> bool {
+    // SAFETY: as for words_match.
+    unsafe { words_match_generic(p, n, i, word) }
+}
+
+#[inline(always)]
+unsafe fn words_match_generic<F: FnMut(u64) -> u64>(
+    p: *const u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) -> bool {
+    let mut k = 0;
+    while k < n {
+        let m = (n - k).min(BLOCK);
+        let mut diff = 0u64;
+        // SAFETY: `k + m <= n`: the caller's range; prefetches never fault.
+        unsafe {
+            prefetch_block(p.add(8 * k), 8 * (n - k), false);
+            for j in k..k + m {
+                diff |= p.add(8 * j).cast::<u64>().read_unaligned() ^ word(i + j as u64).to_le();
+            }
+        }
+        if diff != 0 {
+            return false;
+        }
+        k += m;
+    }
+    true
 }
 
 /// Words per block of [`Mapping::fill_words`] and [`Mapping::matches_words`]: 512 bytes.
