@@ -3,8 +3,10 @@
 //! POSIX semaphores, futexes, and the SysV segment calls.
 //!
 //! Memory the peer may write is never seen through `&[u8]` or `&T` of plain data: it is
-//! copied in and out through raw pointers, or viewed as the segment [`Header`], which is
-//! made only of atomics and `UnsafeCell`s, for which concurrent writes are defined.
+//! copied in and out through raw pointers, written and compared word by word through raw
+//! unaligned stores and loads (the `--zero-copy` path: [`Mapping::fill_words`],
+//! [`Mapping::matches_words`]), or viewed as the segment [`Header`], which is made only
+//! of atomics and `UnsafeCell`s, for which concurrent writes are defined.
 //!
 //! Trust: the counters and bytes of the ring are untrusted and checked by their users.
 //! The pthread and semaphore objects in the segment are not checkable: glibc follows
@@ -708,6 +710,33 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The portable loops give what the dispatched (AVX2 where there is one) ones give.
+    #[test]
+    fn portable_word_loops_agree() {
+        let map = Mapping::anonymous(4096).unwrap();
+        let gen = PayloadGen::new(3, 9);
+        let mut word = gen.words();
+        for n in [0usize, 1, 3, 64, 65, 200, 500] {
+            map.fill_words(8, 8 * n, 0, gen.words());
+            let mut want = vec![0u8; 8 * n];
+            map.copy_out(8, &mut want);
+            map.copy_in(8, &vec![0; 8 * n]);
+            let p = map.ptr.as_ptr().wrapping_add(8);
+            // SAFETY: 8 + 8 * n <= 4096 bytes of a private mapping.
+            unsafe { super::store_words_generic(p, n, 0, &mut word) };
+            let mut got = vec![0u8; 8 * n];
+            map.copy_out(8, &mut got);
+            assert_eq!(got, want);
+            // SAFETY: as above.
+            assert!(unsafe { super::words_match_generic(p, n, 0, &mut word) });
+            if n > 0 {
+                map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
+                // SAFETY: as above.
+                assert!(!unsafe { super::words_match_generic(p, n, 0, &mut word) });
             }
         }
     }
