@@ -42,20 +42,16 @@ pub trait Link {
         false
     }
 
-    /// Send data message `seq` of `len` bytes that `fill` writes, in chunks whose sizes
-    /// are multiples of 8 (but the last), straight into the channel.
-    fn send_in_place(
-        &mut self,
-        _seq: u64,
-        _len: usize,
-        _fill: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()> {
+    /// Send data message `seq`: the `len` bytes of generated payload of `(seed, seq)`
+    /// ([`crate::workload::PayloadGen`]), made straight in the channel.
+    fn send_in_place(&mut self, _seed: u64, _seq: u64, _len: usize) -> Result<()> {
         Err(unsupported(self.object()))
     }
 
-    /// Receive one frame, handing its payload to `check` in order, chunk by chunk,
-    /// instead of into a message-sized buffer.
-    fn recv_in_place(&mut self, _check: &mut dyn FnMut(&Header, &[u8])) -> Result<Header> {
+    /// Receive one frame and check its payload where it lies against the generated
+    /// payload of `(seed, frame's seq)`, instead of copying it into a buffer. Returns the
+    /// header and whether the frame is intact: `len == size` and every byte as generated.
+    fn recv_in_place(&mut self, _seed: u64, _size: usize) -> Result<(Header, bool)> {
         Err(unsupported(self.object()))
     }
 }

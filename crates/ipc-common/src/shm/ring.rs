@@ -17,17 +17,15 @@ use super::layout::{ring_offset, Checked, Header, RingCtl, SyncKind};
 use super::queue::Queue;
 use crate::cleanup::Guard;
 use crate::error::{Context, Error, Kind, Result};
-use crate::frame::{checksum_start, FrameKind, Header as Frame, HEADER_LEN};
+use crate::frame::{FrameKind, Header as Frame, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
 use crate::sys::shm::{futex_wait, futex_wake, Lock, Mapping, PMutex};
+use crate::workload::PayloadGen;
 use crossbeam_utils::Backoff;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
-/// The bounce chunk of the in-place path: small enough to stay in L1 cache, a multiple
-/// of 8 so generated payloads come out the same as in one piece.
-const CHUNK: usize = 4096;
 /// A sleeper re-checks its peer and the timeout this often.
 pub(crate) const SLICE: Duration = Duration::from_millis(20);
 /// Spins before a blocking kind sleeps: a wake-up costs tens of µs here, a spin a few ns.
@@ -469,6 +467,37 @@ impl Ring<'_> {
         self.pos += dst.len() as u64;
     }
 
+    /// Generate `len` bytes of `gen`'s stream, from byte `at` on, straight into the ring
+    /// at our position (wrapping: two pieces, a word may straddle the end), without
+    /// publishing. The caller has made sure there is room.
+    fn put_words(&mut self, len: usize, at: u64, gen: &PayloadGen) {
+        let here = (self.pos % self.capacity) as usize;
+        let first = len.min(self.capacity as usize - here);
+        let word = gen.words();
+        self.map.fill_words(self.offset + here, first, at, word);
+        if first < len {
+            self.map
+                .fill_words(self.offset, len - first, at + first as u64, word);
+        }
+        self.pos += len as u64;
+    }
+
+    /// Whether the next `len` bytes of the ring (wrapping) are bytes `at..` of `gen`'s
+    /// stream; moves past them either way, without publishing. The caller has made sure
+    /// they were written (`seen - pos >= len`).
+    fn take_words(&mut self, len: usize, at: u64, gen: &PayloadGen) -> bool {
+        let here = (self.pos % self.capacity) as usize;
+        let first = len.min(self.capacity as usize - here);
+        let word = gen.words();
+        let ok = self.map.matches_words(self.offset + here, first, at, word)
+            && (first == len
+                || self
+                    .map
+                    .matches_words(self.offset, len - first, at + first as u64, word));
+        self.pos += len as u64;
+        ok
+    }
+
     /// Write every part, in rounds when the ring fills; publish at the end if `urgent`
     /// or a batch is complete (see `published`).
     fn write(&mut self, parts: &[&[u8]], w: &Waits, urgent: bool) -> Result<()> {
@@ -613,15 +642,19 @@ impl Link for ShmLink<'_> {
         Ok(())
     }
 
-    /// Reserve room for the whole frame, build the payload in the ring through an
-    /// L1-sized chunk (never a slice over shared memory), then write the header with the
-    /// CRC in front of it and publish both at once.
-    fn send_in_place(
-        &mut self,
-        seq: u64,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()> {
+    /// Reserve room for the whole frame, generate the payload straight into the ring
+    /// (raw unaligned stores, never a slice over shared memory), then write the header
+    /// in front of it and publish both at once.
+    ///
+    /// The header's CRC is 0: computing it would be one more pass over the payload, and
+    /// its only reader would be the in-place consumer, which never looks at it. A segment
+    /// made with `--zero-copy` has FLAG_ZERO_COPY in its header, and a consumer that sees
+    /// it checks data frames with [`Link::recv_in_place`]: it regenerates the payload of
+    /// `(seed, seq)` and compares every byte where it lies, which is a stronger check
+    /// than a CRC (any corrupted, lost or shifted byte fails it, and so does a wrong
+    /// `--seed`). Frames that are not generated payloads (hello, end, file data) still
+    /// go through [`Link::send`] with their CRC.
+    fn send_in_place(&mut self, seed: u64, seq: u64, len: usize) -> Result<()> {
         let w = &self.waits;
         let Some(tx) = self.tx.as_mut() else {
             return Err(self.no_ring("send on"));
@@ -645,21 +678,13 @@ impl Link for ShmLink<'_> {
         }
         let start = tx.pos;
         tx.pos += HEADER_LEN as u64;
-        let mut crc = checksum_start(seq);
-        let mut chunk = [0u8; CHUNK];
-        let mut done = 0;
-        while done < len {
-            let n = CHUNK.min(len - done);
-            fill(&mut chunk[..n]);
-            crc.update(&chunk[..n]);
-            tx.put(&chunk[..n]);
-            done += n;
-        }
+        tx.put_words(len, 0, &PayloadGen::new(seed, seq));
         let end = tx.pos;
         let frame = Frame {
             kind: FrameKind::Data,
             len: len as u32,
-            crc: crc.finalize(),
+            // Not computed: see above.
+            crc: 0,
             seq,
         };
         tx.pos = start;
@@ -678,22 +703,44 @@ impl Link for ShmLink<'_> {
         Ok(())
     }
 
-    fn recv_in_place(&mut self, check: &mut dyn FnMut(&Frame, &[u8])) -> Result<Frame> {
+    /// Read the header, then compare the payload with the generated one where it lies
+    /// (raw unaligned loads), as the writer publishes it: no copy out. The header's CRC
+    /// is not checked (the in-place sender leaves it 0; see `send_in_place`).
+    fn recv_in_place(&mut self, seed: u64, size: usize) -> Result<(Frame, bool)> {
         self.flush()?;
+        let w = &self.waits;
         let Some(rx) = self.rx.as_mut() else {
             return Err(self.no_ring("receive from"));
         };
-        let frame = rx.read_header(&self.waits)?;
-        let mut chunk = [0u8; CHUNK];
+        let frame = rx.read_header(w)?;
+        let len = frame.len as usize;
+        let gen = PayloadGen::new(seed, frame.seq);
+        // Compared even when the length is wrong, so a corrupted frame is read the same
+        // way; a first mismatch ends the comparing, not the reading.
+        let mut ok = true;
         let mut done = 0;
-        while done < frame.len as usize {
-            let n = CHUNK.min(frame.len as usize - done);
-            rx.read(&mut chunk[..n], &self.waits)?;
-            check(&frame, &chunk[..n]);
+        while done < len {
+            let mut avail = rx.seen - rx.pos;
+            if avail == 0 {
+                rx.refresh_head(w)?;
+                avail = rx.seen - rx.pos;
+                if avail == 0 {
+                    rx.publish_tail(w);
+                    rx.wait(w, Want::Data)?;
+                    continue;
+                }
+            }
+            let n = (avail as usize).min(len - done);
+            if ok {
+                ok = rx.take_words(n, done as u64, &gen);
+            } else {
+                // Already failed: skip the rest unread.
+                rx.pos += n as u64;
+            }
             done += n;
         }
-        rx.consumed(&self.waits);
-        Ok(frame)
+        rx.consumed(w);
+        Ok((frame, ok && len == size))
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
