@@ -252,11 +252,6 @@ impl FdStream {
         }
         Ok(())
     }
-
-    /// Close the writing end now, so the reader sees end of file.
-    pub fn close_write(&mut self) {
-        self.wr = None;
-    }
 }
 
 impl Link for FdStream {

@@ -104,15 +104,10 @@ fn mix(key: u64, i: u64) -> u64 {
     z ^ (z << 17)
 }
 
-/// The payload generator of message `seq` (see [`PayloadGen`]).
-pub fn payload_rng(seed: u64, seq: u64) -> PayloadGen {
-    PayloadGen::new(seed, seq)
-}
-
 /// Fill `buf` with the payload of message `seq`. Filling it in pieces whose sizes are
-/// multiples of 8 from one [`payload_rng`] gives the same bytes (the in-place path).
+/// multiples of 8 from one [`PayloadGen`] gives the same bytes (the in-place path).
 pub fn fill_generated(seed: u64, seq: u64, buf: &mut [u8]) {
-    payload_rng(seed, seq).fill(buf);
+    PayloadGen::new(seed, seq).fill(buf);
 }
 
 /// Sequence bookkeeping for the checking side.
@@ -405,15 +400,16 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     let total = (hello.count != u64::MAX).then(|| hello.count.saturating_mul(hello.size));
     let progress = Progress::new("recv", total, !args.child);
 
-    let mut expect = vec![0u8; if seed.is_some() { size } else { 0 }];
+    // Shared memory with --zero-copy: the link checks each message where it lies.
+    let in_place = link.in_place() && hello.mode == Mode::Stream && out.is_none();
+    // The regenerated payload to compare with, unless the link compares in place.
+    let mut expect = vec![0u8; if seed.is_some() && !in_place { size } else { 0 }];
     let mut tally = if link.reorders() {
         Tally::unordered()
     } else {
         Tally::default()
     };
     let mut bytes = 0u64;
-    // Shared memory with --zero-copy: check each message where it lies, chunk by chunk.
-    let in_place = link.in_place() && hello.mode == Mode::Stream && out.is_none();
     let start = Instant::now();
     loop {
         let mut checked_in_place = None;
@@ -633,7 +629,7 @@ mod tests {
         let mut whole = [0u8; 100];
         fill_generated(3, 9, &mut whole);
         let mut parts = [0u8; 100];
-        let mut g = payload_rng(3, 9);
+        let mut g = PayloadGen::new(3, 9);
         g.fill(&mut parts[..8]);
         g.fill(&mut parts[8..64]);
         g.fill(&mut parts[64..]);
