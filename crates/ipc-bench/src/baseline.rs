@@ -11,8 +11,9 @@
 
 use crate::run::{run_pair, summary};
 use clap::{Args, ValueEnum};
-use ipc_common::sys::bench::{pin_to_cpu, shared_word};
-use ipc_common::sys::shm::{futex_wait, futex_wake, Mapping};
+use ipc_common::args::pin_to_cpu;
+use ipc_sys::bench::shared_word;
+use ipc_sys::shm::{futex_wait, futex_wake, Mapping};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd};
@@ -90,7 +91,7 @@ pub fn child_main(a: &ChildArgs) -> anyhow::Result<()> {
         }
         Kind::Atomic | Kind::Futex => {
             let fd = a.fd.ok_or_else(|| anyhow::anyhow!("--fd missing"))?;
-            let file = std::fs::File::from(ipc_common::sys::adopt_inherited_fd(fd)?);
+            let file = std::fs::File::from(ipc_sys::adopt_inherited_fd(fd)?);
             let map = Mapping::map_shared(&file, 4096)?;
             let word = shared_word(&map, 0);
             let futex = a.kind == Kind::Futex;

@@ -445,7 +445,7 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
         return Ok(());
     }
     let (exe, bindir) = find_bindir()?;
-    let cpus = ipc_common::sys::bench::allowed_cpus().unwrap_or_default();
+    let cpus = allowed_cpus();
     let pin = (cpus.len() >= 2).then(|| (cpus[0], cpus[1]));
     let sizes = if !o.sizes.is_empty() {
         o.sizes.clone()
@@ -563,4 +563,15 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
         human_bytes(*plan.sizes.iter().max().unwrap_or(&0) as u64)
     );
     Ok(())
+}
+
+/// The CPUs this process may run on, in order (none if the kernel will not say).
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }

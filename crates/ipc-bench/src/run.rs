@@ -1,7 +1,7 @@
 //! Running one pair: start both sides, reap each with `wait4` for its CPU time and peak
 //! RSS, and read the summary the pair printed with `--json`.
 
-use ipc_common::sys::bench::{try_reap, Reaped};
+use ipc_sys::bench::{try_reap, Reaped};
 use serde::Serialize;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};

@@ -133,7 +133,7 @@ impl CommonArgs {
         let level = if self.quiet { 0 } else { 1 + self.verbose };
         crate::narrate::set_level(level);
         if let Some(&cpu) = self.cpu.first() {
-            if let Err(e) = crate::sys::bench::pin_to_cpu(cpu) {
+            if let Err(e) = pin_to_cpu(cpu) {
                 eprintln!("note: cannot pin to CPU {cpu} ({e}); running unpinned");
             }
         }
@@ -303,6 +303,14 @@ fn check_output(p: &std::path::Path) -> Result<()> {
             "check that the directory exists and is writable and that the path is a file",
         )),
     }
+}
+
+/// Pin this process to `cpu` (`sched_setaffinity`), for the benchmark's `--cpu`.
+pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(std::io::Error::from)?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

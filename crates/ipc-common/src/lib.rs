@@ -6,16 +6,12 @@
 //! - [`workload`]: the sender and receiver loops, payload generation and checking.
 //! - [`report`]: the summary (human or JSON); [`progress`]: the progress bar.
 //! - [`error`]: one error type and the exit codes; [`cleanup`]: removal on exit and signals.
-//! - [`pipe`]: anonymous pipes and FIFOs.
-//! - [`mq`]: POSIX and System V message queues.
 //! - [`shm`]: shared-memory segments, their layout, and the ring over them.
-//! - [`socket`]: Unix-domain and TCP sockets, `socketpair`, datagrams that keep boundaries.
 //! - [`wait`]: waiting for the peer (the grace, the note, the deadline).
 //! - [`child`]: `run`, the receiver as a child process; [`cli`]: every `main`'s frame.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
 //! - [`sysv`]: System V keys from `ftok` on a key file.
-//! - [`sys`]: the only `unsafe` code.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod args;
 pub mod child;
@@ -24,15 +20,11 @@ pub mod cli;
 pub mod error;
 pub mod frame;
 pub mod link;
-pub mod mq;
 pub mod narrate;
-pub mod pipe;
 pub mod progress;
 pub mod report;
 pub mod shm;
-pub mod socket;
 pub mod stream;
-pub mod sys;
 pub mod sysv;
 pub mod wait;
 pub mod workload;

@@ -6,7 +6,7 @@
 use crate::cleanup::{self, Guard};
 use crate::error::{Context, Error, Kind, Result};
 use crate::narrate;
-use crate::sys;
+use ipc_sys as sys;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};

@@ -1,12 +1,14 @@
 //! mq-pair: the lecture's message queues. `send`/`recv` from two terminals over a POSIX
 //! (`mq_open`) or System V (`msgget`) queue, or `run` with the receiver as a child.
 
+mod mq;
+
 use clap::{Args, Parser, Subcommand};
 use ipc_common::args::Role;
 use ipc_common::cli::{run_main, Outcome};
-use ipc_common::mq::{self, Api, Limits, LinkOpts, MqLink, Priority, Rendezvous};
 use ipc_common::report::Report;
 use ipc_common::{child, workload, CommonArgs, Error, Mode, Result};
+use mq::{Api, Limits, LinkOpts, MqLink, Priority, Rendezvous};
 use std::ffi::OsString;
 use std::process::ExitCode;
 

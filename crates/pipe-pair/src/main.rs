@@ -1,12 +1,14 @@
 //! pipe-pair: the lecture's pipes. `send`/`recv` over a FIFO (a named pipe) from two
 //! terminals, or `run` over an anonymous pipe with the receiver as a child process.
 
+mod pipe;
+
 use clap::{Args, Parser, Subcommand};
 use ipc_common::args::Role;
 use ipc_common::cli::{run_main, Outcome};
-use ipc_common::pipe::{self, End};
 use ipc_common::stream::FdStream;
-use ipc_common::{child, sys, workload, CommonArgs, Describe, Error, Mode, Result};
+use ipc_common::{child, workload, CommonArgs, Describe, Error, Mode, Result};
+use pipe::End;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,7 +128,7 @@ fn recv(side: &Side) -> Result<Option<ipc_common::report::Report>> {
 /// The receiver `run` started: its pipe ends arrive as inherited descriptors.
 fn recv_inherited(args: &CommonArgs) -> Result<Option<ipc_common::report::Report>> {
     let adopt = |fd| {
-        sys::adopt_inherited_fd(fd)
+        ipc_sys::adopt_inherited_fd(fd)
             .map_err(|e| Error::os(format!("inherited pipe fd {fd}"), "fcntl(F_GETFD)", e))
     };
     let rd = adopt(args.inherit_fds[0])?;

@@ -2,12 +2,14 @@
 //! datagram or seqpacket) or TCP from two terminals, or `run` over `socketpair(2)` with
 //! the receiver as a child process.
 
+mod socket;
+
 use clap::{Args, Parser, Subcommand};
 use ipc_common::args::{Role, DEFAULT_SIZE};
 use ipc_common::cli::{run_main, Outcome};
 use ipc_common::report::Report;
-use ipc_common::socket::{self, Endpoint, SockLink, SocketType};
-use ipc_common::{child, sys, workload, CommonArgs, Describe, Error, Mode, Result};
+use ipc_common::{child, workload, CommonArgs, Describe, Error, Mode, Result};
+use socket::{Endpoint, SockLink, SocketType};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,7 +155,7 @@ fn pair_describe(ty: SocketType) -> Describe {
 
 /// The receiver `run` started: its end of the socketpair arrives as an inherited fd.
 fn recv_inherited(fd: i32, ty: SocketType, args: &CommonArgs) -> Result<Option<Report>> {
-    let end = sys::adopt_inherited_fd(fd)
+    let end = ipc_sys::adopt_inherited_fd(fd)
         .map_err(|e| Error::os(format!("inherited socket fd {fd}"), "fcntl(F_GETFD)", e))?;
     let mut link = SockLink::from_fd(end, ty, pair_object(ty), args.timeout, None)?;
     workload::receive(&mut link, args, &pair_describe(ty)).map(Some)

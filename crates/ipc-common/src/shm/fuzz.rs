@@ -12,7 +12,7 @@ use super::pool::{parse_descriptor, parse_free_id};
 use super::ring::{ShmLink, Side};
 use crate::frame::{Header as Frame, Hello, HEADER_LEN};
 use crate::link::Link;
-use crate::sys::shm::Mapping;
+use ipc_sys::shm::Mapping;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 

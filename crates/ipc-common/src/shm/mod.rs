@@ -17,8 +17,8 @@ pub mod ring;
 use crate::cleanup::{self, Guard};
 use crate::error::{Context, Error, Kind, Result};
 use crate::narrate;
-use crate::sys::shm::{self as sys, Lock, Mapping};
 use crate::sysv::{key_path, KeyFile};
+use ipc_sys::shm::{self as sys, Lock, Mapping};
 use layout::{
     Api, Checked, Header, SyncKind, HEADER_SIZE, MAGIC, STATE_ATTACHED, STATE_INIT, STATE_READY,
     VERSION,
@@ -118,6 +118,18 @@ impl Drop for Segment {
             Some(Holder::Producer) => h.producer_alive.unlock(),
             Some(Holder::Consumer) => h.consumer_alive.unlock(),
             None => {}
+        }
+        // The mapping itself goes when the field drops, right after this.
+        if self.map.is_sysv() {
+            narrate::call(
+                format_args!("shmdt({:#x}) = 0", self.map.addr()),
+                "SysV shm: detach; the segment lives on until IPC_RMID and the last detach",
+            );
+        } else {
+            narrate::call(
+                format_args!("munmap({:#x}, {}) = 0", self.map.addr(), self.map.len()),
+                "shared memory: unmap; the pages go when the last mapping and the name are gone",
+            );
         }
     }
 }

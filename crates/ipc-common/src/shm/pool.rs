@@ -15,7 +15,7 @@ use crate::error::{Error, Kind, Result};
 use crate::frame::{Header as Frame, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
-use crate::sys::shm::PMutex;
+use ipc_sys::shm::PMutex;
 use std::time::{Duration, Instant};
 
 /// A descriptor on the full/back queues: segment id, part length, then the frame header.

@@ -20,9 +20,9 @@ use crate::error::{Context, Error, Kind, Result};
 use crate::frame::{FrameKind, Header as Frame, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
-use crate::sys::shm::{futex_wait, futex_wake, Lock, Mapping, PMutex};
 use crate::workload::PayloadGen;
 use crossbeam_utils::Backoff;
+use ipc_sys::shm::{futex_wait, futex_wake, Lock, Mapping, PMutex};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
-//! The only module with `unsafe`: thin wrappers over the few calls that neither std
-//! nor nix offers safely. Each returns `io::Result` with the errno mapped.
-#![allow(unsafe_code)]
+//! The only crate with `unsafe`: thin wrappers over the few calls that neither std nor
+//! nix offers safely (System V shared memory and queues, process-shared pthread objects,
+//! futexes, the mapping of a segment). Each returns `io::Result` with the errno mapped,
+//! and each safe function checks what it needs so that no caller can misuse it.
+//! It imports nothing from the crates above it.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -54,6 +56,9 @@ pub fn ftok(path: &std::path::Path, id: u8) -> io::Result<libc::key_t> {
         Ok(key)
     }
 }
+
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod mq;
+pub mod segment;
 pub mod shm;

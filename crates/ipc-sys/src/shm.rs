@@ -16,7 +16,7 @@
 //! a side for a bounded time (every lock is timed); a corrupted condition variable can
 //! stall `--sync mutex` in glibc, which the tests document.
 
-use crate::shm::layout::Header;
+use crate::segment::Header;
 use std::cell::UnsafeCell;
 use std::io;
 use std::ptr::NonNull;
@@ -92,6 +92,11 @@ impl Mapping {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Attached with `shmat` (detached with `shmdt`), rather than mapped with `mmap`.
+    pub fn is_sysv(&self) -> bool {
+        matches!(self.backing, Backing::SysV)
     }
 
     /// The address, for narration only.
@@ -363,21 +368,11 @@ unsafe fn prefetch_block(p: *const u8, left: usize, write: bool) {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        match self.backing {
-            Backing::SysV => {
-                // SAFETY: ptr is the address shmat returned for this mapping, detached once.
-                unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
-                crate::narrate::call(
-                    format_args!("shmdt({:#x}) = 0", self.addr()),
-                    "SysV shm: detach; the segment lives on until IPC_RMID and the last detach",
-                );
-            }
-            // memmap2 unmaps when the field drops, right after this.
-            Backing::Mmap(_) => crate::narrate::call(
-                format_args!("munmap({:#x}, {}) = 0", self.addr(), self.len),
-                "shared memory: unmap; the pages go when the last mapping and the name are gone",
-            ),
+        if let Backing::SysV = self.backing {
+            // SAFETY: ptr is the address shmat returned for this mapping, detached once.
+            unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
         }
+        // memmap2 unmaps when the field drops, right after this.
     }
 }
 
@@ -674,39 +669,53 @@ pub fn shm_rmid(id: i32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::Mapping;
-    use crate::workload::PayloadGen;
+
+    /// A stand-in for the payload generator: any word stream will do here.
+    fn gen(seed: u64) -> impl Fn(u64) -> u64 + Copy {
+        move |i| {
+            (i ^ seed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(17)
+        }
+    }
+
+    /// The bytes of words `0..`, little-endian, as the payload generator lays them out.
+    fn bytes(word: impl Fn(u64) -> u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|j| word(j as u64 / 8).to_le_bytes()[j % 8])
+            .collect()
+    }
 
     /// Every piece `[at, at + len)` written at every alignment of the mapping gives the
-    /// bytes `PayloadGen::fill` gives, touches nothing outside, and is matched; a single
+    /// bytes the word stream gives, touches nothing outside, and is matched; a single
     /// flipped byte or a different stream is not.
     #[test]
     fn words_match_the_generator_at_any_offset_and_length() {
         let map = Mapping::anonymous(4096).unwrap();
-        let gen = PayloadGen::new(7, 3);
-        let mut whole = vec![0u8; 200];
-        PayloadGen::new(7, 3).fill(&mut whole);
-        let other = PayloadGen::new(8, 3);
+        let word = gen(7);
+        let whole = bytes(word, 200);
+        let other = gen(8);
         for at in 0..24u64 {
             for len in 0..(whole.len() - at as usize).min(90) {
                 for offset in [64usize, 65, 67, 71, 4096 - 1 - len] {
                     map.copy_in(offset - 1, &vec![0xAA; len + 2]);
-                    map.fill_words(offset, len, at, |i| gen.word(i));
+                    map.fill_words(offset, len, at, word);
                     let mut got = vec![0u8; len + 2];
                     map.copy_out(offset - 1, &mut got);
                     assert_eq!(got[0], 0xAA);
                     assert_eq!(got[len + 1], 0xAA);
                     assert_eq!(&got[1..=len], &whole[at as usize..at as usize + len]);
-                    assert!(map.matches_words(offset, len, at, |i| gen.word(i)));
+                    assert!(map.matches_words(offset, len, at, word));
                     if len >= 4 {
                         // (A byte or two of another stream may agree by chance.)
-                        assert!(!map.matches_words(offset, len, at, |i| other.word(i)));
+                        assert!(!map.matches_words(offset, len, at, other));
                     }
                     if len > 0 {
                         for flip in [0, len / 2, len - 1] {
                             let mut b = [0u8];
                             map.copy_out(offset + flip, &mut b);
                             map.copy_in(offset + flip, &[b[0] ^ 0x10]);
-                            assert!(!map.matches_words(offset, len, at, |i| gen.word(i)));
+                            assert!(!map.matches_words(offset, len, at, word));
                             map.copy_in(offset + flip, &b);
                         }
                     }
@@ -719,10 +728,9 @@ mod tests {
     #[test]
     fn portable_word_loops_agree() {
         let map = Mapping::anonymous(4096).unwrap();
-        let gen = PayloadGen::new(3, 9);
-        let mut word = gen.words();
+        let mut word = gen(3);
         for n in [0usize, 1, 3, 64, 65, 200, 500] {
-            map.fill_words(8, 8 * n, 0, gen.words());
+            map.fill_words(8, 8 * n, 0, word);
             let mut want = vec![0u8; 8 * n];
             map.copy_out(8, &mut want);
             map.copy_in(8, &vec![0; 8 * n]);

@@ -1,6 +1,6 @@
 //! What `ipc-bench` needs from the kernel beyond the pairs: each child's CPU time and
-//! peak RSS as `wait4(2)` reports them when it is reaped, pinning a process to a CPU,
-//! and a word of a shared mapping for the baselines' ping-pongs.
+//! peak RSS as `wait4(2)` reports them when it is reaped, and a word of a shared
+//! mapping for the baselines' ping-pongs. Built only with the `bench` feature.
 
 use super::shm::Mapping;
 use std::io;
@@ -61,23 +61,6 @@ pub fn try_reap(pid: u32) -> io::Result<Option<Reaped>> {
         system: tv(ru.ru_stime),
         max_rss_kib: ru.ru_maxrss.max(0) as u64,
     }))
-}
-
-/// The CPUs this process may run on, in order.
-pub fn allowed_cpus() -> io::Result<Vec<usize>> {
-    use nix::sched::{sched_getaffinity, CpuSet};
-    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(io::Error::from)?;
-    Ok((0..CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap_or(false))
-        .collect())
-}
-
-/// Pin this process to `cpu` (`sched_setaffinity`).
-pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    use nix::sched::{sched_setaffinity, CpuSet};
-    let mut set = CpuSet::new();
-    set.set(cpu).map_err(io::Error::from)?;
-    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
 /// The 32-bit word at `offset` of a shared mapping, for atomics both processes use

@@ -25,14 +25,14 @@
 //!   drains it: POSIX hands out the highest priority first, SysV `msgrcv` with a negative
 //!   type the lowest type first, so level L travels as priority L or type 5 - L.
 
-use crate::cleanup::{self, Guard};
-use crate::error::{Error, Kind, Result};
-use crate::frame::{FrameKind, Header, HEADER_LEN};
-use crate::link::Link;
-use crate::narrate;
-use crate::stream::IDEA_COPY;
-use crate::sys::mq as sys;
-use crate::sysv::{self, KeyFile};
+use ipc_common::cleanup::{self, Guard};
+use ipc_common::error::{Error, Kind, Result};
+use ipc_common::frame::{FrameKind, Header, HEADER_LEN};
+use ipc_common::link::Link;
+use ipc_common::narrate;
+use ipc_common::stream::IDEA_COPY;
+use ipc_common::sysv::{self, KeyFile};
+use ipc_sys::mq as sys;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::mqueue::{self, MQ_OFlag, MqAttr, MqdT};
@@ -42,7 +42,7 @@ use nix::time::ClockId;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const IDEA_MQ: &str = "message queues: the kernel keeps each message whole, in priority order";
@@ -176,7 +176,7 @@ impl Limits {
 pub fn validate(
     api: Api,
     priority: Option<Priority>,
-    args: &crate::CommonArgs,
+    args: &ipc_common::CommonArgs,
     sending: bool,
     limits: &Limits,
 ) -> Result<()> {
@@ -201,7 +201,7 @@ pub fn validate(
             "a SysV message type (mtype) must be at least 1",
         ));
     }
-    let size = args.size.unwrap_or(crate::args::DEFAULT_SIZE);
+    let size = args.size.unwrap_or(ipc_common::args::DEFAULT_SIZE);
     if sending && args.raw && size > max {
         return Err(Error::usage(
             format!("--raw with --size {size}: raw mode sends each message as one queue message, at most {max} bytes here ({file})"),
@@ -209,7 +209,7 @@ pub fn validate(
         ));
     }
     if priority == Some(Priority::Mixed) {
-        let why = if args.mode == Some(crate::Mode::Pingpong) {
+        let why = if args.mode == Some(ipc_common::Mode::Pingpong) {
             Some(("--mode pingpong", "pingpong has one message in flight, so there is no backlog to reorder; use --mode stream"))
         } else if args.input.is_some() {
             Some((
@@ -416,10 +416,6 @@ impl Queue {
             buf: Vec::new(),
             limits: *limits,
         })
-    }
-
-    pub fn object(&self) -> &str {
-        &self.object
     }
 
     fn mqd(&self) -> Option<&MqdT> {
@@ -836,11 +832,6 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn object(&self) -> &str {
         &self.queue.object
-    }
-
-    /// Did this side create the queue?
-    pub fn created(&self) -> bool {
-        self.created
     }
 
     /// Stop removing the queue on exit (POSIX: its name is gone already).
@@ -1456,16 +1447,6 @@ impl MqLink {
         }
     }
 
-    /// The data queue's largest message.
-    pub fn message_max(&self) -> usize {
-        let ep = if self.side == Side::Sender {
-            &self.tx
-        } else {
-            &self.rx
-        };
-        ep.as_ref().map_or(0, |e| e.queue.msg_max)
-    }
-
     /// The receiver in mixed mode: the priorities seen, in arrival order.
     pub fn priority_order(&self) -> Option<String> {
         if self.priority != Priority::Mixed || self.side != Side::Receiver {
@@ -1754,8 +1735,8 @@ impl Link for MqLink {
 impl MqLink {
     /// The summary's options: `api`, `queue` (POSIX name or SysV key file), `key` (SysV,
     /// as `ipcs -q` shows it), `priority` (the sender's; the receiver adds what it saw).
-    pub fn describe(&self) -> crate::Describe {
-        let mut d = crate::Describe::new("mq")
+    pub fn describe(&self) -> ipc_common::Describe {
+        let mut d = ipc_common::Describe::new("mq")
             .with("api", self.api.as_str())
             .with("queue", name_shown(self.api, &self.name));
         let ep = if self.side == Side::Sender {
@@ -1771,11 +1752,6 @@ impl MqLink {
         }
         d
     }
-}
-
-/// Where a queue's key file lives, for tests and messages.
-pub fn key_file(name: &str, suffix: Option<&str>) -> PathBuf {
-    sysv::key_path(name, suffix)
 }
 
 #[cfg(test)]
@@ -1834,7 +1810,7 @@ mod tests {
         drop(_tx);
         match api {
             Api::Posix => assert!(posix_name_identity(&posix_name(&name, None)).is_none()),
-            Api::Sysv => assert!(!key_file(&name, None).exists()),
+            Api::Sysv => assert!(!sysv::key_path(&name, None).exists()),
         }
     }
 

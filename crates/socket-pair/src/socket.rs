@@ -27,14 +27,14 @@
 //! pingpong go there and no other socket can slip datagrams in. A datagram larger than
 //! the socket can carry is refused with the limit named, never split or truncated.
 
-use crate::cleanup::{self, remove_if_same};
-use crate::error::{Context, Error, Kind, Result};
-use crate::frame::{FrameKind, Header, Hello, HEADER_LEN};
-use crate::link::Link;
-use crate::narrate;
-use crate::stream::{self, set_nonblocking, wait_ready, FdStream};
-use crate::wait::{Waiting, RETRY};
-use crate::workload::Describe;
+use ipc_common::cleanup::{self, remove_if_same};
+use ipc_common::error::{Context, Error, Kind, Result};
+use ipc_common::frame::{FrameKind, Header, Hello, HEADER_LEN};
+use ipc_common::link::Link;
+use ipc_common::narrate;
+use ipc_common::stream::{self, set_nonblocking, wait_ready, FdStream};
+use ipc_common::wait::{Waiting, RETRY};
+use ipc_common::workload::Describe;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sys::socket::{
@@ -888,7 +888,7 @@ impl MsgLink {
     fn expect(&mut self, hello: &Hello) -> Result<()> {
         let size = usize::try_from(hello.size).unwrap_or(usize::MAX);
         self.cap = size;
-        if hello.mode == crate::Mode::Pingpong {
+        if hello.mode == ipc_common::Mode::Pingpong {
             reserve(&self.fd, &self.object, size)?;
         }
         Ok(())
@@ -977,7 +977,7 @@ impl Link for MsgLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameKind;
+    use ipc_common::frame::FrameKind;
 
     #[test]
     fn tcp_endpoints_parse_and_refuse_message_types() {
@@ -1005,8 +1005,8 @@ mod tests {
             let size = 200_000; // more than the first receive buffer
             let (mut tx, mut rx) = msg_pair(ty, size);
             let hello = Hello {
-                mode: crate::Mode::Stream,
-                payload: crate::frame::Payload::Generated { seed: 1 },
+                mode: ipc_common::Mode::Stream,
+                payload: ipc_common::frame::Payload::Generated { seed: 1 },
                 count: 1,
                 size: size as u64,
             }

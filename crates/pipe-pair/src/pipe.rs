@@ -7,10 +7,10 @@
 //! Once both ends are open the path is removed, so even `kill -9` leaves nothing; until
 //! then the creator's guard removes it on exit or Ctrl-C.
 
-use crate::cleanup::{self, remove_if_same, Guard};
-use crate::error::{Context, Error, Kind, Result};
-use crate::narrate;
-use crate::wait::{Waiting, RETRY};
+use ipc_common::cleanup::{self, remove_if_same, Guard};
+use ipc_common::error::{Context, Error, Kind, Result};
+use ipc_common::narrate;
+use ipc_common::wait::{Waiting, RETRY};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::PollFlags;
