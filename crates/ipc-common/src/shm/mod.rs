@@ -7,6 +7,7 @@
 //! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`): the memory lives
 //! on while mapped, and even `kill -9` of either side leaves nothing behind.
 
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod layout;
 pub mod pair;
