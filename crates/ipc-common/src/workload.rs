@@ -129,15 +129,27 @@ impl Tally {
         }
     }
 
-    /// Record message `seq`; true when it is new and intact (to be kept).
-    pub fn observe(&mut self, seq: u64, intact: bool) -> bool {
+    /// Record message `seq`; true when it is new and intact (to be kept). The sequence
+    /// number is the peer's: one that leaves no room for a next one (`u64::MAX`) cannot
+    /// come from a real run, and is refused (exit 3) instead of wrapping the bookkeeping.
+    /// `object` names the channel in that error.
+    pub fn observe(&mut self, seq: u64, intact: bool, object: &str) -> Result<bool> {
+        let next_after = |seq: u64| {
+            seq.checked_add(1).ok_or_else(|| {
+                Error::verify(
+                    object,
+                    format!("sequence number {seq} leaves no room for another message"),
+                )
+                .with_remedy("the other side is not this program, or its data is corrupted")
+            })
+        };
         let i = &mut self.integrity;
         if let Some(ahead) = self.ahead.as_mut() {
             let new = seq >= self.next && ahead.insert(seq);
             while ahead.remove(&self.next) {
-                self.next += 1;
+                self.next = next_after(self.next)?;
             }
-            return match (new, intact) {
+            return Ok(match (new, intact) {
                 (_, false) => {
                     i.corrupted += 1;
                     false
@@ -150,23 +162,24 @@ impl Tally {
                     i.received += 1;
                     true
                 }
-            };
+            });
         }
         if !intact {
             i.corrupted += 1;
             if seq == self.next {
-                self.next += 1;
+                self.next = next_after(seq)?;
             }
-            return false;
+            return Ok(false);
         }
         if seq < self.next {
             i.duplicated += 1;
-            return false;
+            return Ok(false);
         }
-        i.lost += seq - self.next;
-        self.next = seq + 1;
+        let next = next_after(seq)?;
+        i.lost = i.lost.saturating_add(seq - self.next);
+        self.next = next;
         i.received += 1;
-        true
+        Ok(true)
     }
 
     /// The sender said it sent `announced` messages: whatever never came is lost.
@@ -175,7 +188,10 @@ impl Tally {
             .ahead
             .as_ref()
             .map_or(0, |a| a.range(..announced).count() as u64);
-        self.integrity.lost += announced.saturating_sub(self.next) - seen_ahead;
+        let missing = announced
+            .saturating_sub(self.next)
+            .saturating_sub(seen_ahead);
+        self.integrity.lost = self.integrity.lost.saturating_add(missing);
     }
 }
 
@@ -338,7 +354,7 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
                     .ok_or_else(|| gone(link, "receiver", seq))?;
                 latency.record(t0.elapsed());
                 let intact = reply.kind == FrameKind::Echo && echo.as_slice() == msg;
-                tally.observe(reply.seq, intact && reply.seq == seq);
+                tally.observe(reply.seq, intact && reply.seq == seq, link.object())?;
             }
         }
         seq += 1;
@@ -438,7 +454,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                     }
                     (None, None) => buf.len() <= size && header.payload_ok(&buf),
                 };
-                if tally.observe(header.seq, intact) {
+                if tally.observe(header.seq, intact, link.object())? {
                     bytes += u64::from(header.len);
                     progress.advance(u64::from(header.len));
                     if let Some(o) = out.as_mut() {
@@ -542,7 +558,7 @@ fn receive_raw(
         start.get_or_insert_with(Instant::now);
         if let Some(seed) = seed {
             fill_generated(seed, seq, &mut expect);
-            tally.observe(seq, buf[..n] == expect[..n]);
+            tally.observe(seq, buf[..n] == expect[..n], link.object())?;
         }
         if let Some(o) = out.as_mut() {
             o.write_all(&buf[..n]).on(&output_name(args), "write")?;
@@ -647,11 +663,11 @@ mod tests {
     #[test]
     fn tally_counts_lost_duplicated_corrupted() {
         let mut t = Tally::default();
-        assert!(t.observe(0, true));
-        assert!(t.observe(2, true)); // 1 lost
-        assert!(!t.observe(2, true)); // duplicate
-        assert!(!t.observe(3, false)); // corrupted
-        assert!(t.observe(4, true));
+        assert!(t.observe(0, true, "t").unwrap());
+        assert!(t.observe(2, true, "t").unwrap()); // 1 lost
+        assert!(!t.observe(2, true, "t").unwrap()); // duplicate
+        assert!(!t.observe(3, false, "t").unwrap()); // corrupted
+        assert!(t.observe(4, true, "t").unwrap());
         t.finish(7); // 5 and 6 never came
         let i = t.integrity;
         assert_eq!(
@@ -665,10 +681,10 @@ mod tests {
     fn unordered_tally_accepts_any_order_once() {
         let mut t = Tally::unordered();
         for seq in [3, 1, 0, 2, 5] {
-            assert!(t.observe(seq, true), "{seq}");
+            assert!(t.observe(seq, true, "t").unwrap(), "{seq}");
         }
-        assert!(!t.observe(1, true)); // duplicate
-        assert!(!t.observe(7, false)); // corrupted: seen, so not lost too
+        assert!(!t.observe(1, true, "t").unwrap()); // duplicate
+        assert!(!t.observe(7, false, "t").unwrap()); // corrupted: seen, so not lost too
         t.finish(8); // 4 and 6 never came
         let i = t.integrity;
         assert_eq!(
