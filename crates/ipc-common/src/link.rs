@@ -12,9 +12,11 @@ pub trait Link {
     /// Send one frame: the header, then the payload.
     fn send(&mut self, header: &Header, payload: &[u8]) -> Result<()>;
 
-    /// Receive one frame; the payload lands in `buf`, resized to its length.
+    /// Receive one frame; the payload lands in `buf`, resized to its length, which grows
+    /// as the bytes arrive. A header announcing more than `max` payload bytes is refused
+    /// before anything is allocated for it ([`crate::frame::check_len`]).
     /// `Ok(None)`: the peer closed its end (end of file).
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>>;
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Header>>;
 
     /// `--raw`: send payload bytes as they are.
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()>;

@@ -27,7 +27,7 @@
 
 use crate::cleanup::{self, Guard};
 use crate::error::{Error, Kind, Result};
-use crate::frame::{FrameKind, Header, HEADER_LEN};
+use crate::frame::{check_len, FrameKind, Header, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
 use crate::stream::IDEA_COPY;
@@ -1655,7 +1655,7 @@ impl Link for MqLink {
         Ok(())
     }
 
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>> {
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Header>> {
         if self.await_setup {
             self.read_setup()?;
         }
@@ -1676,13 +1676,15 @@ impl Link for MqLink {
         head.copy_from_slice(&m[..HEADER_LEN]);
         let header = Header::decode(&head)
             .map_err(|e| Error::verify(&object, format!("bad frame header: {e}")))?;
-        let total = header.len as usize;
+        let total = check_len(&header, max, &object)?;
         buf.clear();
         buf.extend_from_slice(&m[HEADER_LEN..]);
+        // The buffer grows by each part as it is taken, never to what the header claims.
         while buf.len() < total {
             let (len, _) = self.take()?;
             let m = self.rx.as_ref().expect("rx").queue.received(len);
-            if len <= HEADER_LEN || m[..HEADER_LEN] != head {
+            if len <= HEADER_LEN || m[..HEADER_LEN] != head || buf.len() + len - HEADER_LEN > total
+            {
                 return Err(Error::verify(
                     &object,
                     format!(
@@ -1825,7 +1827,7 @@ mod tests {
             (tx, payload)
         });
         let mut buf = Vec::new();
-        let got = rx.recv(&mut buf).unwrap().unwrap();
+        let got = rx.recv(&mut buf, 20_000).unwrap().unwrap();
         let (_tx, payload) = sender.join().unwrap();
         assert_eq!(got, h);
         assert!(buf == payload);

@@ -5,7 +5,7 @@
 
 use crate::args::{CommonArgs, DataPath, Mode, DEFAULT_COUNT, DEFAULT_SEED, DEFAULT_SIZE};
 use crate::error::{Context, Error, Kind, Result};
-use crate::frame::{FrameKind, Header, Hello, Payload};
+use crate::frame::{FrameKind, Header, Hello, Payload, HELLO_LEN};
 use crate::link::Link;
 use crate::progress::Progress;
 use crate::report::{Integrity, LatencyRecorder, Report};
@@ -349,7 +349,7 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
                 .map_err(|e| e.after("receiver", seq))?;
             if mode == Mode::Pingpong {
                 let reply = link
-                    .recv(&mut echo)
+                    .recv(&mut echo, size)
                     .map_err(|e| e.after("receiver", seq))?
                     .ok_or_else(|| gone(link, "receiver", seq))?;
                 latency.record(t0.elapsed());
@@ -388,8 +388,9 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     }
 
     let mut buf = Vec::new();
+    // Until the hello says how large messages are, nothing longer than a hello is taken.
     let first = link
-        .recv(&mut buf)
+        .recv(&mut buf, HELLO_LEN)
         .map_err(|e| e.after("sender", 0))?
         .ok_or_else(|| gone(link, "sender", 0))?;
     if first.kind != FrameKind::Hello || !first.payload_ok(&buf) {
@@ -438,7 +439,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                 h
             }
             _ => link
-                .recv(&mut buf)
+                .recv(&mut buf, size)
                 .map_err(|e| e.after("sender", tally.integrity.received))?
                 .ok_or_else(|| gone(link, "sender", tally.integrity.received))?,
         };
