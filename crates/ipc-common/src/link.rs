@@ -25,6 +25,13 @@ pub trait Link {
     /// the peer closed; a message channel returns one message). 0 means end of file.
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize>;
 
+    /// `--raw` on a message channel: the longest message it can deliver. The receiver's
+    /// buffer is made at least this large, so no message is refused after it was
+    /// already taken off the channel. `None`: a byte stream (any buffer size works).
+    fn raw_message_max(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether messages may arrive out of sequence order (a priority queue drained
     /// highest priority first). The receiver then checks that every sequence number
     /// arrives exactly once instead of in order. Call after the first `recv`.

@@ -422,6 +422,32 @@ impl Queue {
         &self.object
     }
 
+    /// A `len`-byte message does not fit this queue, whose real limits (set by whoever
+    /// made it) are smaller than this program's: exit 1, naming the limit.
+    fn too_small(&self, len: usize) -> Error {
+        let (limit, remove) = match &self.handle {
+            Handle::Posix { name, .. } => (
+                format!("its message size (mq_msgsize) is {} bytes", self.msg_max),
+                format!("rm /dev/mqueue{name}, or mq_unlink({name:?})"),
+            ),
+            Handle::Sysv { id, .. } => (
+                format!(
+                    "it carries at most {} bytes per message (the smaller of its msg_qbytes and {SYSV_MSGMAX})",
+                    self.msg_max
+                ),
+                format!("ipcrm -q {id}"),
+            ),
+        };
+        Error::new(
+            Kind::Runtime,
+            &self.object,
+            format!("a {len}-byte message does not fit: {limit}"),
+            format!(
+                "the queue was made by another program with smaller limits; remove it ({remove}) so this program makes it anew, or send smaller messages (--size)"
+            ),
+        )
+    }
+
     fn mqd(&self) -> Option<&MqdT> {
         match &self.handle {
             Handle::Posix { mqd, .. } => mqd.as_ref(),
@@ -483,7 +509,9 @@ impl Queue {
     /// Send one message made of `parts`, waiting at most `timeout` for room.
     fn send(&mut self, parts: &[&[u8]], prio: u32, timeout: Duration) -> Result<()> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        debug_assert!(len <= self.msg_max);
+        if len > self.msg_max {
+            return Err(self.too_small(len));
+        }
         let deadline = Instant::now() + timeout;
         match &mut self.handle {
             Handle::Posix { mqd, name } => {
@@ -1644,7 +1672,11 @@ impl Link for MqLink {
         let prio = self.prio_for(Some(header.kind), header.seq);
         let head = header.encode();
         let tx = self.tx()?;
-        let chunk = tx.msg_max - HEADER_LEN;
+        // A queue made elsewhere may be too small for even the header (it never gets here
+        // with the queues this program makes: `validate` checked the limits).
+        let Some(chunk) = tx.msg_max.checked_sub(HEADER_LEN).filter(|&c| c > 0) else {
+            return Err(tx.too_small(HEADER_LEN + payload.len().min(1)));
+        };
         if payload.is_empty() {
             return tx.send(&[&head], prio, timeout);
         }
@@ -1726,16 +1758,16 @@ impl Link for MqLink {
         let timeout = self.timeout;
         let rx = &mut self.rx.as_mut().expect("a receiving queue").queue;
         match rx.recv(timeout, false)? {
+            // Unreachable while the caller honours `raw_message_max`; the message is
+            // taken already, so say plainly that it was lost.
             Got::Message { len, .. } if len > buf.len() => Err(Error::new(
-                Kind::Usage,
+                Kind::Runtime,
                 &rx.object,
                 format!(
-                    "a {len}-byte message arrived, larger than --size {}",
+                    "a {len}-byte message was taken but the buffer holds {}: it is lost",
                     buf.len()
                 ),
-                format!(
-                    "give the receiver --size {len} or more; a queue message is never truncated"
-                ),
+                "this is a bug: the raw receiver's buffer must hold the queue's largest message",
             )),
             Got::Message { len, .. } => {
                 buf[..len].copy_from_slice(rx.received(len));
@@ -1746,6 +1778,10 @@ impl Link for MqLink {
             Got::TimedOut if self.raw_seen => Ok(0),
             Got::TimedOut => Err(stalled(&rx.object, timeout, "no message arrived")),
         }
+    }
+
+    fn raw_message_max(&self) -> Option<usize> {
+        self.rx.as_ref().map(|e| e.queue.msg_max)
     }
 
     fn reorders(&self) -> bool {
