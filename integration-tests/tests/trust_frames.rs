@@ -47,7 +47,9 @@ fn hello(size: u64) -> Vec<u8> {
         size,
     }
     .encode();
-    let mut v = Header::for_payload(FrameKind::Hello, 0, &h).encode().to_vec();
+    let mut v = Header::for_payload(FrameKind::Hello, 0, &h)
+        .encode()
+        .to_vec();
     v.extend_from_slice(&h);
     v
 }
@@ -133,7 +135,10 @@ fn a_large_announced_frame_costs_only_the_bytes_that_arrive() {
     };
     assert_code(&out, 4);
     let err = stderr(&out);
-    assert!(err.contains("end of file in the middle of a frame"), "{err}");
+    assert!(
+        err.contains("end of file in the middle of a frame"),
+        "{err}"
+    );
 }
 
 #[test]
