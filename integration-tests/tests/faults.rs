@@ -234,7 +234,7 @@ fn mechanisms() -> Vec<Mech> {
         let (object, key_file) = if api == "posix" {
             (Path::new("/dev/mqueue").join(&name), None)
         } else {
-            let k = tmp(&format!("{name}.key"));
+            let k = tmp(&format!("{name}.mq.key"));
             (k.clone(), Some(k))
         };
         v.push(Mech {
@@ -562,6 +562,7 @@ fn stale_cases(name: &str) -> Vec<Stale> {
     let n = |v: &[&str]| [strings(v), strings(&["--name", name, "--json"])].concat();
     let shm = Path::new("/dev/shm").join(name);
     let key = tmp(&format!("{name}.key"));
+    let mq_key = tmp(&format!("{name}.mq.key"));
     let mq = Path::new("/dev/mqueue").join(name);
     vec![
         Stale {
@@ -603,8 +604,8 @@ fn stale_cases(name: &str) -> Vec<Stale> {
             label: "mq sysv",
             creator: n(&["mq-pair", "recv", "--api", "sysv"]),
             peer: n(&["mq-pair", "send", "--api", "sysv", "-n", "20"]),
-            left: vec![key.clone()],
-            key_file: Some(key),
+            left: vec![mq_key.clone()],
+            key_file: Some(mq_key),
             note: Some("stale"),
         },
         Stale {
@@ -875,7 +876,11 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
         ),
     ] {
         let name = unique("squat-sysv");
-        let key = tmp(&format!("{name}.key"));
+        // The queue tool's key files are its own (`NAME.mq.key`).
+        let key = tmp(&format!(
+            "{name}{}.key",
+            if kind == "q" { ".mq" } else { "" }
+        ));
         let id = sysv_squat(kind, &key);
         for side in sides {
             assert_refused(&named(&name, side), &[1], &key, &name);
@@ -894,15 +899,16 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
     }
     let name = unique("squat-key");
     let key = tmp(&format!("{name}.key"));
-    std::fs::write(&key, b"").unwrap();
-    chown_nobody(&key);
-    for argv in [
-        named(&name, &["shm-producer", "--api", "sysv"]),
-        named(&name, &["mq-pair", "recv", "--api", "sysv"]),
+    let mq_key = tmp(&format!("{name}.mq.key"));
+    for (argv, key) in [
+        (named(&name, &["shm-producer", "--api", "sysv"]), &key),
+        (named(&name, &["mq-pair", "recv", "--api", "sysv"]), &mq_key),
     ] {
-        assert_refused(&argv, &[1], &key, &name);
+        std::fs::write(key, b"").unwrap();
+        chown_nobody(key);
+        assert_refused(&argv, &[1], key, &name);
+        std::fs::remove_file(key).unwrap();
     }
-    std::fs::remove_file(&key).unwrap();
 }
 
 // ---------------------------------------------------------------------------------
@@ -937,7 +943,7 @@ fn every_object_a_waiting_side_creates_is_mode_0600() {
         (vec!["mq-pair", "recv"], vec!["/dev/mqueue/N".into()]),
         (
             vec!["mq-pair", "send", "--api", "sysv"],
-            vec!["TMP/N.key".into()],
+            vec!["TMP/N.mq.key".into()],
         ),
         (vec!["pipe-pair", "recv"], vec!["TMP/N".into()]),
         (vec!["pipe-pair", "send"], vec!["TMP/N".into()]),

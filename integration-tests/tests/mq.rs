@@ -18,7 +18,7 @@ fn mq_path(name: &str) -> PathBuf {
 }
 
 fn key_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{name}.key"))
+    std::env::temp_dir().join(format!("{name}.mq.key"))
 }
 
 /// The file that shows the data queue exists: the POSIX queue or the SysV key file.

@@ -12,7 +12,10 @@
 //!     24     -  payload
 //! ```
 //! All fields are little-endian. A receiver trusts none of them: the magic and kind are
-//! checked, the length is bounded before anything is allocated, the CRC is recomputed.
+//! checked, the CRC is recomputed, and the length is bounded before anything is
+//! allocated: before the hello a frame may be no longer than a hello, after it no longer
+//! than the message size the hello announced ([`check_len`]); and a receiver's buffer
+//! grows as the bytes actually arrive, not to what a header claims.
 
 use crate::args::{Mode, MAX_SIZE};
 
@@ -58,6 +61,29 @@ pub enum FrameError {
     Version(u32),
     #[error("hello has an invalid {0}")]
     HelloField(&'static str),
+}
+
+/// Refuse a frame whose header announces more than `max` payload bytes: the most the
+/// receiver accepts at this point (a hello's [`HELLO_LEN`] before the hello, the size the
+/// hello announced after it). A verification error (exit 3) naming the bound.
+pub fn check_len(header: &Header, max: usize, object: &str) -> crate::Result<usize> {
+    let len = header.len as usize;
+    if len > max {
+        let bound = if max == HELLO_LEN && header.kind == FrameKind::Hello {
+            format!("the {HELLO_LEN} bytes of a hello")
+        } else {
+            format!("the bound of {max} bytes (before the hello: a hello's {HELLO_LEN}; after it: the message size it announced)")
+        };
+        return Err(crate::Error::verify(
+            object,
+            format!(
+                "a {:?} frame header announces {len} payload bytes, more than {bound}; nothing was allocated for it",
+                header.kind
+            ),
+        )
+        .with_remedy("the other side is not this program or its data is corrupted; run the same build on both sides"));
+    }
+    Ok(len)
 }
 
 /// CRC-32 over the sequence number and the payload, so a message delivered under the

@@ -12,9 +12,11 @@ pub trait Link {
     /// Send one frame: the header, then the payload.
     fn send(&mut self, header: &Header, payload: &[u8]) -> Result<()>;
 
-    /// Receive one frame; the payload lands in `buf`, resized to its length.
+    /// Receive one frame; the payload lands in `buf`, resized to its length, which grows
+    /// as the bytes arrive. A header announcing more than `max` payload bytes is refused
+    /// before anything is allocated for it ([`crate::frame::check_len`]).
     /// `Ok(None)`: the peer closed its end (end of file).
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>>;
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Header>>;
 
     /// `--raw`: send payload bytes as they are.
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()>;
@@ -22,6 +24,13 @@ pub trait Link {
     /// `--raw`: receive up to `buf.len()` bytes (a byte stream fills the buffer unless
     /// the peer closed; a message channel returns one message). 0 means end of file.
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize>;
+
+    /// `--raw` on a message channel: the longest message it can deliver. The receiver's
+    /// buffer is made at least this large, so no message is refused after it was
+    /// already taken off the channel. `None`: a byte stream (any buffer size works).
+    fn raw_message_max(&self) -> Option<usize> {
+        None
+    }
 
     /// Whether messages may arrive out of sequence order (a priority queue drained
     /// highest priority first). The receiver then checks that every sequence number

@@ -6,7 +6,7 @@
 //! small frames arrive per `read(2)`; each frame is sent with one `writev(2)`.
 
 use crate::error::{Context, Error, Result};
-use crate::frame::{Header, HEADER_LEN};
+use crate::frame::{check_len, Header, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -206,6 +206,14 @@ impl FdStream {
         Ok(true)
     }
 
+    fn cut_after_header(&self) -> Error {
+        Error::peer(
+            &self.object,
+            "end of file after a frame header",
+            "the sender stopped mid-message; check its output",
+        )
+    }
+
     /// Write all of `parts` with as few `writev(2)` calls as the pipe allows.
     fn write_all(&mut self, parts: &mut [IoSlice<'_>]) -> Result<()> {
         let FdStream {
@@ -264,20 +272,28 @@ impl Link for FdStream {
         self.write_all(&mut [IoSlice::new(&head), IoSlice::new(payload)])
     }
 
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>> {
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Header>> {
         let mut head = [0u8; HEADER_LEN];
         if !self.read_exact(&mut head)? {
             return Ok(None);
         }
         let header = Header::decode(&head)
             .map_err(|e| Error::verify(&self.object, format!("bad frame header: {e}")))?;
-        buf.resize(header.len as usize, 0);
-        if !self.read_exact(buf)? && header.len > 0 {
-            return Err(Error::peer(
-                &self.object,
-                "end of file after a frame header",
-                "the sender stopped mid-message; check its output",
-            ));
+        let total = check_len(&header, max, &self.object)?;
+        // A buffer already this large costs nothing; otherwise it grows (at most
+        // doubling) as the payload arrives, so a header alone never reserves memory.
+        let mut got = if buf.capacity() >= total { total } else { 0 };
+        buf.resize(got, 0);
+        if got > 0 && !self.read_exact(buf)? {
+            return Err(self.cut_after_header());
+        }
+        while got < total {
+            let step = (total - got).min(got.max(READ_BUF));
+            buf.resize(got + step, 0);
+            if !self.read_exact(&mut buf[got..])? {
+                return Err(self.cut_after_header());
+            }
+            got += step;
         }
         Ok(Some(header))
     }

@@ -7,7 +7,8 @@ use crate::cleanup::{self, Guard};
 use crate::error::{Context, Error, Kind, Result};
 use crate::narrate;
 use ipc_sys as sys;
-use std::fs::OpenOptions;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,54 @@ impl KeyFile {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(Error::os(obj, "open(O_CREAT|O_EXCL, 0600)", e)),
+        }
+    }
+
+    /// Create the key file with an exclusive `flock` already held on it, so that no
+    /// other process ever sees it unlocked while its creator lives: the lock is the
+    /// creator's sign of life, and a slow creator is never taken for a crashed one. The
+    /// file is made (O_EXCL, O_NOFOLLOW, 0600) and locked under a private temporary
+    /// name, then `link`ed to `path`, which fails if `path` exists. `Ok(None)`: it exists.
+    pub fn create_locked(path: &Path) -> Result<Option<(KeyFile, Flock<File>)>> {
+        let obj = format!("key file {}", path.display());
+        let file_name = path
+            .file_name()
+            .map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| Error::os(&obj, "open(O_CREAT|O_EXCL|O_NOFOLLOW, 0600)", e))?;
+        let lock = match Flock::lock(f, FlockArg::LockExclusive) {
+            Ok(l) => l,
+            Err((_, e)) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::os(&obj, "flock(LOCK_EX)", e.into()));
+            }
+        };
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                let p = path.to_path_buf();
+                let guard = cleanup::on_exit(obj, move || {
+                    let _ = std::fs::remove_file(&p);
+                });
+                Ok(Some((
+                    KeyFile {
+                        path: path.to_path_buf(),
+                        key: derive(path)?,
+                        guard: Some(guard),
+                    },
+                    lock,
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::os(obj, "link", e)),
         }
     }
 

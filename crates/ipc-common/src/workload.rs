@@ -5,7 +5,7 @@
 
 use crate::args::{CommonArgs, DataPath, Mode, DEFAULT_COUNT, DEFAULT_SEED, DEFAULT_SIZE};
 use crate::error::{Context, Error, Kind, Result};
-use crate::frame::{FrameKind, Header, Hello, Payload};
+use crate::frame::{FrameKind, Header, Hello, Payload, HELLO_LEN};
 use crate::link::Link;
 use crate::progress::Progress;
 use crate::report::{Integrity, LatencyRecorder, Report};
@@ -129,15 +129,27 @@ impl Tally {
         }
     }
 
-    /// Record message `seq`; true when it is new and intact (to be kept).
-    pub fn observe(&mut self, seq: u64, intact: bool) -> bool {
+    /// Record message `seq`; true when it is new and intact (to be kept). The sequence
+    /// number is the peer's: one that leaves no room for a next one (`u64::MAX`) cannot
+    /// come from a real run, and is refused (exit 3) instead of wrapping the bookkeeping.
+    /// `object` names the channel in that error.
+    pub fn observe(&mut self, seq: u64, intact: bool, object: &str) -> Result<bool> {
+        let next_after = |seq: u64| {
+            seq.checked_add(1).ok_or_else(|| {
+                Error::verify(
+                    object,
+                    format!("sequence number {seq} leaves no room for another message"),
+                )
+                .with_remedy("the other side is not this program, or its data is corrupted")
+            })
+        };
         let i = &mut self.integrity;
         if let Some(ahead) = self.ahead.as_mut() {
             let new = seq >= self.next && ahead.insert(seq);
             while ahead.remove(&self.next) {
-                self.next += 1;
+                self.next = next_after(self.next)?;
             }
-            return match (new, intact) {
+            return Ok(match (new, intact) {
                 (_, false) => {
                     i.corrupted += 1;
                     false
@@ -150,23 +162,24 @@ impl Tally {
                     i.received += 1;
                     true
                 }
-            };
+            });
         }
         if !intact {
             i.corrupted += 1;
             if seq == self.next {
-                self.next += 1;
+                self.next = next_after(seq)?;
             }
-            return false;
+            return Ok(false);
         }
         if seq < self.next {
             i.duplicated += 1;
-            return false;
+            return Ok(false);
         }
-        i.lost += seq - self.next;
-        self.next = seq + 1;
+        let next = next_after(seq)?;
+        i.lost = i.lost.saturating_add(seq - self.next);
+        self.next = next;
         i.received += 1;
-        true
+        Ok(true)
     }
 
     /// The sender said it sent `announced` messages: whatever never came is lost.
@@ -175,7 +188,10 @@ impl Tally {
             .ahead
             .as_ref()
             .map_or(0, |a| a.range(..announced).count() as u64);
-        self.integrity.lost += announced.saturating_sub(self.next) - seen_ahead;
+        let missing = announced
+            .saturating_sub(self.next)
+            .saturating_sub(seen_ahead);
+        self.integrity.lost = self.integrity.lost.saturating_add(missing);
     }
 }
 
@@ -333,12 +349,12 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
                 .map_err(|e| e.after("receiver", seq))?;
             if mode == Mode::Pingpong {
                 let reply = link
-                    .recv(&mut echo)
+                    .recv(&mut echo, size)
                     .map_err(|e| e.after("receiver", seq))?
                     .ok_or_else(|| gone(link, "receiver", seq))?;
                 latency.record(t0.elapsed());
                 let intact = reply.kind == FrameKind::Echo && echo.as_slice() == msg;
-                tally.observe(reply.seq, intact && reply.seq == seq);
+                tally.observe(reply.seq, intact && reply.seq == seq, link.object())?;
             }
         }
         seq += 1;
@@ -372,8 +388,9 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     }
 
     let mut buf = Vec::new();
+    // Until the hello says how large messages are, nothing longer than a hello is taken.
     let first = link
-        .recv(&mut buf)
+        .recv(&mut buf, HELLO_LEN)
         .map_err(|e| e.after("sender", 0))?
         .ok_or_else(|| gone(link, "sender", 0))?;
     if first.kind != FrameKind::Hello || !first.payload_ok(&buf) {
@@ -422,7 +439,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                 h
             }
             _ => link
-                .recv(&mut buf)
+                .recv(&mut buf, size)
                 .map_err(|e| e.after("sender", tally.integrity.received))?
                 .ok_or_else(|| gone(link, "sender", tally.integrity.received))?,
         };
@@ -438,7 +455,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                     }
                     (None, None) => buf.len() <= size && header.payload_ok(&buf),
                 };
-                if tally.observe(header.seq, intact) {
+                if tally.observe(header.seq, intact, link.object())? {
                     bytes += u64::from(header.len);
                     progress.advance(u64::from(header.len));
                     if let Some(o) = out.as_mut() {
@@ -527,7 +544,10 @@ fn receive_raw(
         args.count.map(|c| c.saturating_mul(size as u64)),
         !args.child,
     );
-    let mut buf = vec![0u8; size];
+    // A message channel may carry messages longer than --size (another program is the
+    // sender): take each whole, and count one that is not --size long as corrupted.
+    let room = size.max(link.raw_message_max().unwrap_or(0));
+    let mut buf = vec![0u8; room];
     let mut expect = vec![0u8; if seed.is_some() { size } else { 0 }];
     let mut tally = Tally::default();
     let (mut seq, mut bytes) = (0u64, 0u64);
@@ -542,7 +562,8 @@ fn receive_raw(
         start.get_or_insert_with(Instant::now);
         if let Some(seed) = seed {
             fill_generated(seed, seq, &mut expect);
-            tally.observe(seq, buf[..n] == expect[..n]);
+            let intact = n <= size && buf[..n] == expect[..n];
+            tally.observe(seq, intact, link.object())?;
         }
         if let Some(o) = out.as_mut() {
             o.write_all(&buf[..n]).on(&output_name(args), "write")?;
@@ -647,11 +668,11 @@ mod tests {
     #[test]
     fn tally_counts_lost_duplicated_corrupted() {
         let mut t = Tally::default();
-        assert!(t.observe(0, true));
-        assert!(t.observe(2, true)); // 1 lost
-        assert!(!t.observe(2, true)); // duplicate
-        assert!(!t.observe(3, false)); // corrupted
-        assert!(t.observe(4, true));
+        assert!(t.observe(0, true, "t").unwrap());
+        assert!(t.observe(2, true, "t").unwrap()); // 1 lost
+        assert!(!t.observe(2, true, "t").unwrap()); // duplicate
+        assert!(!t.observe(3, false, "t").unwrap()); // corrupted
+        assert!(t.observe(4, true, "t").unwrap());
         t.finish(7); // 5 and 6 never came
         let i = t.integrity;
         assert_eq!(
@@ -665,10 +686,10 @@ mod tests {
     fn unordered_tally_accepts_any_order_once() {
         let mut t = Tally::unordered();
         for seq in [3, 1, 0, 2, 5] {
-            assert!(t.observe(seq, true), "{seq}");
+            assert!(t.observe(seq, true, "t").unwrap(), "{seq}");
         }
-        assert!(!t.observe(1, true)); // duplicate
-        assert!(!t.observe(7, false)); // corrupted: seen, so not lost too
+        assert!(!t.observe(1, true, "t").unwrap()); // duplicate
+        assert!(!t.observe(7, false, "t").unwrap()); // corrupted: seen, so not lost too
         t.finish(8); // 4 and 6 never came
         let i = t.integrity;
         assert_eq!(

@@ -178,3 +178,17 @@ pub fn msgctl_rmid(id: libc::c_int) -> io::Result<()> {
     // SAFETY: IPC_RMID takes no buffer; a null pointer is allowed.
     check(unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) })
 }
+
+/// `msgctl(IPC_SET)` lowering (or raising, with privilege) a queue's byte limit
+/// `msg_qbytes`: how another program can leave a queue smaller than this one expects
+/// (the tests make such a queue with it).
+pub fn msgctl_set_qbytes(id: libc::c_int, qbytes: u64) -> io::Result<()> {
+    // SAFETY: msqid_ds is plain integers, for which all-zero is a valid value.
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid, writable msqid_ds that outlives the call.
+    check(unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) })?;
+    ds.msg_qbytes = qbytes as _;
+    // SAFETY: `ds` is a valid msqid_ds (filled by IPC_STAT) that outlives the call; the
+    // kernel only reads it.
+    check(unsafe { libc::msgctl(id, libc::IPC_SET, &mut ds) })
+}

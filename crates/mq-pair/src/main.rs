@@ -110,7 +110,7 @@ fn send_on(
         _ => None,
     };
     let data = if args.raw {
-        mq::open_raw(side.api, name, &limits, false)?
+        mq::open_raw(side.api, name, &limits, false, args.timeout)?
     } else {
         let r = Rendezvous {
             api: side.api,
@@ -147,7 +147,7 @@ fn recv(side: &Side) -> Result<Option<Report>> {
     let limits = Limits::read();
     let o = opts(side, name, limits);
     let data = if args.raw {
-        mq::open_raw(side.api, name, &limits, true)?
+        mq::open_raw(side.api, name, &limits, true, args.timeout)?
     } else {
         let r = Rendezvous {
             api: side.api,

@@ -6,8 +6,9 @@
 //!   parts, each part the same header plus the next slice of the payload; the receiver
 //!   joins them and refuses a part whose header differs. Nothing is ever truncated.
 //!   The sender's first message is a small setup message (`IPCQ`, version, flags).
-//! - Queues: data `/NAME` (SysV: key from `/tmp/NAME.key`); pingpong adds a reply queue
-//!   `/NAME.reply` (`/tmp/NAME.reply.key`) that the sender creates before its hello.
+//! - Queues: data `/NAME` (SysV: key from `/tmp/NAME.mq.key`, apart from the shared
+//!   memory tools' `/tmp/NAME.key`); pingpong adds a reply queue `/NAME.reply`
+//!   (`/tmp/NAME.mq.reply.key`) that the sender creates before its hello.
 //! - Either side may come first: the first creates the queue (exclusive, 0600) and waits;
 //!   the second opens it and removes its name (POSIX `mq_unlink`, SysV the key file),
 //!   which is the creator's sign that both are attached. A POSIX queue then lives only
@@ -16,7 +17,11 @@
 //!   its last message was taken); the survivor of a killed peer removes it.
 //! - Stale queues: a POSIX creator registers with `mq_notify(SIGEV_NONE)`, which only one
 //!   process can hold and which ends when it dies; a SysV creator holds an `flock` on its
-//!   key file. A queue whose creator holds neither is left from a crashed run: replaced.
+//!   key file from before the file appears (it is made locked under a temporary name and
+//!   linked into place), so a live but slow creator is waited for. A queue whose creator
+//!   holds neither is left from a crashed run: replaced. A SysV opener moves the key file
+//!   to `/tmp/NAME.mq.inuse.key` rather than deleting it: if both sides are killed, the
+//!   next run finds the orphaned queue by that record's key and removes it.
 //! - Waits: POSIX uses `mq_timedsend`/`mq_timedreceive` with an absolute `CLOCK_REALTIME`
 //!   deadline, re-checked against the monotonic clock. SysV has no timed calls: it uses
 //!   `IPC_NOWAIT` and a backoff (a few yields, then sleeps of 10 µs growing to 1 ms).
@@ -27,7 +32,7 @@
 
 use ipc_common::cleanup::{self, Guard};
 use ipc_common::error::{Error, Kind, Result};
-use ipc_common::frame::{FrameKind, Header, HEADER_LEN};
+use ipc_common::frame::{check_len, FrameKind, Header, HEADER_LEN};
 use ipc_common::link::Link;
 use ipc_common::narrate;
 use ipc_common::stream::IDEA_COPY;
@@ -42,7 +47,7 @@ use nix::time::ClockId;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const IDEA_MQ: &str = "message queues: the kernel keeps each message whole, in priority order";
@@ -418,6 +423,32 @@ impl Queue {
         })
     }
 
+    /// A `len`-byte message does not fit this queue, whose real limits (set by whoever
+    /// made it) are smaller than this program's: exit 1, naming the limit.
+    fn too_small(&self, len: usize) -> Error {
+        let (limit, remove) = match &self.handle {
+            Handle::Posix { name, .. } => (
+                format!("its message size (mq_msgsize) is {} bytes", self.msg_max),
+                format!("rm /dev/mqueue{name}, or mq_unlink({name:?})"),
+            ),
+            Handle::Sysv { id, .. } => (
+                format!(
+                    "it carries at most {} bytes per message (the smaller of its msg_qbytes and {SYSV_MSGMAX})",
+                    self.msg_max
+                ),
+                format!("ipcrm -q {id}"),
+            ),
+        };
+        Error::new(
+            Kind::Runtime,
+            &self.object,
+            format!("a {len}-byte message does not fit: {limit}"),
+            format!(
+                "the queue was made by another program with smaller limits; remove it ({remove}) so this program makes it anew, or send smaller messages (--size)"
+            ),
+        )
+    }
+
     fn mqd(&self) -> Option<&MqdT> {
         match &self.handle {
             Handle::Posix { mqd, .. } => mqd.as_ref(),
@@ -479,7 +510,9 @@ impl Queue {
     /// Send one message made of `parts`, waiting at most `timeout` for room.
     fn send(&mut self, parts: &[&[u8]], prio: u32, timeout: Duration) -> Result<()> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        debug_assert!(len <= self.msg_max);
+        if len > self.msg_max {
+            return Err(self.too_small(len));
+        }
         let deadline = Instant::now() + timeout;
         match &mut self.handle {
             Handle::Posix { mqd, name } => {
@@ -850,13 +883,22 @@ fn posix_guard(q: &Queue, name: &str) -> Guard {
     })
 }
 
-fn sysv_guard(q: &Queue) -> Guard {
+/// Removes the SysV queue, and its in-use record (if still the file `record` names).
+fn sysv_guard(q: &Queue, record: Option<(PathBuf, (u64, u64))>) -> Guard {
     let id = q.sysv_id().expect("SysV queue");
     cleanup::on_exit(q.object.clone(), move || {
         if sys::msgctl_rmid(id).is_ok() {
             narrate::call(format_args!("msgctl({id}, IPC_RMID) = 0"), IDEA_RMID);
         }
+        if let Some((path, ino)) = &record {
+            remove_key_file(path, Some(*ino));
+        }
     })
+}
+
+/// (device, inode) of an open file.
+fn file_id(f: &File) -> Option<(u64, u64)> {
+    f.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// What claiming a name found.
@@ -997,6 +1039,14 @@ fn sysv_creator_alive(path: &Path) -> Result<bool> {
 /// users are gone, then replaced; else refused with the command that removes it.
 fn sysv_create(key: libc::key_t, path: &Path, limits: &Limits) -> Result<libc::c_int> {
     let object = format!("SysV queue key {key:#010x} (key file {})", path.display());
+    // Test-only (debug builds): a creator that is alive but slow to make its queue.
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("IPC_TEST_DELAY_MSGGET_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let create = || sys::msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
     let mut r = create();
     if r.as_ref().err().map(errno) == Some(Errno::EEXIST) {
@@ -1035,22 +1085,104 @@ fn sysv_create(key: libc::key_t, path: &Path, limits: &Limits) -> Result<libc::c
     Ok(id)
 }
 
+/// Is the `flock` on the key file at `path` held (its creator alive)? One look.
+/// `None`: the file is gone.
+fn sysv_lock_held(path: &Path) -> Result<Option<bool>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::os(format!("key file {}", path.display()), "open", e)),
+    };
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Err((_, Errno::EWOULDBLOCK)) => Ok(Some(true)),
+        Ok(_) => Ok(Some(false)),
+        Err((_, e)) => Err(Error::os(
+            format!("key file {}", path.display()),
+            "flock",
+            e.into(),
+        )),
+    }
+}
+
+/// A pair records its attached queue under a second name (the opener moves the key
+/// file there), so a queue orphaned by killing both sides can still be found by its
+/// `ftok` key: the record's inode is the key file's. Its creator's `flock` stays on it.
+/// Reclaim such an orphan: a record nobody holds, whose queue's last users are gone.
+fn sysv_reclaim_orphan(record: &Path, limits: &Limits) -> Result<()> {
+    if sysv_lock_held(record)? != Some(false) {
+        return Ok(());
+    }
+    let Ok(kf) = KeyFile::open(record) else {
+        // Not a file of ours: leave it (the claim refuses such names on its own).
+        return Ok(());
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if let Ok(id) = sys::msgget(kf.key, 0) {
+        let st = sys::msgctl_stat(id).map_err(|e| {
+            queue_error(
+                Api::Sysv,
+                &kf.path.display().to_string(),
+                "msgctl(IPC_STAT)",
+                errno(&e),
+                limits,
+            )
+        })?;
+        if st.cuid != me || pid_alive(st.lspid) || pid_alive(st.lrpid) {
+            // A survivor still uses it (its partner was killed): it removes it itself.
+            return Ok(());
+        }
+        narrate::note(format_args!(
+            "removing the orphaned SysV queue id {id} (key {:#010x}, recorded in {}): both of its users are gone (killed)",
+            kf.key,
+            record.display()
+        ));
+        let _ = sys::msgctl_rmid(id);
+    }
+    remove_key_file(record, None);
+    Ok(())
+}
+
+/// The opener's side of attaching: move the key file to the pair's record (or, if a
+/// record exists already, just remove it). Either way the name is free for the next
+/// pair, and the creator sees the key file gone.
+fn sysv_attach(path: &Path, record: &Path, pin: Option<&File>) -> Option<(PathBuf, (u64, u64))> {
+    let ours = pin.and_then(file_id);
+    let now = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    if ours.is_none() || now != ours {
+        return None;
+    }
+    if std::fs::hard_link(path, record).is_ok() {
+        narrate::call(
+            format_args!("link({path:?}, {record:?}) = 0"),
+            "the pair's record: finds its queue again if both sides are killed",
+        );
+        remove_key_file(path, ours);
+        return ours.map(|i| (record.to_path_buf(), i));
+    }
+    remove_key_file(path, ours);
+    None
+}
+
 /// Create the SysV queue for key file `path` exclusively, or open the existing one.
 /// With `check_alive`, a key file whose creator is gone is stale: it and its queue go.
-fn sysv_claim(path: &Path, limits: &Limits, check_alive: bool) -> Result<Claim> {
+/// A live creator (its `flock` held) is waited for up to `wait` to make its queue.
+fn sysv_claim(
+    path: &Path,
+    record: &Path,
+    limits: &Limits,
+    check_alive: bool,
+    wait: Duration,
+) -> Result<Claim> {
     let keyobj = format!("key file {}", path.display());
+    sysv_reclaim_orphan(record, limits)?;
     for _ in 0..10 {
-        if let Some(kf) = KeyFile::create(path)? {
-            // Held for this side's life: the sign that the creator is alive.
-            let lock = File::open(path)
-                .map_err(|e| Error::os(&keyobj, "open", e))
-                .and_then(|f| {
-                    Flock::lock(f, FlockArg::LockExclusive)
-                        .map_err(|(_, e)| Error::os(&keyobj, "flock(LOCK_EX)", e.into()))
-                })?;
+        // Locked before it appears: held for this side's life, the sign it is alive.
+        if let Some((kf, lock)) = KeyFile::create_locked(path)? {
             let id = sysv_create(kf.key, path, limits)?;
             let q = Queue::sysv(id, kf.key, limits)?;
-            let guard = sysv_guard(&q);
+            let guard = sysv_guard(&q, file_id(&lock).map(|i| (record.to_path_buf(), i)));
             return Ok(Claim::Created(Endpoint {
                 queue: q,
                 guard: Some(guard),
@@ -1069,14 +1201,33 @@ fn sysv_claim(path: &Path, limits: &Limits, check_alive: bool) -> Result<Claim> 
             }
             Err(e) => return Err(e),
         };
-        let alive = !check_alive || sysv_creator_alive(path)?;
-        // The creator makes the queue right after its key file: allow it a moment.
-        let until = Instant::now() + STALE_RECHECK;
+        // Held open from here: its inode, and so the key, cannot be reused meanwhile.
+        let pin = File::open(path).ok();
+        let mut alive = !check_alive || sysv_creator_alive(path)?;
+        // A live creator makes the queue right after its key file, but may be slow:
+        // wait for it as long as its lock says it lives (at most `wait`).
+        let deadline = Instant::now() + wait.max(STALE_RECHECK);
+        let recheck_from = Instant::now() + STALE_RECHECK;
         let found = loop {
             match sys::msgget(kf.key, 0) {
                 Ok(id) => break Some(id),
-                Err(e) if errno(&e) == Errno::ENOENT && alive && Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(5))
+                Err(e) if errno(&e) == Errno::ENOENT && alive => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::peer(
+                            &keyobj,
+                            format!(
+                                "its creator is alive (it holds the key file's lock) but made no queue within {:.1} s",
+                                wait.as_secs_f64()
+                            ),
+                            "the other side is stuck; check it, or raise --timeout",
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    // Past the first moment, only a held lock keeps this side waiting
+                    // (a key file left with no queue and no one holding it is stale).
+                    if Instant::now() >= recheck_from {
+                        alive = sysv_lock_held(path)? == Some(true);
+                    }
                 }
                 Err(e) if errno(&e) == Errno::ENOENT => break None,
                 Err(e) => return Err(queue_error(Api::Sysv, &keyobj, "msgget", errno(&e), limits)),
@@ -1090,12 +1241,16 @@ fn sysv_claim(path: &Path, limits: &Limits, check_alive: bool) -> Result<Claim> 
                 );
                 let q = Queue::sysv(id, kf.key, limits)?;
                 q.check_owner()?;
-                let guard = sysv_guard(&q);
+                let rec = pin
+                    .as_ref()
+                    .and_then(file_id)
+                    .map(|i| (record.to_path_buf(), i));
+                let guard = sysv_guard(&q, rec);
                 return Ok(Claim::Existing(Endpoint {
                     queue: q,
                     guard: Some(guard),
                     key: None,
-                    _pin: File::open(path).ok(),
+                    _pin: pin,
                     created: false,
                 }));
             }
@@ -1108,7 +1263,7 @@ fn sysv_claim(path: &Path, limits: &Limits, check_alive: bool) -> Result<Claim> 
                     q.check_owner()?;
                     let _ = sys::msgctl_rmid(id);
                 }
-                remove_key_file(path, None);
+                remove_key_file(path, pin.as_ref().and_then(file_id));
             }
         }
     }
@@ -1130,16 +1285,42 @@ fn remove_key_file(path: &Path, ino: Option<(u64, u64)>) {
     }
 }
 
+/// The SysV key file of a queue: `/tmp/NAME.mq.key` (data) or `/tmp/NAME.mq.reply.key`.
+/// The `.mq` keeps them apart from the shared-memory tools' key files.
+pub fn sysv_key_path(name: &str, suffix: Option<&str>) -> PathBuf {
+    match suffix {
+        Some(s) => sysv::key_path(name, Some(&format!("mq.{s}"))),
+        None => sysv::key_path(name, Some("mq")),
+    }
+}
+
+/// Where an attached pair records its queue: `/tmp/NAME.mq.inuse.key` (or
+/// `/tmp/NAME.mq.reply.inuse.key`), the key file moved there by the opener.
+pub fn sysv_record_path(name: &str, suffix: Option<&str>) -> PathBuf {
+    match suffix {
+        Some(s) => sysv::key_path(name, Some(&format!("mq.{s}.inuse"))),
+        None => sysv::key_path(name, Some("mq.inuse")),
+    }
+}
+
+/// `wait`: how long an opener waits for a live creator to make its queue.
 fn claim(
     api: Api,
     name: &str,
     suffix: Option<&str>,
     limits: &Limits,
     check_alive: bool,
+    wait: Duration,
 ) -> Result<Claim> {
     match api {
         Api::Posix => posix_claim(&posix_name(name, suffix), limits, check_alive),
-        Api::Sysv => sysv_claim(&sysv::key_path(name, suffix), limits, check_alive),
+        Api::Sysv => sysv_claim(
+            &sysv_key_path(name, suffix),
+            &sysv_record_path(name, suffix),
+            limits,
+            check_alive,
+            wait,
+        ),
     }
 }
 
@@ -1147,7 +1328,7 @@ fn claim(
 pub fn name_shown(api: Api, name: &str) -> String {
     match api {
         Api::Posix => posix_name(name, None),
-        Api::Sysv => sysv::key_path(name, None).display().to_string(),
+        Api::Sysv => sysv_key_path(name, None).display().to_string(),
     }
 }
 
@@ -1167,7 +1348,7 @@ pub struct Rendezvous<'a> {
 /// sign to the first that it has attached); `give_up` lets `run` stop waiting for a
 /// child that died.
 pub fn rendezvous(r: &Rendezvous<'_>, give_up: &mut dyn FnMut() -> Result<()>) -> Result<Endpoint> {
-    match claim(r.api, r.name, None, &r.limits, true)? {
+    match claim(r.api, r.name, None, &r.limits, true, r.timeout)? {
         Claim::Existing(ep) => {
             match r.api {
                 Api::Posix => {
@@ -1178,8 +1359,11 @@ pub fn rendezvous(r: &Rendezvous<'_>, give_up: &mut dyn FnMut() -> Result<()>) -
                     );
                 }
                 Api::Sysv => {
-                    let path = sysv::key_path(r.name, None);
-                    remove_key_file(&path, None);
+                    sysv_attach(
+                        &sysv_key_path(r.name, None),
+                        &sysv_record_path(r.name, None),
+                        ep._pin.as_ref(),
+                    );
                 }
             }
             Ok(ep)
@@ -1256,15 +1440,21 @@ pub fn rendezvous(r: &Rendezvous<'_>, give_up: &mut dyn FnMut() -> Result<()>) -
 /// `--raw`: create the queue, or use an existing one of ours, with no handshake (the
 /// other side may be any program). `owner`: remove it on exit even if it existed
 /// (the receiver); a sender removes only a queue it created.
-pub fn open_raw(api: Api, name: &str, limits: &Limits, owner: bool) -> Result<Endpoint> {
-    let mut ep = match claim(api, name, None, limits, false)? {
+pub fn open_raw(
+    api: Api,
+    name: &str,
+    limits: &Limits,
+    owner: bool,
+    timeout: Duration,
+) -> Result<Endpoint> {
+    let mut ep = match claim(api, name, None, limits, false, timeout)? {
         Claim::Created(ep) => ep,
         Claim::Existing(ep) => ep,
     };
     if owner && ep.guard.is_none() {
         ep.guard = Some(match api {
             Api::Posix => posix_guard(&ep.queue, &posix_name(name, None)),
-            Api::Sysv => sysv_guard(&ep.queue),
+            Api::Sysv => sysv_guard(&ep.queue, None),
         });
     }
     if !owner && !ep.created {
@@ -1276,7 +1466,7 @@ pub fn open_raw(api: Api, name: &str, limits: &Limits, owner: bool) -> Result<En
 /// The sender's reply queue for pingpong, made before the hello so the receiver can
 /// answer. A live one under the name means another sender uses the name.
 pub fn create_reply(api: Api, name: &str, limits: &Limits) -> Result<Endpoint> {
-    match claim(api, name, Some("reply"), limits, true)? {
+    match claim(api, name, Some("reply"), limits, true, STALE_RECHECK)? {
         Claim::Created(ep) => Ok(ep),
         Claim::Existing(ep) => Err(Error::new(
             Kind::Runtime,
@@ -1326,7 +1516,7 @@ fn open_reply(api: Api, name: &str, limits: &Limits) -> Result<Endpoint> {
             })
         }
         Api::Sysv => {
-            let path = sysv::key_path(name, Some("reply"));
+            let path = sysv_key_path(name, Some("reply"));
             let kf = KeyFile::open(&path)
                 .map_err(|_| missing(format!("key file {}", path.display())))?;
             let id = sys::msgget(kf.key, 0)
@@ -1338,8 +1528,8 @@ fn open_reply(api: Api, name: &str, limits: &Limits) -> Result<Endpoint> {
             let q = Queue::sysv(id, kf.key, limits)?;
             q.check_owner()?;
             let pin = File::open(&path).ok();
-            remove_key_file(&path, None);
-            let guard = sysv_guard(&q);
+            let rec = sysv_attach(&path, &sysv_record_path(name, Some("reply")), pin.as_ref());
+            let guard = sysv_guard(&q, rec);
             Ok(Endpoint {
                 queue: q,
                 guard: Some(guard),
@@ -1625,7 +1815,11 @@ impl Link for MqLink {
         let prio = self.prio_for(Some(header.kind), header.seq);
         let head = header.encode();
         let tx = self.tx()?;
-        let chunk = tx.msg_max - HEADER_LEN;
+        // A queue made elsewhere may be too small for even the header (it never gets here
+        // with the queues this program makes: `validate` checked the limits).
+        let Some(chunk) = tx.msg_max.checked_sub(HEADER_LEN).filter(|&c| c > 0) else {
+            return Err(tx.too_small(HEADER_LEN + payload.len().min(1)));
+        };
         if payload.is_empty() {
             return tx.send(&[&head], prio, timeout);
         }
@@ -1636,7 +1830,7 @@ impl Link for MqLink {
         Ok(())
     }
 
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>> {
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Header>> {
         if self.await_setup {
             self.read_setup()?;
         }
@@ -1657,13 +1851,15 @@ impl Link for MqLink {
         head.copy_from_slice(&m[..HEADER_LEN]);
         let header = Header::decode(&head)
             .map_err(|e| Error::verify(&object, format!("bad frame header: {e}")))?;
-        let total = header.len as usize;
+        let total = check_len(&header, max, &object)?;
         buf.clear();
         buf.extend_from_slice(&m[HEADER_LEN..]);
+        // The buffer grows by each part as it is taken, never to what the header claims.
         while buf.len() < total {
             let (len, _) = self.take()?;
             let m = self.rx.as_ref().expect("rx").queue.received(len);
-            if len <= HEADER_LEN || m[..HEADER_LEN] != head {
+            if len <= HEADER_LEN || m[..HEADER_LEN] != head || buf.len() + len - HEADER_LEN > total
+            {
                 return Err(Error::verify(
                     &object,
                     format!(
@@ -1705,16 +1901,16 @@ impl Link for MqLink {
         let timeout = self.timeout;
         let rx = &mut self.rx.as_mut().expect("a receiving queue").queue;
         match rx.recv(timeout, false)? {
+            // Unreachable while the caller honours `raw_message_max`; the message is
+            // taken already, so say plainly that it was lost.
             Got::Message { len, .. } if len > buf.len() => Err(Error::new(
-                Kind::Usage,
+                Kind::Runtime,
                 &rx.object,
                 format!(
-                    "a {len}-byte message arrived, larger than --size {}",
+                    "a {len}-byte message was taken but the buffer holds {}: it is lost",
                     buf.len()
                 ),
-                format!(
-                    "give the receiver --size {len} or more; a queue message is never truncated"
-                ),
+                "this is a bug: the raw receiver's buffer must hold the queue's largest message",
             )),
             Got::Message { len, .. } => {
                 buf[..len].copy_from_slice(rx.received(len));
@@ -1725,6 +1921,10 @@ impl Link for MqLink {
             Got::TimedOut if self.raw_seen => Ok(0),
             Got::TimedOut => Err(stalled(&rx.object, timeout, "no message arrived")),
         }
+    }
+
+    fn raw_message_max(&self) -> Option<usize> {
+        self.rx.as_ref().map(|e| e.queue.msg_max)
     }
 
     fn reorders(&self) -> bool {
@@ -1778,10 +1978,14 @@ mod tests {
     fn roundtrip(api: Api) {
         let name = format!("ipc-unit-mq-{}-{}", api.as_str(), std::process::id());
         let limits = Limits::read();
-        let Claim::Created(a) = claim(api, &name, None, &limits, true).unwrap() else {
+        let Claim::Created(a) =
+            claim(api, &name, None, &limits, true, Duration::from_secs(5)).unwrap()
+        else {
             panic!("fresh name exists");
         };
-        let Claim::Existing(b) = claim(api, &name, None, &limits, true).unwrap() else {
+        let Claim::Existing(b) =
+            claim(api, &name, None, &limits, true, Duration::from_secs(5)).unwrap()
+        else {
             panic!("second claim creates");
         };
         let o = LinkOpts {
@@ -1801,7 +2005,7 @@ mod tests {
             (tx, payload)
         });
         let mut buf = Vec::new();
-        let got = rx.recv(&mut buf).unwrap().unwrap();
+        let got = rx.recv(&mut buf, 20_000).unwrap().unwrap();
         let (_tx, payload) = sender.join().unwrap();
         assert_eq!(got, h);
         assert!(buf == payload);

@@ -29,7 +29,7 @@
 
 use ipc_common::cleanup::{self, remove_if_same};
 use ipc_common::error::{Context, Error, Kind, Result};
-use ipc_common::frame::{FrameKind, Header, Hello, HEADER_LEN};
+use ipc_common::frame::{check_len, FrameKind, Header, Hello, HEADER_LEN};
 use ipc_common::link::Link;
 use ipc_common::narrate;
 use ipc_common::stream::{self, set_nonblocking, wait_ready, FdStream};
@@ -66,8 +66,6 @@ const IDEA_EARLY_UNLINK: &str = "cleanup: the peer is connected, a connected soc
 
 /// `af_unix` refuses a datagram longer than the send buffer less this.
 const UNIX_DGRAM_OVERHEAD: usize = 32;
-/// The payload buffer a message receiver starts with, before the hello says the size.
-const FIRST_RECV_CAP: usize = 64 * 1024;
 const WMEM_MAX: &str = "/proc/sys/net/core/wmem_max";
 
 /// `--type`: the kind of socket.
@@ -752,8 +750,8 @@ impl Link for SockLink {
     fn send(&mut self, header: &Header, payload: &[u8]) -> Result<()> {
         self.inner().send(header, payload)
     }
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>> {
-        self.inner().recv(buf)
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Header>> {
+        self.inner().recv(buf, max)
     }
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.inner().send_raw(bytes)
@@ -772,8 +770,6 @@ pub struct MsgLink {
     fd: OwnedFd,
     ty: SocketType,
     timeout: Duration,
-    /// The largest payload expected; the hello raises it to the announced size.
-    cap: usize,
 }
 
 impl MsgLink {
@@ -793,7 +789,6 @@ impl MsgLink {
             fd,
             ty,
             timeout,
-            cap: payload.unwrap_or(FIRST_RECV_CAP),
         })
     }
 
@@ -851,11 +846,21 @@ impl MsgLink {
         }
     }
 
-    /// Receive one message into `parts`; returns its real length (which may exceed
-    /// the buffers: the caller checks).
-    fn recv_parts(&mut self, parts: &mut [IoSliceMut<'_>]) -> Result<(usize, bool)> {
+    /// Receive one message into `parts` (with `MSG_PEEK` in `flags`: look at it and
+    /// leave it queued); returns its real length (which may exceed the buffers: the
+    /// caller checks).
+    fn recv_parts(
+        &mut self,
+        parts: &mut [IoSliceMut<'_>],
+        flags: MsgFlags,
+    ) -> Result<(usize, bool)> {
         loop {
-            match so::recvmsg::<()>(self.fd.as_raw_fd(), parts, None, MsgFlags::MSG_TRUNC) {
+            match so::recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                parts,
+                None,
+                flags | MsgFlags::MSG_TRUNC,
+            ) {
                 Ok(m) => {
                     let (n, cut) = (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC));
                     narrate::repeated(
@@ -883,11 +888,9 @@ impl MsgLink {
         }
     }
 
-    /// The hello announced the workload: size the receive buffer for it, and make sure
-    /// pingpong echoes fit into a datagram.
+    /// The hello announced the workload: make sure pingpong echoes fit into a datagram.
     fn expect(&mut self, hello: &Hello) -> Result<()> {
         let size = usize::try_from(hello.size).unwrap_or(usize::MAX);
-        self.cap = size;
         if hello.mode == ipc_common::Mode::Pingpong {
             reserve(&self.fd, &self.object, size)?;
         }
@@ -905,22 +908,35 @@ impl Link for MsgLink {
         self.send_parts(&[IoSlice::new(&head), IoSlice::new(payload)])
     }
 
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Header>> {
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Header>> {
         let mut head = [0u8; HEADER_LEN];
-        // No allocation once the buffer has grown to the message size.
-        buf.resize(self.cap, 0);
-        let (n, cut) = self.recv_parts(&mut [IoSliceMut::new(&mut head), IoSliceMut::new(buf)])?;
+        // The kernel holds the whole message: unless the buffer is already as large as
+        // the bound (then no allocation), peek at its real length and size for that.
+        let room = if buf.capacity() >= max {
+            max
+        } else {
+            let (n, _) = self.recv_parts(&mut [IoSliceMut::new(&mut head)], MsgFlags::MSG_PEEK)?;
+            n.saturating_sub(HEADER_LEN).min(max)
+        };
+        buf.resize(room, 0);
+        let (n, cut) = self.recv_parts(
+            &mut [IoSliceMut::new(&mut head), IoSliceMut::new(buf)],
+            MsgFlags::empty(),
+        )?;
         if n == 0 {
             // Seqpacket: the peer closed. Datagram: an empty datagram, the raw end mark.
             buf.clear();
             return Ok(None);
         }
-        if cut || n > HEADER_LEN + self.cap {
+        if cut || n > HEADER_LEN + room {
+            if let Ok(h) = Header::decode(&head) {
+                check_len(&h, max, &self.object)?;
+            }
             return Err(Error::verify(
                 &self.object,
                 format!(
-                    "a message of {n} bytes did not fit the {}-byte buffer the sender's hello announced",
-                    HEADER_LEN + self.cap
+                    "a message of {n} bytes is longer than the {} bytes allowed here (the {HEADER_LEN}-byte header and at most {max} payload bytes: before the hello a hello's, after it the size the hello announced)",
+                    HEADER_LEN + max
                 ),
             ));
         }
@@ -934,6 +950,7 @@ impl Link for MsgLink {
         }
         let header = Header::decode(&head)
             .map_err(|e| Error::verify(&self.object, format!("bad frame header: {e}")))?;
+        check_len(&header, max, &self.object)?;
         if header.len as usize != n - HEADER_LEN {
             return Err(Error::verify(
                 &self.object,
@@ -961,7 +978,7 @@ impl Link for MsgLink {
     /// One message per call; 0 is the end (seqpacket: closed; datagram: empty).
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize> {
         let room = buf.len();
-        let (n, cut) = self.recv_parts(&mut [IoSliceMut::new(buf)])?;
+        let (n, cut) = self.recv_parts(&mut [IoSliceMut::new(buf)], MsgFlags::empty())?;
         if cut || n > room {
             return Err(Error::new(
                 Kind::Usage,
@@ -977,7 +994,7 @@ impl Link for MsgLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc_common::frame::FrameKind;
+    use ipc_common::frame::{FrameKind, HELLO_LEN};
 
     #[test]
     fn tcp_endpoints_parse_and_refuse_message_types() {
@@ -1017,8 +1034,9 @@ mod tests {
             tx.send(&Header::for_payload(FrameKind::Data, 0, &data), &data)
                 .unwrap();
             let mut buf = Vec::new();
-            assert_eq!(rx.recv(&mut buf).unwrap().unwrap().kind, FrameKind::Hello);
-            let h = rx.recv(&mut buf).unwrap().unwrap();
+            let hello_kind = rx.recv(&mut buf, HELLO_LEN).unwrap().unwrap().kind;
+            assert_eq!(hello_kind, FrameKind::Hello);
+            let h = rx.recv(&mut buf, size).unwrap().unwrap();
             assert!(h.payload_ok(&buf) && buf == data);
         }
     }
@@ -1027,11 +1045,13 @@ mod tests {
     fn a_message_larger_than_announced_is_an_error_not_a_truncation() {
         for ty in [SocketType::Dgram, SocketType::Seqpacket] {
             let (mut tx, mut rx) = msg_pair(ty, 100_000);
-            let big = vec![1u8; 100_000]; // the receiver expects at most 64 KiB
+            let big = vec![1u8; 100_000];
             tx.send(&Header::for_payload(FrameKind::Data, 0, &big), &big)
                 .unwrap();
-            let e = rx.recv(&mut Vec::new()).unwrap_err();
+            // The hello announced 64 KiB.
+            let e = rx.recv(&mut Vec::new(), 64 * 1024).unwrap_err();
             assert_eq!(e.exit_code(), 3, "{e}");
+            assert!(e.to_string().contains("65536"), "{e}");
             tx.send_raw(&[9u8; 50]).unwrap();
             let e = rx.recv_raw(&mut [0u8; 10]).unwrap_err();
             assert!(e.to_string().contains("--size 50"), "{e}");

@@ -139,9 +139,11 @@ pub fn consume_segment(data: &[u8]) -> usize {
     let mut frames = 0;
     while frames < MAX_FRAMES {
         let got = if link.in_place() {
-            link.recv_in_place(1, 0).map(|(frame, _)| Some(frame))
+            // The largest bound, so every frame length the decoder admits is reached.
+            link.recv_in_place(1, crate::args::MAX_SIZE)
+                .map(|(frame, _)| Some(frame))
         } else {
-            link.recv(&mut buf)
+            link.recv(&mut buf, crate::args::MAX_SIZE)
         };
         match got {
             Ok(Some(frame)) => {

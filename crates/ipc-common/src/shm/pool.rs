@@ -12,7 +12,7 @@ use super::queue::Queue;
 use super::ring::{peer_alive, peer_died, SLICE};
 use super::{attach, await_consumer, create, mark_attached, publish, Segment, Spec};
 use crate::error::{Error, Kind, Result};
-use crate::frame::{Header as Frame, HEADER_LEN};
+use crate::frame::{check_len, Header as Frame, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
 use ipc_sys::shm::PMutex;
@@ -368,7 +368,7 @@ impl Link for PoolLink<'_> {
         Ok(())
     }
 
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Frame>> {
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Frame>> {
         let Some(inn) = &self.q.inn else {
             return Err(Error::usage(
                 format!("{} has no queue to hear answers on", self.object),
@@ -377,6 +377,9 @@ impl Link for PoolLink<'_> {
         };
         let mut frame: Option<Frame> = None;
         let mut got = 0usize;
+        // The announced length, bounded; the buffer grows by each part as it comes.
+        let mut total = 0usize;
+        buf.clear();
         loop {
             let mut desc = [0u8; DESC_LEN];
             let n = self.wait(inn, &mut desc)?;
@@ -385,7 +388,7 @@ impl Link for PoolLink<'_> {
                     .map_err(|e| self.corrupt(e))?;
             match frame {
                 None => {
-                    buf.resize(f.len as usize, 0);
+                    total = check_len(&f, max, &self.object)?;
                     frame = Some(f);
                 }
                 Some(first) if first != f => {
@@ -396,12 +399,12 @@ impl Link for PoolLink<'_> {
                 }
                 Some(_) => {}
             }
-            if got + len > buf.len() {
+            if got + len > total {
                 return Err(self.corrupt(format!(
-                    "parts add up to more than the {} bytes announced",
-                    buf.len()
+                    "parts add up to more than the {total} bytes announced"
                 )));
             }
+            buf.resize(got + len, 0);
             self.pool.members[id]
                 .map
                 .copy_out(HEADER_SIZE, &mut buf[got..got + len]);
@@ -415,7 +418,7 @@ impl Link for PoolLink<'_> {
                 ),
                 IDEA_POOL,
             );
-            if got == buf.len() {
+            if got == total {
                 return Ok(frame);
             }
         }
@@ -430,7 +433,7 @@ impl Link for PoolLink<'_> {
 
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize> {
         let mut v = Vec::new();
-        self.recv(&mut v)?;
+        self.recv(&mut v, buf.len())?;
         let n = v.len().min(buf.len());
         buf[..n].copy_from_slice(&v[..n]);
         Ok(n)

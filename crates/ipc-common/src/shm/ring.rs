@@ -17,7 +17,7 @@ use super::layout::{ring_offset, Checked, Header, RingCtl, SyncKind};
 use super::queue::Queue;
 use crate::cleanup::Guard;
 use crate::error::{Context, Error, Kind, Result};
-use crate::frame::{FrameKind, Header as Frame, HEADER_LEN};
+use crate::frame::{check_len, FrameKind, Header as Frame, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
 use crate::workload::PayloadGen;
@@ -608,14 +608,24 @@ impl Link for ShmLink<'_> {
         tx.write(&[&header.encode(), payload], &self.waits, urgent)
     }
 
-    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Frame>> {
+    fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Frame>> {
         self.flush()?;
         let Some(rx) = self.rx.as_mut() else {
             return Err(self.no_ring("receive from"));
         };
         let frame = rx.read_header(&self.waits)?;
-        buf.resize(frame.len as usize, 0);
+        let total = check_len(&frame, max, &self.waits.object)?;
+        // Grown (at most doubling) as the writer publishes the payload, unless the
+        // buffer is already this large: a header alone never reserves memory.
+        let mut got = if buf.capacity() >= total { total } else { 0 };
+        buf.resize(got, 0);
         rx.read(buf, &self.waits)?;
+        while got < total {
+            let step = (total - got).min(got.max(64 * 1024));
+            buf.resize(got + step, 0);
+            rx.read(&mut buf[got..], &self.waits)?;
+            got += step;
+        }
         rx.consumed(&self.waits);
         narrate::repeated(
             "ring read",
@@ -713,7 +723,7 @@ impl Link for ShmLink<'_> {
             return Err(self.no_ring("receive from"));
         };
         let frame = rx.read_header(w)?;
-        let len = frame.len as usize;
+        let len = check_len(&frame, size, &w.object)?;
         let gen = PayloadGen::new(seed, frame.seq);
         // Compared even when the length is wrong, so a corrupted frame is read the same
         // way; a first mismatch ends the comparing, not the reading.
