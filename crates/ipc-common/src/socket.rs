@@ -637,7 +637,12 @@ fn connect_to_first_sender(fd: &OwnedFd, w: &mut Waiting) -> Result<()> {
             MsgFlags::MSG_PEEK,
         ) {
             Ok(m) => {
-                let from = m.address.filter(|a| !a.is_unnamed());
+                // An unbound sender has no address: the kernel returns a length of 0,
+                // which nix's `is_unnamed` would trip over, so look at the length first.
+                let from = m.address.filter(|a| {
+                    SockaddrLike::len(a) as usize > std::mem::size_of::<libc::sa_family_t>()
+                        && !a.is_unnamed()
+                });
                 let (uid, pid) = sender_cred(&m);
                 if uid != trust::me() {
                     drop_datagram(fd, w.object(), uid, pid)?;
