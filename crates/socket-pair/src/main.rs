@@ -26,6 +26,7 @@ Examples:
   socket-pair recv --type seqpacket                (give both sides the same --type)
   socket-pair recv --tcp 127.0.0.1:5000            terminal 1: TCP (port 0: any free port)
   socket-pair send --tcp 127.0.0.1:5000 --input big.iso -s 64K
+  socket-pair recv --tcp 10.0.0.1:5000 --secret-file key     between hosts: both sides the same key (0600)
   socket-pair recv --raw --output out.bin          then: socat -u FILE:in UNIX-CONNECT:/tmp/ipc-socket
   socket-pair run -v -n 3                          narrate each system call";
 
@@ -63,6 +64,10 @@ struct Side {
     /// Use TCP at HOST:PORT instead (stream only); a receiver given port 0 takes a free port and says which
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "name")]
     tcp: Option<String>,
+    /// TCP: a file (mode 0600, yours) holding a secret both sides share; each proves it
+    /// holds it before any payload (HMAC-SHA256). Without it, IPC_SECRET if set
+    #[arg(long, value_name = "PATH", requires = "tcp")]
+    secret_file: Option<PathBuf>,
     #[command(flatten)]
     ty: TypeArg,
     #[command(flatten)]
@@ -117,9 +122,18 @@ fn peer_command(sub: &str, side: &Side, ep: &Endpoint) -> String {
     s
 }
 
+/// The shared secret for TCP; a Unix socket needs none (the kernel knows the peer).
+fn secret(side: &Side, ep: &Endpoint) -> Result<Option<socket::Secret>> {
+    match ep {
+        Endpoint::Tcp(_) => socket::Secret::load(side.secret_file.as_deref()),
+        Endpoint::Unix(_) => Ok(None),
+    }
+}
+
 fn send(side: &Side) -> Result<Option<Report>> {
     let args = &side.common;
     let ep = endpoint(side)?;
+    let secret = secret(side, &ep)?;
     let peer = |ep: &Endpoint| peer_command("recv", side, ep);
     let (mut link, d) = socket::send_side(
         &ep,
@@ -128,6 +142,7 @@ fn send(side: &Side) -> Result<Option<Report>> {
         &peer,
         args.size.unwrap_or(DEFAULT_SIZE),
         args.mode == Some(Mode::Pingpong),
+        secret.as_ref(),
     )?;
     let report = workload::send(&mut link, args, &d)?;
     link.finish_send(args.raw)?;
@@ -140,8 +155,10 @@ fn recv(side: &Side) -> Result<Option<Report>> {
         return recv_inherited(fd, side.ty.ty, args);
     }
     let ep = endpoint(side)?;
+    let secret = secret(side, &ep)?;
     let peer = |ep: &Endpoint| peer_command("send", side, ep);
-    let (mut link, d) = socket::receive_side(&ep, side.ty.ty, args.timeout, &peer)?;
+    let (mut link, d) =
+        socket::receive_side(&ep, side.ty.ty, args.timeout, &peer, secret.as_ref())?;
     workload::receive(&mut link, args, &d).map(Some)
 }
 

@@ -26,6 +26,15 @@
 //! receiver connects back to the address its first datagram came from, so echoes in
 //! pingpong go there and no other socket can slip datagrams in. A datagram larger than
 //! the socket can carry is refused with the limit named, never split or truncated.
+//!
+//! Who may be the peer (see [`trust`]): only this user. A sender sends nothing to a
+//! socket file that is not a socket of its own, writable by nobody else, nor to a
+//! stream or seqpacket peer whose `SO_PEERCRED` is another uid; a receiver drops a
+//! connection (`SO_PEERCRED`) or datagram (`SO_PASSCRED`) from another uid and goes on
+//! waiting. Over TCP on this host both ends look the peer's socket up in the kernel's
+//! table for its uid; between hosts a shared secret ([`Secret`]) authenticates both
+//! ends before any payload. A receiver keeps several connections in hand at once, so
+//! one that stays silent holds up nobody.
 
 use ipc_common::cleanup::{self, remove_if_same};
 use ipc_common::error::{Context, Error, Kind, Result};
@@ -36,18 +45,24 @@ use ipc_common::stream::{self, set_nonblocking, wait_ready, FdStream};
 use ipc_common::wait::{Waiting, RETRY};
 use ipc_common::workload::Describe;
 use nix::errno::Errno;
-use nix::poll::PollFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     self as so, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag, SockaddrLike, SockaddrStorage,
     UnixAddr,
 };
 use nix::sys::stat::{lstat, umask, Mode, SFlag};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+mod auth;
+pub mod trust;
+pub use auth::Secret;
+use trust::Owner;
 
 const IDEA_SOCKET: &str = "sockets: an endpoint with a kernel buffer plus protocol processing";
 const IDEA_BIND: &str =
@@ -67,6 +82,14 @@ const IDEA_EARLY_UNLINK: &str = "cleanup: the peer is connected, a connected soc
 /// `af_unix` refuses a datagram longer than the send buffer less this.
 const UNIX_DGRAM_OVERHEAD: usize = 32;
 const WMEM_MAX: &str = "/proc/sys/net/core/wmem_max";
+/// How long an accepted connection may stay silent before it is dropped. Meanwhile it
+/// holds up nobody: the receiver keeps accepting and watching the others.
+const SILENT_GRACE: Duration = Duration::from_secs(5);
+/// Silent connections kept at once; past this the oldest is dropped.
+const MAX_PENDING: usize = 16;
+/// The longest a receiver's wait loop sleeps before looking at its deadlines again.
+const TICK: Duration = Duration::from_millis(100);
+const IDEA_PEER: &str = "sockets: the kernel knows who is at the other end of a local socket";
 
 /// `--type`: the kind of socket.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,57 +369,170 @@ impl Listener {
     }
 }
 
-/// Accept connections until one sends its first byte: that is the sender. One that
-/// closes before (a probe by another receiver, a port scan) is dropped.
-fn accept_sender(listener: &Listener, w: &mut Waiting) -> Result<OwnedFd> {
-    loop {
-        if w.ready(listener.as_fd(), PollFlags::POLLIN, "a sender")?
-            .is_none()
-        {
-            return Err(w.gave_up("no sender connected"));
-        }
-        let conn = match listener.accept() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::os(w.object(), "accept", e)),
-        };
-        narrate::call(
-            format_args!(
-                "accept(fd {}) = fd {}",
-                listener.as_fd().as_raw_fd(),
-                conn.as_raw_fd()
-            ),
-            IDEA_ACCEPT,
-        );
-        set_nonblocking(conn.as_fd(), w.object())?;
-        if w.ready(conn.as_fd(), PollFlags::POLLIN, "a sender")?
-            .is_none()
-        {
-            return Err(w.gave_up("the connected peer sent nothing"));
-        }
-        let mut one = [0u8; 1];
-        match so::recv(conn.as_raw_fd(), &mut one, MsgFlags::MSG_PEEK) {
-            Ok(0) | Err(Errno::ECONNRESET) => {
-                narrate::call(
-                    format_args!("recv(fd {}, MSG_PEEK) = 0", conn.as_raw_fd()),
-                    "sockets: a connection that closed unused was a probe, not a sender",
-                );
+/// Whether an accepted connection may be the sender: from this user, as the kernel
+/// tells (`SO_PEERCRED` for Unix, the connection table for TCP on this host). A TCP
+/// peer on another host passes here; the shared secret, if any, decides later.
+fn admit(conn: &OwnedFd, listener: &Listener, object: &str) -> Result<bool> {
+    let me = trust::me();
+    let refused = |who: String| {
+        narrate::note(format_args!(
+            "{object}: refused a connection from {who}: not this user (uid {me}); still waiting for the sender"
+        ));
+        Ok(false)
+    };
+    match listener {
+        Listener::Unix(_) => {
+            let (uid, pid) = trust::peer_cred(conn, object)?;
+            narrate::call(
+                format_args!(
+                    "getsockopt(fd {}, SO_PEERCRED) = uid {uid}, pid {pid}",
+                    conn.as_raw_fd()
+                ),
+                IDEA_PEER,
+            );
+            if uid != me {
+                return refused(format!("uid {uid} (pid {pid})"));
             }
-            Ok(_) => return Ok(conn),
-            Err(Errno::EAGAIN | Errno::EINTR) => {}
-            Err(e) => return Err(Error::os(w.object(), "recv(MSG_PEEK)", e.into())),
+        }
+        Listener::Tcp(_) => {
+            let (local, peer) = tcp_addrs(conn, object)?;
+            let owner = trust::tcp_owner(peer, local)?;
+            narrate::call(
+                format_args!("/proc/net/tcp: {peer} -> {local} is {owner:?}"),
+                IDEA_PEER,
+            );
+            match owner {
+                Owner::Uid(uid) if uid != me => return refused(format!("{peer}, uid {uid}")),
+                Owner::Gone => {
+                    return refused(format!(
+                    "{peer}, a socket on this host that closed before its owner could be checked"
+                ))
+                }
+                Owner::Uid(_) | Owner::Remote => {}
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A TCP socket's own address and its peer's.
+fn tcp_addrs(fd: &OwnedFd, object: &str) -> Result<(SocketAddr, SocketAddr)> {
+    let s = std::net::TcpStream::from(fd.try_clone().on(&object, "dup")?);
+    Ok((
+        s.local_addr().on(&object, "getsockname")?,
+        s.peer_addr().on(&object, "getpeername")?,
+    ))
+}
+
+/// Accept connections until one of this user's sends its first byte: that is the
+/// sender. Several are watched at once, so a silent one (held for [`SILENT_GRACE`])
+/// cannot stall the real sender; one that closes before its first byte (a probe by
+/// another receiver, a port scan) is dropped, as is one from another user.
+fn accept_sender(listener: &Listener, w: &mut Waiting) -> Result<OwnedFd> {
+    let mut pending: VecDeque<(OwnedFd, Instant)> = VecDeque::new();
+    loop {
+        if w.expired() {
+            return Err(w.gave_up(if pending.is_empty() {
+                "no sender connected"
+            } else {
+                "no connected peer sent anything"
+            }));
+        }
+        w.tick("a sender");
+        let (listener_ready, ready) = {
+            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                pending
+                    .iter()
+                    .map(|(c, _)| PollFd::new(c.as_fd(), PollFlags::POLLIN)),
+            );
+            let ms = w.left().min(TICK).as_millis();
+            let ms = PollTimeout::try_from(i32::try_from(ms).unwrap_or(i32::MAX))
+                .unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, ms) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::os(w.object(), "poll", e.into())),
+            }
+            let seen = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<bool> = fds[1..].iter().map(seen).collect();
+            (seen(&fds[0]), ready)
+        };
+        // Newest first, so removing by index leaves the earlier ones in place.
+        for i in (0..ready.len()).rev().filter(|&i| ready[i]) {
+            let mut one = [0u8; 1];
+            let conn = &pending[i].0;
+            match so::recv(conn.as_raw_fd(), &mut one, MsgFlags::MSG_PEEK) {
+                Ok(0) | Err(Errno::ECONNRESET) => {
+                    narrate::call(
+                        format_args!("recv(fd {}, MSG_PEEK) = 0", conn.as_raw_fd()),
+                        "sockets: a connection that closed unused was a probe, not a sender",
+                    );
+                    pending.remove(i);
+                }
+                Ok(_) => {
+                    let (conn, _) = pending.remove(i).expect("index in range");
+                    return Ok(conn);
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(e) => return Err(Error::os(w.object(), "recv(MSG_PEEK)", e.into())),
+            }
+        }
+        let before = pending.len();
+        pending.retain(|(_, since)| since.elapsed() < SILENT_GRACE);
+        if pending.len() < before {
+            narrate::note(format_args!(
+                "{}: dropped {} connection(s) that sent nothing for {} s; still waiting for the sender",
+                w.object(),
+                before - pending.len(),
+                SILENT_GRACE.as_secs()
+            ));
+        }
+        if !listener_ready {
+            continue;
+        }
+        // Take every queued connection now: the real sender may be behind a silent one.
+        loop {
+            let conn = match listener.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Gone before we took it: nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => return Err(Error::os(w.object(), "accept", e)),
+            };
+            narrate::call(
+                format_args!(
+                    "accept(fd {}) = fd {}",
+                    listener.as_fd().as_raw_fd(),
+                    conn.as_raw_fd()
+                ),
+                IDEA_ACCEPT,
+            );
+            set_nonblocking(conn.as_fd(), w.object())?;
+            if !admit(&conn, listener, w.object())? {
+                continue;
+            }
+            if pending.len() == MAX_PENDING {
+                pending.pop_front();
+                narrate::note(format_args!(
+                    "{}: more than {MAX_PENDING} silent connections; dropped the oldest",
+                    w.object()
+                ));
+            }
+            pending.push_back((conn, Instant::now()));
         }
     }
 }
 
 /// The receiving side: bind, listen, accept the sender (or wait for the first
 /// datagram), then remove the socket file. Returns the channel and its description.
+/// With a `secret` (TCP only) the sender must prove it holds the same one.
 pub fn receive_side(
     ep: &Endpoint,
     ty: SocketType,
     timeout: Duration,
     peer: PeerCommand<'_>,
+    secret: Option<&Secret>,
 ) -> Result<(SockLink, Describe)> {
     ep.check_type(ty)?;
     match ep {
@@ -406,6 +542,9 @@ pub fn receive_side(
             let mut w = Waiting::new(&obj, peer(ep), timeout);
             let conn = match ty {
                 SocketType::Dgram => {
+                    // Each datagram then carries its sender's credentials.
+                    so::setsockopt(&fd, sockopt::PassCred, &true)
+                        .on(&obj, "setsockopt(SO_PASSCRED)")?;
                     connect_to_first_sender(&fd, &mut w)?;
                     fd
                 }
@@ -417,7 +556,10 @@ pub fn receive_side(
             };
             remove_if_same(path, id, IDEA_EARLY_UNLINK);
             guard.disarm();
-            let link = SockLink::from_fd(conn, ty, obj, timeout, None)?;
+            let mut link = SockLink::from_fd(conn, ty, obj, timeout, None)?;
+            if let SockLink::Msg(m) = &mut link {
+                m.only_uid = (ty == SocketType::Dgram).then(trust::me);
+            }
             Ok((link, ep.describe(ty)))
         }
         Endpoint::Tcp(addr) => {
@@ -449,10 +591,23 @@ pub fn receive_side(
             if addr.port() == 0 {
                 narrate::note(format_args!("listening on {obj}"));
             }
+            if secret.is_none() && !bound.ip().is_loopback() {
+                narrate::note(format_args!(
+                    "warning: {obj} is reachable from other hosts and no shared secret is set: anyone who can reach this port can take part (give both sides --secret-file PATH or {})",
+                    auth::ENV
+                ));
+            }
             let mut w = Waiting::new(&obj, peer(&bound_ep), timeout);
             let listener = Listener::Tcp(TcpListener::from(fd));
             let conn = accept_sender(&listener, &mut w)?;
             drop(listener);
+            if let Some(secret) = secret {
+                auth::as_receiver(&conn, secret, &obj, timeout)?;
+                narrate::note(format_args!(
+                    "{obj}: the sender proved it holds the shared secret ({})",
+                    secret.source
+                ));
+            }
             // The receiver writes only pingpong echoes: send each at once.
             set_nodelay(&conn, &obj)?;
             let link = SockLink::from_fd(conn, ty, obj, timeout, None)?;
@@ -461,8 +616,9 @@ pub fn receive_side(
     }
 }
 
-/// A datagram receiver: wait for the first datagram, then connect to its sender (when
-/// it has an address), so replies go there and no one else can send to us.
+/// A datagram receiver: wait for the first datagram from this user, then connect to
+/// its sender (when it has an address), so replies go there and no one else can send
+/// to us. Datagrams from other users (as `SO_PASSCRED` tells) are dropped.
 fn connect_to_first_sender(fd: &OwnedFd, w: &mut Waiting) -> Result<()> {
     loop {
         if w.ready(fd.as_fd(), PollFlags::POLLIN, "a sender")?
@@ -471,9 +627,25 @@ fn connect_to_first_sender(fd: &OwnedFd, w: &mut Waiting) -> Result<()> {
             return Err(w.gave_up("no sender sent a datagram"));
         }
         let mut none: [IoSliceMut<'_>; 0] = [];
-        match so::recvmsg::<UnixAddr>(fd.as_raw_fd(), &mut none, None, MsgFlags::MSG_PEEK) {
+        let mut space = nix::cmsg_space!(libc::ucred);
+        match so::recvmsg::<UnixAddr>(
+            fd.as_raw_fd(),
+            &mut none,
+            Some(&mut space),
+            MsgFlags::MSG_PEEK,
+        ) {
             Ok(m) => {
-                let from = m.address.filter(|a| !a.is_unnamed());
+                // An unbound sender has no address: the kernel returns a length of 0,
+                // which nix's `is_unnamed` would trip over, so look at the length first.
+                let from = m.address.filter(|a| {
+                    SockaddrLike::len(a) as usize > std::mem::size_of::<libc::sa_family_t>()
+                        && !a.is_unnamed()
+                });
+                let (uid, pid) = sender_cred(&m);
+                if uid != trust::me() {
+                    drop_datagram(fd, w.object(), uid, pid)?;
+                    continue;
+                }
                 if let Some(a) = from {
                     so::connect(fd.as_raw_fd(), &a).on(&w.object(), "connect (to the sender)")?;
                     narrate::call(
@@ -489,6 +661,33 @@ fn connect_to_first_sender(fd: &OwnedFd, w: &mut Waiting) -> Result<()> {
     }
 }
 
+/// The sender's uid and pid from a datagram's `SCM_CREDENTIALS`. With `SO_PASSCRED`
+/// the kernel always attaches them; a datagram without is treated as nobody's.
+fn sender_cred<S>(m: &so::RecvMsg<'_, '_, S>) -> (u32, i32) {
+    m.cmsgs()
+        .ok()
+        .and_then(|mut cs| {
+            cs.find_map(|c| match c {
+                so::ControlMessageOwned::ScmCredentials(c) => Some((c.uid(), c.pid())),
+                _ => None,
+            })
+        })
+        .unwrap_or((u32::MAX, 0))
+}
+
+/// Read and discard the datagram at the head of the queue: it is another user's.
+fn drop_datagram(fd: &OwnedFd, object: &str, uid: u32, pid: i32) -> Result<()> {
+    match so::recv(fd.as_raw_fd(), &mut [], MsgFlags::MSG_TRUNC) {
+        Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+        Err(e) => return Err(Error::os(object, "recv (dropping a datagram)", e.into())),
+    }
+    narrate::note(format_args!(
+        "{object}: dropped a datagram from uid {uid} (pid {pid}): not this user (uid {})",
+        trust::me()
+    ));
+    Ok(())
+}
+
 fn set_nodelay(fd: &OwnedFd, object: &str) -> Result<()> {
     so::setsockopt(fd, sockopt::TcpNoDelay, &true).on(&object, "setsockopt(TCP_NODELAY)")?;
     narrate::call(
@@ -500,7 +699,8 @@ fn set_nodelay(fd: &OwnedFd, object: &str) -> Result<()> {
 
 /// The sending side: connect, retrying until `timeout` while the receiver is not there.
 /// `payload` is the largest message (a datagram socket must be able to carry it);
-/// `pingpong` switches Nagle off on TCP.
+/// `pingpong` switches Nagle off on TCP. Nothing is sent until the receiver is known
+/// to be this user's (or, over TCP with a `secret`, to hold the same secret).
 pub fn send_side(
     ep: &Endpoint,
     ty: SocketType,
@@ -508,6 +708,7 @@ pub fn send_side(
     peer: PeerCommand<'_>,
     payload: usize,
     pingpong: bool,
+    secret: Option<&Secret>,
 ) -> Result<(SockLink, Describe)> {
     ep.check_type(ty)?;
     let obj = ep.object();
@@ -521,6 +722,11 @@ pub fn send_side(
         Endpoint::Tcp(_) => (IDEA_CONNECT_TCP, "a receiver"),
     };
     let fd = loop {
+        // Refuse another user's socket file before connecting; `None`: not there yet.
+        let file = match ep {
+            Endpoint::Unix(p) => trust::own_socket_file(p)?,
+            Endpoint::Tcp(_) => None,
+        };
         let fd = new_socket(ep.family(), ty, &obj)?;
         match ty {
             SocketType::Dgram => {
@@ -534,6 +740,8 @@ pub fn send_side(
             SocketType::Stream => {}
         }
         let r = match so::connect(fd.as_raw_fd(), addr.as_ref()) {
+            // No socket file of ours yet: as if the name were missing.
+            _ if matches!(ep, Endpoint::Unix(_)) && file.is_none() => Err(Errno::ENOENT),
             // TCP: the handshake is under way; wait for it (bounded), then ask how it went.
             Err(Errno::EINPROGRESS) => {
                 if wait_ready(fd.as_fd(), PollFlags::POLLOUT, w.left(), &obj)?.is_none() {
@@ -552,13 +760,11 @@ pub fn send_side(
                     format_args!("connect(fd {}, {}) = 0", fd.as_raw_fd(), ep_text(ep)),
                     idea,
                 );
+                check_receiver(&fd, ep, ty, file, &obj)?;
                 break fd;
             }
             // Not there yet (no name, or nobody bound/listening, or the queue is full).
             Err(Errno::ENOENT | Errno::ECONNREFUSED | Errno::EAGAIN) => {
-                if let Endpoint::Unix(p) = ep {
-                    refuse_non_socket(p)?;
-                }
                 if w.expired() {
                     return Err(w.gave_up("no receiver was there"));
                 }
@@ -590,32 +796,92 @@ pub fn send_side(
             }
         }
     };
+    if let (Endpoint::Tcp(_), Some(secret)) = (ep, secret) {
+        auth::as_sender(&fd, secret, &obj, timeout)?;
+        narrate::note(format_args!(
+            "{obj}: the receiver proved it holds the shared secret ({})",
+            secret.source
+        ));
+    }
+    let linger = match ep {
+        Endpoint::Tcp(_) => Some(fd.try_clone().on(&obj, "dup")?),
+        Endpoint::Unix(_) => None,
+    };
     let link = SockLink::from_fd(fd, ty, obj, timeout, Some(payload))?;
-    Ok((link, ep.describe(ty)))
+    Ok((link.lingering(linger, timeout), ep.describe(ty)))
+}
+
+/// Just connected: is the receiver this user's? A Unix stream or seqpacket listener
+/// says who it is (`SO_PEERCRED`); a datagram socket does not, so its file must still
+/// be the one checked before connecting (the sticky /tmp lets only its owner replace
+/// it). On TCP the listener's socket is looked up in the kernel's table.
+fn check_receiver(
+    fd: &OwnedFd,
+    ep: &Endpoint,
+    ty: SocketType,
+    file: Option<(u64, u64)>,
+    obj: &str,
+) -> Result<()> {
+    let me = trust::me();
+    let refuse = |owner: String| {
+        Err(Error::new(
+            Kind::Runtime,
+            obj,
+            format!("the receiver is {owner}, not this user (uid {me}): sending nothing to it"),
+            "another user got there first; stop that program or choose another --name, --unix path or port",
+        ))
+    };
+    match ep {
+        Endpoint::Unix(p) if ty == SocketType::Dgram => {
+            let now = trust::own_socket_file(p)?;
+            if now != file {
+                return Err(Error::new(
+                    Kind::Runtime,
+                    obj,
+                    "the socket file was replaced while connecting: sending nothing to it",
+                    "run again; if it repeats, another program is racing for this name: choose another --name",
+                ));
+            }
+        }
+        Endpoint::Unix(_) => {
+            let (uid, pid) = trust::peer_cred(fd, obj)?;
+            narrate::call(
+                format_args!(
+                    "getsockopt(fd {}, SO_PEERCRED) = uid {uid}, pid {pid}",
+                    fd.as_raw_fd()
+                ),
+                IDEA_PEER,
+            );
+            if uid != me {
+                return refuse(format!("uid {uid} (pid {pid})"));
+            }
+        }
+        Endpoint::Tcp(_) => {
+            let (local, peer) = tcp_addrs(fd, obj)?;
+            let owner = trust::tcp_owner(peer, local)?;
+            narrate::call(
+                format_args!("/proc/net/tcp: {peer} -> {local} is {owner:?}"),
+                IDEA_PEER,
+            );
+            match owner {
+                Owner::Uid(uid) if uid != me => return refuse(format!("a socket of uid {uid}")),
+                Owner::Gone => {
+                    return refuse(
+                        "a socket on this host that closed before its owner could be checked"
+                            .into(),
+                    )
+                }
+                Owner::Uid(_) | Owner::Remote => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ep_text(ep: &Endpoint) -> String {
     match ep {
         Endpoint::Unix(p) => format!("{p:?}"),
         Endpoint::Tcp(a) => a.to_string(),
-    }
-}
-
-/// `connect` to a file that is not a socket also says `ECONNREFUSED`: no use waiting.
-fn refuse_non_socket(path: &Path) -> Result<()> {
-    match lstat(path) {
-        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK => {
-            Err(Error::new(
-                Kind::Runtime,
-                format!("socket {}", path.display()),
-                "exists and is not a socket",
-                format!(
-                    "not touching it; remove it yourself (rm {}) or choose another --name or --unix path",
-                    path.display()
-                ),
-            ))
-        }
-        _ => Ok(()),
     }
 }
 
@@ -699,6 +965,10 @@ pub fn pair(ty: SocketType) -> Result<(OwnedFd, OwnedFd)> {
 /// A connected socket as a channel: a byte stream or a message socket.
 pub enum SockLink {
     Stream(FdStream),
+    /// A TCP sender's stream and its socket once more: after the last byte it waits for
+    /// the receiver to close first, so its socket (and with it its owner) stays in the
+    /// kernel's table until the receiver has checked it; a closed one keeps no owner.
+    Lingering(FdStream, OwnedFd, Duration),
     Msg(MsgLink),
 }
 
@@ -723,19 +993,61 @@ impl SockLink {
         })
     }
 
+    /// A TCP sender's stream, given `Some(its socket)`, lingers after its last byte.
+    pub fn lingering(self, fd: Option<OwnedFd>, timeout: Duration) -> SockLink {
+        match (self, fd) {
+            (SockLink::Stream(s), Some(fd)) => SockLink::Lingering(s, fd, timeout),
+            (link, _) => link,
+        }
+    }
+
     /// The sender is done. A datagram socket has no end of file: in `--raw` an empty
-    /// datagram marks the end (with frames, the END frame does). Streams end on close.
+    /// datagram marks the end (with frames, the END frame does). Streams end on close;
+    /// a lingering one shuts its sending side and waits (at most its timeout) for the
+    /// receiver to close.
     pub fn finish_send(&mut self, raw: bool) -> Result<()> {
         match self {
             SockLink::Msg(m) if raw && m.ty == SocketType::Dgram => m.send_parts(&[]),
+            SockLink::Lingering(s, fd, timeout) => linger(fd, s.object(), *timeout),
             _ => Ok(()),
         }
     }
 
     fn inner(&mut self) -> &mut dyn Link {
         match self {
-            SockLink::Stream(s) => s,
+            SockLink::Stream(s) | SockLink::Lingering(s, ..) => s,
             SockLink::Msg(m) => m,
+        }
+    }
+}
+
+/// Shut the sending side, then read (and discard: the transfer is over) until the
+/// receiver closes, or the timeout passes; neither is an error, every byte was sent.
+fn linger(fd: &OwnedFd, object: &str, timeout: Duration) -> Result<()> {
+    match so::shutdown(fd.as_raw_fd(), so::Shutdown::Write) {
+        Ok(()) => {}
+        Err(Errno::ENOTCONN) => return Ok(()),
+        Err(e) => return Err(Error::os(object, "shutdown(SHUT_WR)", e.into())),
+    }
+    let deadline = Instant::now() + timeout;
+    let mut sink = [0u8; 4096];
+    loop {
+        match so::recv(fd.as_raw_fd(), &mut sink, MsgFlags::empty()) {
+            Ok(0) | Err(Errno::ECONNRESET | Errno::ENOTCONN) => return Ok(()),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if wait_ready(fd.as_fd(), PollFlags::POLLIN, left, object)?.is_none() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                return Err(Error::os(
+                    object,
+                    "recv (waiting for the receiver to close)",
+                    e.into(),
+                ))
+            }
         }
     }
 }
@@ -743,7 +1055,7 @@ impl SockLink {
 impl Link for SockLink {
     fn object(&self) -> &str {
         match self {
-            SockLink::Stream(s) => s.object(),
+            SockLink::Stream(s) | SockLink::Lingering(s, ..) => s.object(),
             SockLink::Msg(m) => m.object(),
         }
     }
@@ -770,6 +1082,8 @@ pub struct MsgLink {
     fd: OwnedFd,
     ty: SocketType,
     timeout: Duration,
+    /// A datagram receiver takes datagrams from this uid only (`SO_PASSCRED` is on).
+    only_uid: Option<u32>,
 }
 
 impl MsgLink {
@@ -789,6 +1103,7 @@ impl MsgLink {
             fd,
             ty,
             timeout,
+            only_uid: None,
         })
     }
 
@@ -855,14 +1170,31 @@ impl MsgLink {
         flags: MsgFlags,
     ) -> Result<(usize, bool)> {
         loop {
+            let mut space = nix::cmsg_space!(libc::ucred);
+            let cmsg = self.only_uid.is_some().then_some(&mut space);
             match so::recvmsg::<()>(
                 self.fd.as_raw_fd(),
                 parts,
-                None,
+                cmsg,
                 flags | MsgFlags::MSG_TRUNC,
             ) {
                 Ok(m) => {
                     let (n, cut) = (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC));
+                    if let Some(me) = self.only_uid {
+                        // Queued before we connected to our sender: another user's.
+                        let (uid, pid) = sender_cred(&m);
+                        if uid != me {
+                            narrate::note(format_args!(
+                                "{}: dropped a datagram from uid {uid} (pid {pid}): not this user (uid {me})",
+                                self.object
+                            ));
+                            if flags.contains(MsgFlags::MSG_PEEK) {
+                                // A peek leaves it queued: take it off, or it comes back.
+                                let _ = so::recv(self.fd.as_raw_fd(), &mut [0u8; 1], MsgFlags::empty());
+                            }
+                            continue;
+                        }
+                    }
                     narrate::repeated(
                         "recvmsg",
                         format_args!("recvmsg(fd {}) = {n}", self.fd.as_raw_fd()),
