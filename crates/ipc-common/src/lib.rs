@@ -14,6 +14,7 @@
 //! - [`child`]: `run`, the receiver as a child process; [`cli`]: every `main`'s frame.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
 //! - [`sysv`]: System V keys from `ftok` on a key file.
+//! - [`record`]: which process created which objects, for `ipc-ctl`.
 //! - [`sys`]: the only `unsafe` code.
 #![deny(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod mq;
 pub mod narrate;
 pub mod pipe;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod shm;
 pub mod socket;

@@ -854,14 +854,20 @@ impl Endpoint {
 fn posix_guard(q: &Queue, name: &str) -> Guard {
     let id = q.identity();
     let n = name.to_string();
-    cleanup::on_exit(q.object.clone(), move || {
+    let rec = crate::record::Object::posix_mq(name);
+    cleanup::on_exit_recorded(q.object.clone(), rec, move || {
         posix_unlink_if_same(&n, id, "cleanup: the queue's owner removes its name");
     })
 }
 
 fn sysv_guard(q: &Queue) -> Guard {
     let id = q.sysv_id().expect("SysV queue");
-    cleanup::on_exit(q.object.clone(), move || {
+    let key = match q.handle {
+        Handle::Sysv { key, .. } => key,
+        _ => 0,
+    };
+    let rec = crate::record::Object::sysv(crate::record::Kind::SysvMsg, key, id);
+    cleanup::on_exit_recorded(q.object.clone(), rec, move || {
         if sys::msgctl_rmid(id).is_ok() {
             narrate::call(format_args!("msgctl({id}, IPC_RMID) = 0"), IDEA_RMID);
         }

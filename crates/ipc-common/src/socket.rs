@@ -448,13 +448,15 @@ pub fn receive_side(
             );
             let fd = OwnedFd::from(listener);
             listen(&fd, &obj)?;
+            let listening =
+                cleanup::on_exit_recorded(obj.clone(), crate::record::Object::tcp(bound), || {});
             if addr.port() == 0 {
                 narrate::note(format_args!("listening on {obj}"));
             }
             let mut w = Waiting::new(&obj, peer(&bound_ep), timeout);
             let listener = Listener::Tcp(TcpListener::from(fd));
             let conn = accept_sender(&listener, &mut w)?;
-            drop(listener);
+            drop((listener, listening));
             // The receiver writes only pingpong echoes: send each at once.
             set_nodelay(&conn, &obj)?;
             let link = SockLink::from_fd(conn, ty, obj, timeout, None)?;
