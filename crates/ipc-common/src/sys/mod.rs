@@ -56,4 +56,5 @@ pub fn ftok(path: &std::path::Path, id: u8) -> io::Result<libc::key_t> {
 }
 pub mod bench;
 pub mod mq;
+pub mod peek;
 pub mod shm;
