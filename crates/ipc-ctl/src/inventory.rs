@@ -56,6 +56,8 @@ pub struct Item {
     pub holders: Vec<Proc>,
     /// Not in any record: found by a scan, by its name or its key's project id.
     pub recorded: bool,
+    /// Its name is removed already; it lives while processes map it.
+    pub unlinked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
     /// For `clean`: which record listed it (index into `Inventory::records`).
@@ -143,6 +145,13 @@ pub struct Holders {
     /// SysV segment id -> pids that have it attached.
     pub sysv_shm: BTreeMap<i32, BTreeSet<u32>>,
     pub comm: BTreeMap<u32, String>,
+    /// Mapped paths -> (pid, address range) of a mapping at offset 0, to read a segment
+    /// whose name is already gone through /proc/PID/map_files.
+    pub ranges: BTreeMap<String, (u32, String)>,
+    /// The --name on each process's command line.
+    pub names: BTreeMap<u32, String>,
+    /// Held paths whose names are gone (unlinked while in use).
+    pub deleted: BTreeSet<String>,
 }
 
 impl Holders {
@@ -179,6 +188,9 @@ impl Holders {
                     if let Ok(t) = std::fs::read_link(fd.path()) {
                         let t = t.to_string_lossy().into_owned();
                         let t = sockets.get(&t).cloned().unwrap_or(t);
+                        if t.ends_with(" (deleted)") {
+                            h.deleted.insert(strip_deleted(&t).to_string());
+                        }
                         add(&mut h, strip_deleted(&t).to_string());
                     }
                 }
@@ -195,8 +207,31 @@ impl Holders {
                             h.sysv_shm.entry(id).or_default().insert(pid);
                         }
                     } else if path.starts_with('/') {
-                        add(&mut h, strip_deleted(path).to_string());
+                        let clean = strip_deleted(path).to_string();
+                        if path.ends_with(" (deleted)") {
+                            h.deleted.insert(clean.clone());
+                        }
+                        if f.get(2) == Some(&"00000000") {
+                            h.ranges
+                                .entry(clean.clone())
+                                .or_insert((pid, f[0].to_string()));
+                        }
+                        add(&mut h, clean);
                     }
+                }
+            }
+            if let Ok(c) = std::fs::read(p.path().join("cmdline")) {
+                let args: Vec<String> = c
+                    .split(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let name = args.iter().enumerate().find_map(|(i, a)| {
+                    a.strip_prefix("--name=")
+                        .map(str::to_string)
+                        .or_else(|| (a == "--name").then(|| args.get(i + 1).cloned()).flatten())
+                });
+                if let Some(n) = name {
+                    h.names.insert(pid, n);
                 }
             }
             if let Ok(c) = std::fs::read_to_string(p.path().join("comm")) {
@@ -254,6 +289,15 @@ pub fn pair_of(name: &str) -> Option<String> {
 pub fn base_name(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
+
+/// This project's programs (their /proc/PID/comm).
+const PROGRAMS: [&str; 5] = [
+    "shm-producer",
+    "shm-consumer",
+    "mq-pair",
+    "pipe-pair",
+    "socket-pair",
+];
 
 /// Where POSIX shared memory objects live.
 const SHM_DIR: &str = "/dev/shm";
@@ -427,11 +471,73 @@ pub fn take(lock_dead: bool, with_state: bool) -> Inventory {
     }
     scan(&tmp, &mut inv);
 
+    // Objects whose names are gone but which live processes still use (a pair removes
+    // its names once both sides have attached): found through what the processes hold.
+    let shm_prefix = format!("{SHM_DIR}/{PREFIX}");
+    let tmp_prefix = tmp.join(PREFIX).display().to_string();
+    let held: Vec<String> = inv.holders.deleted.iter().cloned().collect();
+    for path in held {
+        let (kind, name) = if let Some(n) = path.strip_prefix(SHM_DIR) {
+            if !path.starts_with(&shm_prefix) {
+                continue;
+            }
+            (Kind::PosixShm, n.to_string())
+        } else if path.starts_with(&tmp_prefix) && path.ends_with(".mmap") {
+            (Kind::MappedFile, path.clone())
+        } else {
+            continue;
+        };
+        if inv.items.iter().any(|i| i.kind == kind && i.name == name) {
+            continue;
+        }
+        let mut it = blank(kind, &name, pair_of(&name));
+        it.unlinked = true;
+        inv.items.push(it);
+    }
+    let sysv_held: Vec<(i32, BTreeSet<u32>)> = inv
+        .holders
+        .sysv_shm
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    for (id, pids) in sysv_held {
+        if inv
+            .items
+            .iter()
+            .any(|i| i.kind == Kind::SysvShm && i.id == Some(id))
+        {
+            continue;
+        }
+        // A removed segment (key 0) is this project's if one of its programs maps it.
+        let ours = pids.iter().any(|p| {
+            inv.holders
+                .comm
+                .get(p)
+                .is_some_and(|c| PROGRAMS.contains(&c.as_str()))
+        });
+        let Some(row) = inv.sysv.row(Kind::SysvShm, id) else {
+            continue;
+        };
+        if !ours || row.get("key") != Some(&0) {
+            continue;
+        }
+        let mut it = blank(Kind::SysvShm, &format!("id {id} (key removed)"), None);
+        it.id = Some(id);
+        it.unlinked = true;
+        inv.items.push(it);
+    }
+
     // Existence, size, owner, holders, state.
     let listening = tcp_listening();
     for it in &mut inv.items {
         fill(it, &inv.holders, &inv.sysv, &listening, with_state);
         it.alive = it.creators.iter().any(|c| c.alive) || !it.holders.is_empty();
+        if it.pair.is_none() {
+            it.pair = it
+                .holders
+                .iter()
+                .find_map(|h| inv.holders.names.get(&h.pid).cloned());
+        }
     }
     inv
 }
@@ -451,6 +557,7 @@ fn blank(kind: Kind, name: &str, pair: Option<String>) -> Item {
         creators: Vec::new(),
         holders: Vec::new(),
         recorded: false,
+        unlinked: false,
         state: None,
         record: None,
         object: None,
@@ -492,25 +599,36 @@ fn fill(
     match it.kind {
         Kind::PosixShm => {
             let p = shm_path(&it.name);
-            if let Ok(m) = std::fs::symlink_metadata(&p) {
+            let key = p.display().to_string();
+            let p = if it.unlinked {
+                mapped(holders, &key)
+            } else {
+                p
+            };
+            if let Ok(m) = std::fs::metadata(&p) {
                 it.exists = true;
                 it.size = Some(m.len());
                 it.uid = Some(m.uid());
             }
-            it.holders = holders.procs(holders.paths.get(&p.display().to_string()));
+            it.holders = holders.procs(holders.paths.get(&key));
             if it.exists && with_state && !it.name.contains(".pool.") {
                 it.state = Some(state::shm_file(&p));
             }
         }
         Kind::Fifo | Kind::UnixSocket | Kind::KeyFile | Kind::MappedFile => {
-            if let Ok(m) = std::fs::symlink_metadata(&it.name) {
+            let p = if it.unlinked {
+                mapped(holders, &it.name)
+            } else {
+                PathBuf::from(&it.name)
+            };
+            if let Ok(m) = std::fs::metadata(&p) {
                 it.exists = true;
                 it.size = Some(m.len());
                 it.uid = Some(m.uid());
             }
             it.holders = holders.procs(holders.paths.get(&it.name));
             if it.exists && with_state && it.kind == Kind::MappedFile {
-                it.state = Some(state::shm_file(Path::new(&it.name)));
+                it.state = Some(state::shm_file(&p));
             }
         }
         Kind::PosixMq => {
@@ -574,6 +692,14 @@ fn fill(
             it.exists =
                 port.is_some_and(|p| listening.contains(&p)) && it.creators.iter().any(|c| c.alive);
         }
+    }
+}
+
+/// Where to open a file whose name is gone: a holder's mapping of it.
+fn mapped(holders: &Holders, path: &str) -> PathBuf {
+    match holders.ranges.get(path) {
+        Some((pid, range)) => PathBuf::from(format!("/proc/{pid}/map_files/{range}")),
+        None => PathBuf::from(path),
     }
 }
 

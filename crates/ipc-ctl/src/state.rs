@@ -156,7 +156,7 @@ pub fn shm_file(path: &Path) -> State {
     use std::os::unix::fs::OpenOptionsExt;
     let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_nofollow())
+        .custom_flags(flags(path))
         .open(path)
     {
         Ok(f) => f,
@@ -174,8 +174,15 @@ pub fn shm_file(path: &Path) -> State {
     }
 }
 
-fn libc_nofollow() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits()
+fn flags(path: &Path) -> i32 {
+    use nix::fcntl::OFlag;
+    // /proc/PID/map_files entries are links by design (to a segment whose name is gone);
+    // anything else must not be a symlink planted at the name.
+    if path.starts_with("/proc/") {
+        OFlag::O_NONBLOCK.bits()
+    } else {
+        (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()
+    }
 }
 
 /// A SysV segment, attached read-only.
