@@ -219,8 +219,10 @@ fn ls_shows_live_and_dead_and_clean_removes_only_the_dead_ones() {
     stop(live_p);
     stop(live_sysv_p);
     assert!(!Path::new(&format!("/dev/shm/{live}")).exists());
-    let check = ctl(t, &["clean", "--check", "ipc-test-ctl-"]);
-    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    for name in [&live, &live_sysv, &dead, &dead_mq] {
+        let check = ctl(t, &["clean", "--check", name]);
+        assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    }
 }
 
 #[test]
