@@ -185,7 +185,7 @@ fn ls_shows_live_and_dead_and_clean_removes_only_the_dead_ones() {
     let out = ctl(t, &["clean"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-    assert!(text.contains(&format!("removed sysv-shm")), "{text}");
+    assert!(text.contains("removed sysv-shm"), "{text}");
     assert!(text.contains(&format!("{dead}.key")), "{text}");
     assert!(
         text.contains(&format!("removed posix-mq /{dead_mq}")),

@@ -78,7 +78,7 @@ impl ReadOnly {
     /// The `u32` at `offset`, read once; `None` if out of bounds or misaligned.
     pub fn load_u32(&self, offset: usize) -> Option<u32> {
         let end = offset.checked_add(4)?;
-        if end > self.len || offset % 4 != 0 {
+        if end > self.len || !offset.is_multiple_of(4) {
             return None;
         }
         // SAFETY: in bounds (checked), aligned (the mapping is page-aligned and the
@@ -92,7 +92,7 @@ impl ReadOnly {
     /// The `u64` at `offset`, read once; `None` if out of bounds or misaligned.
     pub fn load_u64(&self, offset: usize) -> Option<u64> {
         let end = offset.checked_add(8)?;
-        if end > self.len || offset % 8 != 0 {
+        if end > self.len || !offset.is_multiple_of(8) {
             return None;
         }
         // SAFETY: as in load_u32, with 8-byte alignment checked.
