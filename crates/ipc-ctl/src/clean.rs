@@ -220,7 +220,7 @@ pub fn clean(dry_run: bool, only: Option<&str>) -> u8 {
         }
     }
     if removed == 0 {
-        println!("nothing to remove");
+        println!("no objects to remove");
     }
     for n in &inv.notes {
         println!("note: {n}");
