@@ -15,7 +15,9 @@ release:
 # the tests may be left in /tmp, /dev/shm, /dev/mqueue or ipcs.
 test: build
 	$(CARGO) test --workspace
-	@scripts/clean-ipc --check ipc-test-
+	@target/debug/ipc-ctl clean --check ipc-test-
+	@# Records of test processes killed on purpose, whose objects are all gone already.
+	@target/debug/ipc-ctl clean --only ipc-test- >/dev/null
 
 # Every pair end to end, one result line each; nonzero if any failed.
 run-all: release
@@ -52,9 +54,10 @@ bench: release
 bench-quick: release
 	$(RELEASE)/ipc-bench --quick --out bench-results
 
-# List and remove this project's leftover IPC objects (names starting with ipc-).
-clean-ipc:
-	@scripts/clean-ipc
+# Remove the IPC objects of pairs whose processes are all gone (tied to their records),
+# and say what is kept and why; `target/debug/ipc-ctl ls` lists everything.
+clean-ipc: build
+	@target/debug/ipc-ctl clean
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -541,7 +541,7 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
 
 // ---------------------------------------------------------------------------------
 // Stale objects: a run killed while it waits for its peer leaves its objects; the next
-// run under the same name recognises them and replaces them, and so does clean-ipc.
+// run under the same name recognises them and replaces them, and so does ipc-ctl clean.
 // ---------------------------------------------------------------------------------
 
 /// A mechanism whose creating side waits alone, as a crashed run leaves it.
@@ -650,10 +650,6 @@ fn crash_while_waiting(c: &Stale) -> Vec<SysvId> {
     ids
 }
 
-fn clean_ipc() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clean-ipc")
-}
-
 #[test]
 fn a_crashed_runs_leftovers_are_replaced_by_the_next_run_and_removed_by_clean_ipc() {
     let _serial = serial();
@@ -682,17 +678,13 @@ fn a_crashed_runs_leftovers_are_replaced_by_the_next_run_and_removed_by_clean_ip
         assert_verified(&summary(recv), 20);
         assert_clean(&name, &stale_ids);
 
-        // clean-ipc, given this test's prefix, finds and removes them.
+        // ipc-ctl clean, given this test's prefix, finds and removes them.
         let name = unique("stale-clean");
         let c = &stale_cases(&name)[i];
         let stale_ids = crash_while_waiting(c);
-        let out = run(Command::new("bash")
-            .arg(clean_ipc())
-            .args(["--only", &name])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()));
+        let out = run(cmd("ipc-ctl").args(["clean", "--only", &name]));
         assert_code(&out, 0);
-        assert!(stdout(&out).contains("removing"), "{}", stdout(&out));
+        assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
         assert_clean(&name, &stale_ids);
     }
 }

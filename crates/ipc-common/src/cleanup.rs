@@ -7,6 +7,7 @@
 
 use crate::error::{Context, Result};
 use crate::narrate;
+use crate::record;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +39,8 @@ pub fn yield_to_interrupt() {
 #[must_use = "the object is removed when the guard is dropped"]
 pub struct Guard {
     id: u64,
+    /// The object's entry in this process's record, if it has one.
+    rec: Option<u64>,
 }
 
 /// Register `remove` to run once: when the guard drops, or on a terminating signal.
@@ -46,13 +49,33 @@ pub fn on_exit(what: impl Into<String>, remove: impl FnOnce() + Send + 'static) 
     install_signal_handlers();
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     lock().insert(id, (what.into(), Box::new(remove)));
-    Guard { id }
+    Guard { id, rec: None }
+}
+
+/// [`on_exit`] for an object this process created: it is also written in the process's
+/// record (see [`crate::record`]) until it is removed or disarmed, so `ipc-ctl` can tell
+/// whose it is and remove it if the process dies without cleaning up.
+pub fn on_exit_recorded(
+    what: impl Into<String>,
+    object: record::Object,
+    remove: impl FnOnce() + Send + 'static,
+) -> Guard {
+    let rec = record::add(object);
+    let mut guard = on_exit(what, move || {
+        remove();
+        record::forget(rec);
+    });
+    guard.rec = Some(rec);
+    guard
 }
 
 impl Guard {
     /// The object is gone by other means (e.g. removed early once both sides attached).
     pub fn disarm(self) {
         lock().remove(&self.id);
+        if let Some(rec) = self.rec {
+            record::forget(rec);
+        }
         std::mem::forget(self);
     }
 }
@@ -93,9 +116,23 @@ pub fn remove_path_on_exit(
     let st = nix::sys::stat::lstat(path).on(&object, "stat")?;
     let id = (st.st_dev, st.st_ino);
     let p: PathBuf = path.to_path_buf();
-    let guard = on_exit(object, move || {
+    let remove = move || {
         remove_if_same(&p, id, idea);
-    });
+    };
+    // Recorded as what the file is, so every caller (FIFOs, socket files) is covered.
+    let guard = match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => on_exit_recorded(
+            object,
+            record::Object::path(record::Kind::Fifo, path),
+            remove,
+        ),
+        libc::S_IFSOCK => on_exit_recorded(
+            object,
+            record::Object::path(record::Kind::UnixSocket, path),
+            remove,
+        ),
+        _ => on_exit(object, remove),
+    };
     Ok((guard, id))
 }
 

@@ -36,6 +36,8 @@ pub fn run_main(
 ) -> ExitCode {
     args.init_narration();
     crate::cleanup::install_signal_handlers();
+    let side = format!("{role:?}").to_lowercase();
+    crate::record::describe(prog, &side, args.name.as_deref());
     let code = match validate(args, role) {
         Err(e) => finish(prog, args, Err(e)),
         Ok(()) => match body() {

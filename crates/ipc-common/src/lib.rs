@@ -11,6 +11,7 @@
 //! - [`child`]: `run`, the receiver as a child process; [`cli`]: every `main`'s frame.
 //! - [`narrate`]: `-v`, each system call with the lecture idea it shows.
 //! - [`sysv`]: System V keys from `ftok` on a key file.
+//! - [`record`]: which process created which objects, for `ipc-ctl`.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod link;
 pub mod narrate;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod shm;
 pub mod stream;

@@ -54,7 +54,8 @@ impl KeyFile {
         {
             Ok(_) => {
                 let p = path.to_path_buf();
-                let guard = cleanup::on_exit(obj, move || {
+                let rec = crate::record::Object::path(crate::record::Kind::KeyFile, path);
+                let guard = cleanup::on_exit_recorded(obj, rec, move || {
                     let _ = std::fs::remove_file(&p);
                 });
                 Ok(Some(KeyFile {
@@ -154,8 +155,9 @@ impl KeyFile {
     pub fn adopt(&mut self) {
         if self.guard.is_none() {
             let p = self.path.clone();
-            self.guard = Some(cleanup::on_exit(
+            self.guard = Some(cleanup::on_exit_recorded(
                 format!("key file {}", self.path.display()),
+                crate::record::Object::path(crate::record::Kind::KeyFile, &self.path),
                 move || {
                     let _ = std::fs::remove_file(&p);
                 },

@@ -60,5 +60,6 @@ pub fn ftok(path: &std::path::Path, id: u8) -> io::Result<libc::key_t> {
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod mq;
+pub mod peek;
 pub mod segment;
 pub mod shm;

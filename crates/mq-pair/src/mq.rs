@@ -878,7 +878,8 @@ impl Endpoint {
 fn posix_guard(q: &Queue, name: &str) -> Guard {
     let id = q.identity();
     let n = name.to_string();
-    cleanup::on_exit(q.object.clone(), move || {
+    let rec = ipc_common::record::Object::posix_mq(name);
+    cleanup::on_exit_recorded(q.object.clone(), rec, move || {
         posix_unlink_if_same(&n, id, "cleanup: the queue's owner removes its name");
     })
 }
@@ -886,7 +887,12 @@ fn posix_guard(q: &Queue, name: &str) -> Guard {
 /// Removes the SysV queue, and its in-use record (if still the file `record` names).
 fn sysv_guard(q: &Queue, record: Option<(PathBuf, (u64, u64))>) -> Guard {
     let id = q.sysv_id().expect("SysV queue");
-    cleanup::on_exit(q.object.clone(), move || {
+    let key = match q.handle {
+        Handle::Sysv { key, .. } => key,
+        _ => 0,
+    };
+    let rec = ipc_common::record::Object::sysv(ipc_common::record::Kind::SysvMsg, key, id);
+    cleanup::on_exit_recorded(q.object.clone(), rec, move || {
         if sys::msgctl_rmid(id).is_ok() {
             narrate::call(format_args!("msgctl({id}, IPC_RMID) = 0"), IDEA_RMID);
         }

@@ -588,6 +588,11 @@ pub fn receive_side(
             );
             let fd = OwnedFd::from(listener);
             listen(&fd, &obj)?;
+            let listening = cleanup::on_exit_recorded(
+                obj.clone(),
+                ipc_common::record::Object::tcp(bound),
+                || {},
+            );
             if addr.port() == 0 {
                 narrate::note(format_args!("listening on {obj}"));
             }
@@ -600,7 +605,7 @@ pub fn receive_side(
             let mut w = Waiting::new(&obj, peer(&bound_ep), timeout);
             let listener = Listener::Tcp(TcpListener::from(fd));
             let conn = accept_sender(&listener, &mut w)?;
-            drop(listener);
+            drop((listener, listening));
             if let Some(secret) = secret {
                 auth::as_receiver(&conn, secret, &obj, timeout)?;
                 narrate::note(format_args!(

@@ -18,6 +18,7 @@ pub mod ring;
 use crate::cleanup::{self, Guard};
 use crate::error::{Context, Error, Kind, Result};
 use crate::narrate;
+use crate::record;
 use crate::sysv::{key_path, KeyFile};
 use ipc_sys::shm::{self as sys, Lock, Mapping};
 use layout::{
@@ -311,7 +312,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
     );
     let remover = {
         let n = name.clone();
-        cleanup::on_exit(obj.clone(), move || {
+        cleanup::on_exit_recorded(obj.clone(), record::Object::posix_shm(&name), move || {
             if nix::sys::mman::shm_unlink(n.as_str()).is_ok() {
                 narrate::call(format_args!("shm_unlink({n:?}) = 0"), IDEA_EARLY);
             }
@@ -373,7 +374,8 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
     );
     let remover = {
         let p = path.clone();
-        cleanup::on_exit(obj.clone(), move || {
+        let rec = record::Object::path(record::Kind::MappedFile, &path);
+        cleanup::on_exit_recorded(obj.clone(), rec, move || {
             if std::fs::remove_file(&p).is_ok() {
                 narrate::call(format_args!("unlink({p:?}) = 0"), IDEA_EARLY);
             }
@@ -440,7 +442,8 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
     );
     let remover = {
         let object = format!("SysV segment id {id} (key {:#010x})", key.key);
-        cleanup::on_exit(object, move || {
+        let rec = record::Object::sysv(record::Kind::SysvShm, key.key, id);
+        cleanup::on_exit_recorded(object, rec, move || {
             let mut key = key;
             if sys::shm_rmid(id).is_ok() {
                 narrate::call(format_args!("shmctl({id}, IPC_RMID) = 0"), IDEA_EARLY);

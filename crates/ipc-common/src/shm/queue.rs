@@ -62,7 +62,8 @@ impl Queue {
             idea,
         );
         let n = name.to_string();
-        Ok(cleanup::on_exit(object(name), move || {
+        let rec = crate::record::Object::posix_mq(name);
+        Ok(cleanup::on_exit_recorded(object(name), rec, move || {
             if mq_unlink(n.as_str()).is_ok() {
                 narrate::call(
                     format_args!("mq_unlink({n:?}) = 0"),
