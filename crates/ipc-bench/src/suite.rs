@@ -7,7 +7,7 @@
 //! messages in 64 KiB rounds) at fixed counts. They share its process runner.
 
 use crate::run::{run_pair_within, summary, Side};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -276,20 +276,45 @@ fn leftovers(name: &str, run_pid: Option<u32>) -> anyhow::Result<Vec<String>> {
     Ok(found)
 }
 
-/// Every SysV object: (kind, id) from /proc/sysvipc.
-fn sysv_ids() -> anyhow::Result<BTreeSet<(&'static str, i64)>> {
-    let mut ids = BTreeSet::new();
-    for (kind, file) in [("shm", "shm"), ("msg", "msg"), ("sem", "sem")] {
-        let path = format!("/proc/sysvipc/{file}");
+/// Every SysV object, (kind, id), with the pids the kernel records for it (shm: creator
+/// and last attach; msg: last send and receive; sem: none).
+fn sysv_objects() -> anyhow::Result<BTreeMap<(&'static str, i64), Vec<u32>>> {
+    let mut objs = BTreeMap::new();
+    for (kind, pid_cols) in [("shm", &[4usize, 5][..]), ("msg", &[5, 6]), ("sem", &[])] {
+        let path = format!("/proc/sysvipc/{kind}");
         let text = std::fs::read_to_string(&path)
             .map_err(|e| anyhow::anyhow!("cannot read {path} to look for leftovers: {e}"))?;
         for line in text.lines().skip(1) {
-            if let Some(id) = line.split_whitespace().nth(1).and_then(|f| f.parse().ok()) {
-                ids.insert((kind, id));
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let Some(id) = f.get(1).and_then(|f| f.parse().ok()) {
+                let pids = pid_cols
+                    .iter()
+                    .filter_map(|&c| f.get(c)?.parse().ok())
+                    .filter(|&p| p != 0)
+                    .collect();
+                objs.insert((kind, id), pids);
             }
         }
     }
-    Ok(ids)
+    Ok(objs)
+}
+
+/// SysV objects that appeared since `before` and are the row's: SysV objects have no
+/// names, and other programs on the machine make them too, so one whose recorded pids
+/// are all someone else's is not counted; one without pids (a semaphore set, an unused
+/// queue) is.
+fn sysv_new(
+    before: &BTreeMap<(&'static str, i64), Vec<u32>>,
+    row_pids: &[u32],
+) -> anyhow::Result<Vec<String>> {
+    Ok(sysv_objects()?
+        .into_iter()
+        .filter(|(k, pids)| {
+            !before.contains_key(k)
+                && (pids.is_empty() || pids.iter().any(|p| row_pids.contains(p)))
+        })
+        .map(|((kind, id), _)| format!("SysV {kind} id {id}"))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------
@@ -351,6 +376,7 @@ pub fn run_all(bindir: &Path) -> anyhow::Result<bool> {
             continue;
         }
         let name = format!("ipc-runall-{}-{i}", std::process::id());
+        let before = sysv_objects()?;
         let sides = run_all_row(bindir, row, &name)?;
         let codes: Vec<i32> = sides.iter().map(|s| s.code).collect();
         // The row's numbers: the summary with the latency (pingpong), else the receiver's.
@@ -390,6 +416,8 @@ pub fn run_all(bindir: &Path) -> anyhow::Result<bool> {
         }
         let run_pid = matches!(row.how, How::Run(_)).then(|| sides[0].pid);
         left.extend(leftovers(&name, run_pid)?);
+        let pids: Vec<u32> = sides.iter().map(|s| s.pid).collect();
+        left.extend(sysv_new(&before, &pids)?);
     }
     // Nothing may be left behind.
     if !left.is_empty() {
@@ -431,13 +459,19 @@ impl SoakArgs {
     }
 }
 
-/// One soak row: (exit code, the checking side's summary, both sides' stderr).
-fn soak_row(
-    bindir: &Path,
-    row: &Row,
-    name: &str,
-    a: &SoakArgs,
-) -> anyhow::Result<(i32, Option<serde_json::Value>, String, Option<u32>)> {
+/// What one soak row did.
+struct Soaked {
+    code: i32,
+    /// The checking side's summary.
+    summary: Option<serde_json::Value>,
+    /// Both sides' stderr.
+    stderr: String,
+    /// The process of a `run` row.
+    run_pid: Option<u32>,
+    pids: Vec<u32>,
+}
+
+fn soak_row(bindir: &Path, row: &Row, name: &str, a: &SoakArgs) -> anyhow::Result<Soaked> {
     let flow = strings(&["-n", &a.count.to_string(), "-s", &a.size.to_string()]);
     let common = strings(&["--timeout", "30"]);
     let json = strings(&["--json"]);
@@ -478,9 +512,13 @@ fn soak_row(
             (run_pair_within(Some(a_cmd), b_cmd, limit)?, receiver, None)
         }
     };
-    let code = sides.iter().map(|s| s.code).find(|&c| c != 0).unwrap_or(0);
-    let err: String = sides.iter().map(|s| s.stderr.as_str()).collect();
-    Ok((code, summary(&sides[receiver]), err, run_pid))
+    Ok(Soaked {
+        code: sides.iter().map(|s| s.code).find(|&c| c != 0).unwrap_or(0),
+        summary: summary(&sides[receiver]),
+        stderr: sides.iter().map(|s| s.stderr.as_str()).collect(),
+        run_pid,
+        pids: sides.iter().map(|s| s.pid).collect(),
+    })
 }
 
 /// `ipc-bench soak`: `--count` messages per mechanism, every one checked; a row passes
@@ -506,19 +544,20 @@ pub fn soak(bindir: &Path, a: &SoakArgs) -> anyhow::Result<bool> {
     for &(i, row) in &rows {
         show(&format!("{:<7} {:<24} ", row.mech, row.variant));
         let name = format!("ipc-soak-{}-{i}", std::process::id());
-        // SysV objects are found by what appeared during the row (they have no names).
-        let before = sysv_ids()?;
+        let before = sysv_objects()?;
         let t0 = Instant::now();
-        let (code, v, err, run_pid) = soak_row(bindir, row, &name, a)?;
+        let Soaked {
+            code,
+            summary: v,
+            stderr: err,
+            run_pid,
+            pids,
+        } = soak_row(bindir, row, &name, a)?;
         let secs = t0.elapsed().as_secs_f64();
         // The last side's cleanup may finish just after the other side's exit.
         std::thread::sleep(Duration::from_millis(200));
         let mut left = leftovers(&name, run_pid)?;
-        left.extend(
-            sysv_ids()?
-                .difference(&before)
-                .map(|(k, id)| format!("SysV {k} id {id}")),
-        );
+        left.extend(sysv_new(&before, &pids)?);
         let v = v.unwrap_or(serde_json::Value::Null);
         let ok = code == 0
             && v["verified"] == serde_json::Value::Bool(true)
