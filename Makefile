@@ -21,7 +21,7 @@ test: build
 
 # Every pair end to end, one result line each; nonzero if any failed.
 run-all: release
-	@python3 scripts/run-all --bin $(RELEASE)
+	@$(RELEASE)/ipc-bench run-all --bin $(RELEASE)
 
 # Corrupted shared memory: each cargo-fuzz target for FUZZ_SECS seconds (needs a nightly
 # toolchain and cargo-fuzz); without them, the stable property test for as long.
@@ -43,7 +43,7 @@ fuzz:
 # Many messages per mechanism with verification (not part of `make test`).
 SOAK_COUNT ?= 10000000
 soak: release
-	@python3 scripts/soak --bin $(RELEASE) --count $(SOAK_COUNT)
+	@$(RELEASE)/ipc-bench soak --bin $(RELEASE) --count $(SOAK_COUNT)
 
 # Which is faster? Every mechanism across sizes, next to hardware baselines measured in
 # the same run (a few minutes): tables, bench-results/results.{json,md} and SVG plots.

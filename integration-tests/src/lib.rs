@@ -162,25 +162,125 @@ pub fn assert_verified(v: &serde_json::Value, messages: u64) {
     assert_eq!(v["corrupted"], 0, "{v}");
 }
 
-/// Every place this project leaves IPC objects: file-system names (FIFOs, sockets,
-/// key and mapped files in the temporary directory), POSIX shared memory and queues.
-fn object_dirs() -> Vec<PathBuf> {
-    vec![
-        std::env::temp_dir(),
-        "/dev/shm".into(),
-        "/dev/mqueue".into(),
-    ]
+/// Where POSIX queues show as files when the mqueue file system is mounted. Tests name a
+/// queue `/dev/mqueue/NAME` either way: the helpers below find it with `mq_open` when
+/// the directory is not mounted (the queues work without it).
+pub const MQUEUE_DIR: &str = "/dev/mqueue";
+
+/// `/NAME` for a path `/dev/mqueue/NAME`, else `None`.
+pub fn queue_name(path: &Path) -> Option<String> {
+    let rest = path.strip_prefix(MQUEUE_DIR).ok()?;
+    let name = rest.to_str()?;
+    (!name.is_empty() && !name.contains('/')).then(|| format!("/{name}"))
 }
 
-/// Names containing `name` that are still present anywhere the project makes objects.
+/// Is the mqueue file system mounted on /dev/mqueue (so a listing shows every queue)?
+pub fn mqueue_mounted() -> bool {
+    // MQUEUE_MAGIC of linux/magic.h (nix does not name it).
+    const MQUEUE_MAGIC: u32 = 0x1980_0202;
+    nix::sys::statfs::statfs(MQUEUE_DIR)
+        .is_ok_and(|s| u32::try_from(s.filesystem_type().0) == Ok(MQUEUE_MAGIC))
+}
+
+fn open_read_only(qname: &str) -> nix::Result<nix::mqueue::MqdT> {
+    use nix::mqueue::{mq_open, MQ_OFlag};
+    mq_open(
+        qname,
+        MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+        None,
+    )
+}
+
+/// Does the POSIX queue `/NAME` exist? Works without the mount. A queue we may not open
+/// (another user's) exists too; any other failure panics, since it cannot tell.
+pub fn queue_exists(qname: &str) -> bool {
+    match open_read_only(qname) {
+        Ok(_) => true,
+        Err(nix::errno::Errno::ENOENT) => false,
+        Err(nix::errno::Errno::EACCES) => true,
+        Err(e) => {
+            panic!("mq_open({qname:?}, O_RDONLY) failed: {e}; cannot tell whether the queue exists")
+        }
+    }
+}
+
+/// Does the object exist: a POSIX queue named as `/dev/mqueue/NAME` (mounted or not), or
+/// any other path (not following a symlink).
+pub fn object_exists(path: &Path) -> bool {
+    match queue_name(path) {
+        Some(q) => queue_exists(&q),
+        None => path.symlink_metadata().is_ok(),
+    }
+}
+
+/// `stat` of an object: `fstat` of the queue's descriptor for `/dev/mqueue/NAME` (the
+/// same inode the mounted file shows), else `lstat` of the path. Panics if it is gone.
+pub fn object_stat(path: &Path) -> nix::sys::stat::FileStat {
+    match queue_name(path) {
+        Some(q) => {
+            let m = open_read_only(&q)
+                .unwrap_or_else(|e| panic!("mq_open({q:?}, O_RDONLY) to stat it: {e}"));
+            nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&m))
+                .unwrap_or_else(|e| panic!("fstat of queue {q}: {e}"))
+        }
+        None => nix::sys::stat::lstat(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    }
+}
+
+/// Remove an object: `mq_unlink` for `/dev/mqueue/NAME`, else unlink the path.
+pub fn remove_object(path: &Path) {
+    match queue_name(path) {
+        Some(q) => {
+            nix::mqueue::mq_unlink(q.as_str()).unwrap_or_else(|e| panic!("mq_unlink({q:?}): {e}"))
+        }
+        None => std::fs::remove_file(path)
+            .unwrap_or_else(|e| panic!("removing {}: {e}", path.display())),
+    }
+}
+
+/// Every queue name the project derives from `name` (the pair's queue, `mq-pair`'s reply
+/// queue, `--sync mq`'s per-ring queues for up to 2 rings, the pool's free-id queue):
+/// what a leftover check opens by name when it cannot list /dev/mqueue.
+pub fn queue_names_of(name: &str) -> Vec<String> {
+    let mut v = vec![
+        format!("/{name}"),
+        format!("/{name}.reply"),
+        format!("/{name}.free"),
+    ];
+    for ring in 0..2 {
+        v.push(format!("/{name}.r{ring}.ready"));
+        v.push(format!("/{name}.r{ring}.ok"));
+    }
+    v
+}
+
+/// Names containing `name` that are still present anywhere the project makes objects:
+/// file-system names (FIFOs, sockets, key and mapped files in the temporary directory),
+/// POSIX shared memory, and POSIX queues (listed when /dev/mqueue is mounted, else
+/// opened by the names the project derives from `name`, reported as /dev/mqueue/NAME).
+/// Panics when a place cannot be looked at: "nothing left" must mean nothing was seen.
 pub fn leftovers(name: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for dir in object_dirs() {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().contains(name) {
-                    found.push(e.path());
-                }
+    let mut dirs = vec![std::env::temp_dir(), PathBuf::from("/dev/shm")];
+    let mounted = mqueue_mounted();
+    if mounted {
+        dirs.push(MQUEUE_DIR.into());
+    }
+    for dir in dirs {
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot list {} to look for leftovers: {e}", dir.display()));
+        for e in entries {
+            let e = e.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
+            if e.file_name().to_string_lossy().contains(name) {
+                found.push(e.path());
+            }
+        }
+    }
+    if !mounted {
+        for q in queue_names_of(name) {
+            if queue_exists(&q) {
+                found.push(Path::new(MQUEUE_DIR).join(&q[1..]));
             }
         }
     }
@@ -211,10 +311,11 @@ pub fn assert_no_leftovers(name: &str) {
     assert!(left.is_empty(), "IPC objects left behind: {left:?}");
 }
 
-/// Wait until `path` exists (the peer created its object), at most `limit`.
+/// Wait until `path` exists (the peer created its object), at most `limit`. A POSIX
+/// queue, `/dev/mqueue/NAME`, is found whether or not /dev/mqueue is mounted.
 pub fn wait_for_path(path: &Path, limit: Duration) {
     let start = Instant::now();
-    while !path.exists() {
+    while !object_exists(path) {
         assert!(
             start.elapsed() < limit,
             "{} did not appear within {limit:?}",
@@ -252,10 +353,11 @@ pub fn temp_file(data: &[u8]) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Wait until `path` no longer exists (its owner removed it), at most `limit`.
+/// Wait until `path` no longer exists (its owner removed it), at most `limit`; a POSIX
+/// queue as in [`wait_for_path`].
 pub fn wait_for_gone(path: &Path, limit: Duration) {
     let start = Instant::now();
-    while path.exists() {
+    while object_exists(path) {
         assert!(
             start.elapsed() < limit,
             "{} was not removed within {limit:?}",

@@ -394,7 +394,7 @@ fn start_transfer(m: &Mech, rng: &mut Rng) -> (Child, Child, Vec<SysvId>) {
     // Evidence that both are attached: the creator removes the name once they are.
     if let Some(obj) = &m.object {
         let t = Instant::now();
-        while obj.exists() {
+        while object_exists(obj) {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "{}: the peers never attached",
@@ -645,7 +645,12 @@ fn crash_while_waiting(c: &Stale) -> Vec<SysvId> {
     crashed.kill().unwrap();
     let _ = crashed.wait();
     for p in &c.left {
-        assert!(p.exists(), "{}: the crash left {}", c.label, p.display());
+        assert!(
+            object_exists(p),
+            "{}: the crash left {}",
+            c.label,
+            p.display()
+        );
     }
     ids
 }
@@ -721,6 +726,23 @@ fn sysv_squat(kind: &str, key_file: &Path) -> i32 {
 }
 
 fn chown_nobody(p: &Path) {
+    // A queue has no path to chown without the mount: fchown its descriptor instead.
+    if let Some(q) = queue_name(p) {
+        use nix::mqueue::{mq_open, MQ_OFlag};
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("user nobody");
+        let m = mq_open(
+            q.as_str(),
+            MQ_OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("mq_open({q:?}): {e}"));
+        nix::unistd::fchown(std::os::fd::AsRawFd::as_raw_fd(&m), Some(nobody.uid), None)
+            .unwrap_or_else(|e| panic!("fchown of queue {q}: {e}"));
+        return;
+    }
     let out = run(Command::new("chown")
         .args(["nobody"])
         .arg(p)
@@ -731,8 +753,8 @@ fn chown_nobody(p: &Path) {
 
 /// What must stay the same about a squatted object: type, owner, mode, inode, size.
 fn fingerprint(p: &Path) -> (u32, u32, u64, u64) {
-    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    (m.mode(), m.uid(), m.ino(), m.len())
+    let m = object_stat(p);
+    (m.st_mode, m.st_uid, m.st_ino, m.st_size as u64)
 }
 
 /// Run `argv` against a squatted object: exit 1 (or one of `codes`), the object named
@@ -842,12 +864,12 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
          assert l.mq_open(('/'+sys.argv[1]).encode(), os.O_CREAT|os.O_RDWR, 0o600, None) >= 0",
         &[&name],
     );
-    let p = Path::new("/dev/mqueue").join(&name);
+    let p = Path::new(MQUEUE_DIR).join(&name);
     chown_nobody(&p);
     for side in ["recv", "send"] {
         assert_refused(&named(&name, &["mq-pair", side]), &[1], &p, &name);
     }
-    std::fs::remove_file(&p).unwrap();
+    remove_object(&p);
 
     // SysV: a segment and a queue with mode 0644 under the project's key; a key file of
     // another owner.
@@ -964,7 +986,7 @@ fn every_object_a_waiting_side_creates_is_mode_0600() {
         std::thread::sleep(Duration::from_millis(200));
         let mut ids = Vec::new();
         for p in leftovers(&name) {
-            let mode = std::fs::symlink_metadata(&p).unwrap().mode() & 0o777;
+            let mode = object_stat(&p).st_mode & 0o777;
             assert_eq!(mode, 0o600, "{argv:?}: {} has mode {mode:o}", p.display());
             if p.extension().is_some_and(|e| e == "key") {
                 let key = ftok(&p).unwrap();

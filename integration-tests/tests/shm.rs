@@ -512,8 +512,8 @@ fn interrupted_waiting_producer_removes_everything() {
             assert!(object_path(api, &name).exists());
             if sync == "mq" {
                 for q in ["r0.ready", "r0.ok", "r1.ready", "r1.ok"] {
-                    let p = Path::new("/dev/mqueue").join(format!("{name}.{q}"));
-                    assert!(p.exists(), "{} is missing", p.display());
+                    let p = Path::new(MQUEUE_DIR).join(format!("{name}.{q}"));
+                    assert!(object_exists(&p), "{} is missing", p.display());
                 }
             }
             let pid = prod.id();

@@ -8,6 +8,7 @@ mod mechs;
 mod output;
 mod plot;
 mod run;
+mod suite;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -24,7 +25,9 @@ Examples:
   ipc-bench --quick                         a short pass (64 B and 64 KiB, one run each)
   ipc-bench                                 the full run (make bench): 64 B to 1 MiB, 3 runs each
   ipc-bench --mech shm,pipe --sizes 64,4K   only some mechanisms and sizes
-  ipc-bench --list                          the mechanisms and what they are";
+  ipc-bench --list                          the mechanisms and what they are
+  ipc-bench run-all                         every pair end to end, one row each (make run-all)
+  ipc-bench soak --count 1000000 --only shm many verified messages per mechanism (make soak)";
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +46,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Every pair of the workspace end to end, one result row each; exit 1 if any failed
+    /// or left an IPC object behind
+    RunAll {
+        /// Directory of the built binaries [default: this program's]
+        #[arg(long, value_name = "DIR")]
+        bin: Option<PathBuf>,
+    },
+    /// Many messages per mechanism (default 10 million of 64 bytes), every one checked,
+    /// and what each row left behind; exit 1 if any row failed. Takes minutes
+    Soak(suite::SoakArgs),
     /// Internal: one side of a baseline measurement.
     #[command(hide = true)]
     BaselineChild(baseline::ChildArgs),
@@ -403,15 +416,57 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
         Some(Cmd::BaselineChild(a)) => baseline::child_main(a),
+        Some(Cmd::RunAll { bin }) => {
+            own_dir(bin.as_deref()).and_then(|d| passed(suite::run_all(&d)?))
+        }
+        Some(Cmd::Soak(a)) => own_dir(a.bin()).and_then(|d| passed(suite::soak(&d, a)?)),
         None => bench(&cli.opts),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A row failed: the table said which and why.
+        Err(e) if e.is::<RowsFailed>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("ipc-bench: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// run-all or soak ended with failed rows (already reported).
+#[derive(Debug)]
+struct RowsFailed;
+
+impl std::fmt::Display for RowsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("some rows failed")
+    }
+}
+
+impl std::error::Error for RowsFailed {}
+
+fn passed(ok: bool) -> anyhow::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(RowsFailed.into())
+    }
+}
+
+/// `dir`, or the directory of this program (where cargo puts the pairs beside it).
+fn own_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = dir {
+        anyhow::ensure!(
+            d.is_dir(),
+            "--bin {}: no such directory; build the binaries (cargo build --release --workspace --bins) and name their directory",
+            d.display()
+        );
+        return Ok(d.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("current_exe")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .context("this program's directory")
 }
 
 fn find_bindir() -> anyhow::Result<(PathBuf, PathBuf)> {

@@ -13,6 +13,8 @@ pub const WATCHDOG: Duration = Duration::from_secs(90);
 /// One process of a run, as the bench saw it end.
 #[derive(Clone, Debug, Serialize)]
 pub struct Side {
+    #[serde(skip)]
+    pub pid: u32,
     pub code: i32,
     /// User + system CPU seconds.
     pub cpu_s: f64,
@@ -29,6 +31,20 @@ struct Running {
     child: Child,
     started: Instant,
     ended: Option<(Reaped, Instant)>,
+    /// Readers of stdout and stderr: drained as the process runs, so a chatty side
+    /// cannot block on a full pipe until the watchdog.
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
 }
 
 fn spawn(mut c: Command) -> anyhow::Result<Running> {
@@ -36,25 +52,38 @@ fn spawn(mut c: Command) -> anyhow::Result<Running> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let child = c
+    let mut child = c
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot start {c:?}: {e}"))?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     Ok(Running {
         child,
         started,
         ended: None,
+        out,
+        err,
     })
 }
 
 /// Start `first` (the receiver, which waits for its peer), then `second`; wait for both
-/// under the watchdog. Their output is small (`-q --json`), so it is read at the end.
+/// under the watchdog.
 pub fn run_pair(first: Option<Command>, second: Command) -> anyhow::Result<Vec<Side>> {
+    run_pair_within(first, second, WATCHDOG)
+}
+
+/// [`run_pair`] with a watchdog of `limit`: a side still running then is killed.
+pub fn run_pair_within(
+    first: Option<Command>,
+    second: Command,
+    limit: Duration,
+) -> anyhow::Result<Vec<Side>> {
     let mut procs = Vec::new();
     if let Some(c) = first {
         procs.push(spawn(c)?);
     }
     procs.push(spawn(second)?);
-    let deadline = Instant::now() + WATCHDOG;
+    let deadline = Instant::now() + limit;
     let mut killed = false;
     loop {
         for p in procs.iter_mut().filter(|p| p.ended.is_none()) {
@@ -76,20 +105,17 @@ pub fn run_pair(first: Option<Command>, second: Command) -> anyhow::Result<Vec<S
     }
     Ok(procs
         .into_iter()
-        .map(|mut p| {
+        .map(|p| {
             let (r, at) = p.ended.expect("reaped above");
-            let mut stdout = String::new();
-            let mut stderr = String::new();
-            if let Some(mut o) = p.child.stdout.take() {
-                let _ = o.read_to_string(&mut stdout);
-            }
-            if let Some(mut e) = p.child.stderr.take() {
-                let _ = e.read_to_string(&mut stderr);
-            }
+            // A `run` child outliving its killed parent holds the pipes open until its
+            // own --timeout ends it; the readers finish then.
+            let stdout = p.out.join().unwrap_or_default();
+            let mut stderr = p.err.join().unwrap_or_default();
             if killed && stderr.is_empty() {
-                stderr = format!("killed by the bench after {} s", WATCHDOG.as_secs());
+                stderr = format!("killed by the bench after {} s", limit.as_secs());
             }
             Side {
+                pid: p.child.id(),
                 code: r.code,
                 cpu_s: (r.user + r.system).as_secs_f64(),
                 wall_s: at.duration_since(p.started).as_secs_f64(),

@@ -35,6 +35,12 @@ pub fn run_main(
     body: impl FnOnce() -> Outcome,
 ) -> ExitCode {
     args.init_narration();
+    // `run`'s two processes share one stderr: tag their lines by side and pid.
+    match role {
+        Role::Both => crate::narrate::set_side("send"),
+        Role::Recv if args.child => crate::narrate::set_side("recv"),
+        _ => {}
+    }
     crate::cleanup::install_signal_handlers();
     let side = format!("{role:?}").to_lowercase();
     crate::record::describe(prog, &side, args.name.as_deref());

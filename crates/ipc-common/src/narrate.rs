@@ -3,16 +3,23 @@
 //! One global verbosity, set once from the flags, so any module can narrate without
 //! threading a logger through every call. Calls on the transfer path (read, write,
 //! send, receive) repeat for every message: `-v` shows the first few of each, `-vv` all.
+//!
+//! Each line goes out whole, in one write(2): in `run` the two processes share one
+//! stderr, and a line written in pieces would interleave with the other side's. There
+//! each line also starts with its side and pid (`[send 1234] `).
 
 use std::collections::HashMap;
 use std::fmt::Arguments;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 /// How many times each repeated call has been shown.
 static SHOWN: Mutex<Option<HashMap<&'static str, u32>>> = Mutex::new(None);
 const REPEATS_AT_V1: u32 = 3;
+/// `[send 1234] ` in `run`; unset elsewhere (one process per terminal needs no tag).
+static SIDE: OnceLock<String> = OnceLock::new();
 
 /// 0 = quiet, 1 = normal, 2 = `-v`, 3 = `-vv`.
 pub fn set_level(level: u8) {
@@ -27,10 +34,32 @@ pub fn verbose() -> bool {
     level() >= 2
 }
 
+/// Tag every narrated line of this process with `side` and its pid: for the two
+/// processes of `run`, which write to the same stderr. Only the first call counts.
+pub fn set_side(side: &str) {
+    let _ = SIDE.set(format!("[{side} {}] ", std::process::id()));
+}
+
+/// Write `text` as one line, prefixed by the side if set, in a single write: the line is
+/// built first, so neither another thread nor the peer process can split it (a pipe
+/// keeps writes of up to PIPE_BUF bytes whole; a line is far shorter).
+fn emit(indent: &str, text: Arguments<'_>) {
+    let mut line = String::with_capacity(128);
+    match SIDE.get() {
+        Some(side) => line.push_str(side),
+        None => line.push_str(indent),
+    }
+    let _ = std::fmt::Write::write_fmt(&mut line, text);
+    line.push('\n');
+    // Stderr is unbuffered: one write_all of the whole line is one write(2) unless the
+    // kernel takes part of it, and the lock keeps this process's threads out meanwhile.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// A note to the user (waiting, removed an object...): shown unless `-q`.
 pub fn note(msg: Arguments<'_>) {
     if level() >= 1 {
-        eprintln!("{msg}");
+        emit("", msg);
     }
 }
 
@@ -55,7 +84,10 @@ pub fn repeated(key: &'static str, call: Arguments<'_>, idea: &str) {
         *n += 1;
         if *n > REPEATS_AT_V1 {
             if *n == REPEATS_AT_V1 + 1 {
-                eprintln!("  ... further {key} calls not shown (-vv shows every call)");
+                emit(
+                    "  ",
+                    format_args!("... further {key} calls not shown (-vv shows every call)"),
+                );
             }
             return;
         }
@@ -64,5 +96,5 @@ pub fn repeated(key: &'static str, call: Arguments<'_>, idea: &str) {
 }
 
 fn print_call(call: &str, idea: &str) {
-    eprintln!("  {call:<58} [{idea}]");
+    emit("  ", format_args!("{call:<58} [{idea}]"));
 }

@@ -1,5 +1,6 @@
 //! A progress bar on stderr for long runs, only when stderr is a terminal (never in
-//! pipelines, tests or a `run` child) and not with `-q`.
+//! pipelines, tests or a `run` child), not with `-q`, and not with `-v`: a bar redrawn
+//! between narrated lines would tear them.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -11,7 +12,7 @@ pub struct Progress {
 impl Progress {
     /// `total`: bytes expected, when known.
     pub fn new(label: &str, total: Option<u64>, enabled: bool) -> Progress {
-        let show = enabled && crate::narrate::level() >= 1 && std::io::stderr().is_terminal();
+        let show = enabled && crate::narrate::level() == 1 && std::io::stderr().is_terminal();
         let bar = show.then(|| {
             let (bar, template) = match total {
                 Some(t) => (
