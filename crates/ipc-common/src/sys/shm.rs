@@ -14,7 +14,8 @@
 //! variables, so they trust the peer as much as any process of the same user (the
 //! objects are mode 0600 and made by the same build). A corrupted mutex can only stall
 //! a side for a bounded time (every lock is timed); a corrupted condition variable can
-//! stall `--sync mutex` in glibc, which the tests document.
+//! stall the signalling side of `--sync mutex` (glibc's `pthread_cond_signal` takes an
+//! internal lock untimed), which the tests document.
 
 use crate::shm::layout::Header;
 use std::cell::UnsafeCell;
@@ -474,7 +475,10 @@ impl PMutex {
     }
 }
 
-/// A process-shared pthread condition variable (CLOCK_MONOTONIC) inside a segment.
+/// A process-shared pthread condition variable (CLOCK_MONOTONIC) inside a segment. Only
+/// signalled: waiting on it (`pthread_cond_timedwait`) re-locks its mutex with no time
+/// limit, which a peer stopped holding that mutex would turn into a hang, so the ring's
+/// sleepers wait on a futex word instead.
 #[repr(transparent)]
 pub struct PCond(UnsafeCell<libc::pthread_cond_t>);
 
@@ -497,18 +501,6 @@ impl PCond {
             .and_then(|()| errno_result(libc::pthread_cond_init(self.0.get(), attr.as_ptr())));
             libc::pthread_condattr_destroy(attr.as_mut_ptr());
             r
-        }
-    }
-
-    /// Wait at most `timeout` (the caller holds `mutex`, and holds it again after).
-    pub fn wait(&self, mutex: &PMutex, timeout: Duration) -> io::Result<Lock> {
-        let deadline = deadline(libc::CLOCK_MONOTONIC, timeout)?;
-        // SAFETY: both objects live in a mapping that outlives the call; the caller
-        // holds the mutex, as pthread_cond_timedwait requires.
-        let rc = unsafe { libc::pthread_cond_timedwait(self.0.get(), mutex.0.get(), &deadline) };
-        match rc {
-            libc::ETIMEDOUT => Ok(Lock::TimedOut),
-            rc => PMutex::result(rc),
         }
     }
 
