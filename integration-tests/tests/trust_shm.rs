@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROD: &str = "shm-producer";
 const CONS: &str = "shm-consumer";
@@ -111,10 +111,190 @@ fn producer_stopped_holding_the_ring_lock_does_not_hang_the_consumer() {
     assert_eq!(code(&c.status), 4, "consumer: {}", stderr(&c));
     let err = stderr(&c);
     assert!(err.contains("made no progress"), "consumer: {err}");
+    assert!(!stderr(&p).contains("panicked"), "producer: {}", stderr(&p));
+    assert_no_leftovers(&name);
+}
+
+// ---------------------------------------------------------------------------------
+// Paths that block or follow.
+
+/// Make a FIFO at `path` (mode 0600).
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+}
+
+/// A reader blocked in `open(fifo, O_RDONLY)`: released only if some process opens the
+/// FIFO for writing. `released()` tells whether that happened; `end()` releases it.
+struct FifoProbe {
+    path: PathBuf,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FifoProbe {
+    fn new(path: &Path) -> FifoProbe {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, d) = (path.to_path_buf(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let _f = std::fs::File::open(&p);
+            d.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // Give the reader time to block in open (it is only a probe: if it is late,
+        // the opens it should see are missed, so this can only hide a failure).
+        std::thread::sleep(Duration::from_millis(200));
+        FifoProbe {
+            path: path.to_path_buf(),
+            done,
+            thread,
+        }
+    }
+
+    fn released(&self) -> bool {
+        std::thread::sleep(Duration::from_millis(100));
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn end(self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _w = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&self.path);
+        self.thread.join().expect("probe thread");
+    }
+}
+
+/// `--api mmap --file LINK`, LINK a symbolic link to a FIFO (another user's trap in a
+/// shared directory): both sides refuse it with exit 1, naming the link, and never
+/// open the FIFO. The same for a FIFO at the path itself.
+#[test]
+fn mmap_file_that_is_a_link_or_a_fifo_is_refused_unopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let link = dir.path().join("seg");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    for (path, what) in [(&link, "symbolic link"), (&fifo, "special file")] {
+        for bin in [PROD, CONS] {
+            let probe = FifoProbe::new(&fifo);
+            let name = unique("mmap-link");
+            let mut c = side(bin, "mmap", &name);
+            c.arg("--file").arg(path).args(["--timeout", "2"]);
+            let out = finish_within(start(&mut c), LIMIT);
+            let opened = probe.released();
+            probe.end();
+            let err = stderr(&out);
+            assert_eq!(code(&out.status), 1, "{bin} on a {what}: {err}");
+            assert!(
+                err.contains(what) && err.contains("not a regular file"),
+                "{bin} on a {what}: {err}"
+            );
+            assert!(!opened, "{bin} opened the FIFO behind a {what}: {err}");
+            assert!(
+                std::fs::symlink_metadata(path).is_ok(),
+                "{bin} removed the {what}"
+            );
+            assert_no_leftovers(&name);
+        }
+    }
+}
+
+/// `--output FIFO` that nobody reads: a plain open for writing blocks for ever. The
+/// receiver must end with exit 4 within --timeout, naming the FIFO.
+/// For the shm consumer and for pipe-pair's receiver (the code is shared).
+#[test]
+fn output_fifo_without_a_reader_does_not_block_past_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out");
+    mkfifo(&fifo);
+    // shm-consumer, with its producer.
+    let name = unique("out-fifo");
+    let mut prod = side(PROD, "posix", &name);
+    prod.args(["-n", "5", "--timeout", "4"]);
+    let mut p = start_watched(&mut prod);
+    p.wait_for("waiting", LIMIT);
+    let mut cons = side(CONS, "posix", &name);
+    cons.arg("--output").arg(&fifo).args(["--timeout", "2"]);
+    let c = finish_within(start(&mut cons), LIMIT);
+    let p = p.finish_within(LIMIT);
+    let err = stderr(&c);
+    assert_eq!(code(&c.status), 4, "consumer: {err}");
     assert!(
-        !stderr(&p).contains("panicked"),
+        err.contains(&fifo.display().to_string()) && err.contains("FIFO"),
+        "consumer: {err}"
+    );
+    // (The producer may have sent its few messages into the ring and ended with 0.)
+    assert!(
+        [0, 4].contains(&code(&p.status)),
         "producer: {}",
         stderr(&p)
     );
+    assert_no_leftovers(&name);
+    // pipe-pair run: the receiver is its child; the run reports the failure.
+    let mut run = cmd("pipe-pair");
+    run.args(["run", "-n", "5", "--timeout", "2", "--output"])
+        .arg(&fifo);
+    let out = finish_within(start(&mut run), LIMIT);
+    let err = stderr(&out);
+    assert_ne!(code(&out.status), 0, "pipe-pair: {err}");
+    assert!(err.contains("FIFO"), "pipe-pair: {err}");
+}
+
+/// The system's python (a per-user one, e.g. pyenv's, may be closed to `nobody`).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Run a few POSIX queue calls as root or as `nobody` through python's ctypes.
+fn mq_py(as_nobody: bool, op: &str, name: &str) -> Output {
+    const SCRIPT: &str = r#"
+import ctypes, ctypes.util, os, sys
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+rt = libc if hasattr(libc, "mq_unlink") else ctypes.CDLL("librt.so.1", use_errno=True)
+rt.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+rt.mq_unlink.argtypes = [ctypes.c_char_p]
+op, name = sys.argv[1], sys.argv[2].encode()
+if op == "create":
+    os.umask(0)
+    q = rt.mq_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666, None)
+    sys.exit(0 if q >= 0 else os.strerror(ctypes.get_errno()))
+if op == "exists":
+    q = rt.mq_open(name, os.O_RDONLY, 0, None)
+    sys.exit(0 if q >= 0 else 1)
+if op == "unlink":
+    sys.exit(0 if rt.mq_unlink(name) == 0 else 1)
+"#;
+    let mut c = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", PYTHON]);
+        c
+    } else {
+        Command::new(PYTHON)
+    };
+    c.args(["-c", SCRIPT, op, name]).output().expect("python3")
+}
+
+/// Another user's queue under the name of a `--sync mq` helper queue: the producer
+/// refuses it (exit 1, naming the queue and its owner) and leaves it alone, instead of
+/// unlinking it.
+#[test]
+fn another_users_helper_queue_is_refused_and_left_alone() {
+    if !can_switch_user("another_users_helper_queue_is_refused_and_left_alone") {
+        return;
+    }
+    let name = unique("mq-squat");
+    let queue = format!("/{name}.r0.ready");
+    let made = mq_py(true, "create", &queue);
+    assert!(made.status.success(), "create as nobody: {}", stderr(&made));
+    let mut prod = side(PROD, "posix", &name);
+    prod.args(["--sync", "mq", "--timeout", "2"]);
+    let out = finish_within(start(&mut prod), LIMIT);
+    let still = mq_py(false, "exists", &queue).status.success();
+    mq_py(false, "unlink", &queue);
+    let err = stderr(&out);
+    assert_eq!(code(&out.status), 1, "producer: {err}");
+    assert!(
+        err.contains(&queue) && err.contains("uid 65534"),
+        "producer: {err}"
+    );
+    assert!(still, "the producer removed another user's queue {queue}");
     assert_no_leftovers(&name);
 }

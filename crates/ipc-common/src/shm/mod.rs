@@ -113,6 +113,8 @@ enum Holder {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // The helper queues' names before the segment's: see `remove_name`.
+        self.helpers.clear();
         let h = self.map.header();
         match self.holds {
             Some(Holder::Producer) => h.producer_alive.unlock(),
@@ -138,9 +140,12 @@ impl Segment {
     }
 
     /// Remove the name now (the consumer has attached): the mapping stays valid.
+    /// The helper queues' names go first: a queue name then never outlives its
+    /// segment's name while its producer lives, so whoever holds the segment name may
+    /// take a queue left under the derived name as a dead producer's.
     pub fn remove_name(&mut self) {
-        self.remover.take();
         self.helpers.clear();
+        self.remover.take();
     }
 
     /// Remove `guard`'s object together with the segment's name.
@@ -262,6 +267,45 @@ fn check_owner(file: &File, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// Open an existing `--api mmap` file, `Ok(None)` if there is none. Only a regular file
+/// is opened, never through a symbolic link: another user's link to a device or a FIFO
+/// in a shared directory must not make us open that (a device open can have side
+/// effects, a FIFO open blocks). So: refuse what `lstat` shows is not a regular file,
+/// open with O_NOFOLLOW|O_NONBLOCK (the path may change in between), check the opened
+/// file's type again, and only then clear O_NONBLOCK.
+fn open_existing_file(spec: &Spec) -> Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let obj = spec.object();
+    let path = spec.mmap_path();
+    let not_regular =
+        |what: &str| refuse(spec, format!("exists and is {what}, not a regular file"));
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::os(&obj, "lstat", e)),
+        Ok(m) if m.file_type().is_symlink() => return Err(not_regular("a symbolic link")),
+        Ok(m) if !m.is_file() => return Err(not_regular("a special file")),
+        Ok(_) => {}
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_regular("a symbolic link"))
+        }
+        Err(e) => return Err(Error::os(&obj, "open(O_RDWR|O_NOFOLLOW|O_NONBLOCK)", e)),
+    };
+    if !file.metadata().on(&obj, "fstat")?.is_file() {
+        return Err(not_regular("a special file"));
+    }
+    crate::workload::set_blocking(&file, &obj)?;
+    Ok(Some(file))
+}
+
 /// Create the segment (producer): `total` bytes, exclusively, mode 0600, zeroed.
 /// The caller initialises the header and publishes it ([`publish`]).
 pub fn create(spec: &Spec, total: usize) -> Result<Segment> {
@@ -336,14 +380,12 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
     };
     let file = match open_new() {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .on(&obj, "open")?;
-            if !file.metadata().on(&obj, "fstat")?.is_file() {
-                return Err(refuse(spec, "exists and is not a regular file".into()));
-            }
+            let Some(file) = open_existing_file(spec)? else {
+                return Err(refuse(
+                    spec,
+                    "vanished while being checked; try again".into(),
+                ));
+            };
             check_owner(&file, spec)?;
             let len = file.metadata().on(&obj, "fstat")?.len() as usize;
             let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
@@ -690,14 +732,12 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
         }
         Api::Mmap => {
             let path = spec.mmap_path();
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-            {
-                Ok(f) => file_like(f, &format!("open({path:?}, O_RDWR) = fd")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::os(&obj, "open(O_RDWR)", e)),
+            match open_existing_file(spec)? {
+                Some(f) => file_like(
+                    f,
+                    &format!("open({path:?}, O_RDWR|O_NOFOLLOW|O_NONBLOCK) = fd"),
+                ),
+                None => Ok(None),
             }
         }
         Api::Sysv => {
