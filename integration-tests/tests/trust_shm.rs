@@ -298,3 +298,87 @@ fn another_users_helper_queue_is_refused_and_left_alone() {
     assert!(still, "the producer removed another user's queue {queue}");
     assert_no_leftovers(&name);
 }
+
+// ---------------------------------------------------------------------------------
+// Either side may start first after a crash.
+
+/// Wait until process `pid` is stopped (state T in /proc/PID/stat).
+#[track_caller]
+fn wait_stopped(w: &mut Watched, limit: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.id())).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+        if state == Some(Some('T')) {
+            return;
+        }
+        assert!(
+            !w.exited() && start.elapsed() < limit,
+            "did not stop within {limit:?}: {}",
+            w.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A producer is killed (-9) at `point`: "waiting" (published, waiting for a consumer),
+/// or through the test hook, "create" (its object just created: POSIX and mmap of size
+/// 0, SysV not attached) or "publish" (sized but not published). Then the consumer
+/// starts first and a new producer after it: the consumer must wait for the live
+/// producer rather than take the dead one's segment, and the new producer must reclaim
+/// the leftover; both then move every message.
+fn crashed_producer_then_consumer_first(api: &str, point: &str) {
+    let name = unique(&format!("crash-{api}-{point}"));
+    let mut dead = side(PROD, api, &name);
+    dead.args(["--timeout", "30"]);
+    if point != "waiting" {
+        dead.env("IPC_TEST_STOP_BEFORE_PUBLISH", point);
+    }
+    let mut d = start_watched(&mut dead);
+    if point == "waiting" {
+        d.wait_for("waiting", LIMIT);
+    } else {
+        wait_stopped(&mut d, LIMIT);
+    }
+    kill(d);
+    assert!(
+        std::fs::symlink_metadata(object_path(api, &name)).is_ok(),
+        "the killed producer left nothing to reclaim"
+    );
+    let mut cons = side(CONS, api, &name);
+    cons.args(["--timeout", "10", "--json"]);
+    let mut c = start_watched(&mut cons);
+    c.wait_for("waiting", LIMIT);
+    // The consumer looked at the leftover for a while before a producer comes.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut prod = side(PROD, api, &name);
+    prod.args(["--timeout", "10", "-n", "50"]);
+    let p = finish_within(start(&mut prod), LIMIT);
+    let c = c.finish_within(LIMIT);
+    assert_ok(&p, &format!("{api}/{point}: the new producer"));
+    assert_ok(&c, &format!("{api}/{point}: the consumer started first"));
+    assert_verified(&summary(&c), 50);
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn producer_killed_while_waiting_then_consumer_first() {
+    for api in APIS {
+        crashed_producer_then_consumer_first(api, "waiting");
+    }
+}
+
+#[test]
+fn producer_killed_before_sizing_then_consumer_first() {
+    for api in APIS {
+        crashed_producer_then_consumer_first(api, "create");
+    }
+}
+
+#[test]
+fn producer_killed_before_publishing_then_consumer_first() {
+    for api in APIS {
+        crashed_producer_then_consumer_first(api, "publish");
+    }
+}

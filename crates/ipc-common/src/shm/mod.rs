@@ -103,6 +103,9 @@ pub struct Segment {
     /// Which alive mutex this side holds, to release before unmapping: a side that
     /// exits on an error then reads as gone at once, not only when the kernel notices.
     holds: Option<Holder>,
+    /// `--api posix|mmap`: the object's descriptor, kept open. The creator holds its
+    /// creator lock (`flock`) on it for life, and both sides check its size on it.
+    pub file: Option<File>,
 }
 
 #[derive(Clone, Copy)]
@@ -132,7 +135,13 @@ impl Segment {
             remover,
             helpers: Vec::new(),
             holds: None,
+            file: None,
         }
+    }
+
+    fn with_file(mut self, file: File) -> Segment {
+        self.file = Some(file);
+        self
     }
 
     pub fn header(&self) -> &Header {
@@ -183,13 +192,13 @@ fn check_room(dir: &str, total: usize, spec: &Spec) -> Result<()> {
 
 /// What a mapped segment that already exists under our name is.
 enum Existing {
-    /// Its producer is dead: replace it.
-    Stale(u32),
+    /// Its producer is dead (pid, if it got as far as publishing): replace it.
+    Stale(Option<u32>),
     /// Its producer lives: refuse.
     Live(u32),
 }
 
-/// Judge an existing segment by its header and its producer's alive mutex.
+/// Judge an existing, published segment by its producer's alive mutex.
 fn judge(map: &Mapping, spec: &Spec) -> Result<Existing> {
     if map.len() < HEADER_SIZE {
         return Err(refuse(
@@ -201,30 +210,74 @@ fn judge(map: &Mapping, spec: &Spec) -> Result<Existing> {
         ));
     }
     let h = map.header();
-    if h.state.load(Ordering::Acquire) == STATE_INIT {
-        return Err(refuse(
-            spec,
-            "exists but was never published (being created, or its creator died)".into(),
-        ));
-    }
     let c =
         layout::check(h, map.len() as u64).map_err(|e| refuse(spec, format!("exists and {e}")))?;
-    Ok(match h.producer_alive.try_lock() {
-        Ok(Lock::Busy) => Existing::Live(c.creator_pid),
-        Ok(l) => {
-            if l == Lock::OwnerDied {
-                h.producer_alive.make_consistent();
+    // A consumer checking whether this producer lives holds the mutex for an instant:
+    // only a mutex busy at every look is a live producer's.
+    for _ in 0..5 {
+        match h.producer_alive.try_lock() {
+            Ok(Lock::Busy) => std::thread::sleep(Duration::from_millis(2)),
+            Ok(l) => {
+                if l == Lock::OwnerDied {
+                    h.producer_alive.make_consistent();
+                }
+                h.producer_alive.unlock();
+                return Ok(Existing::Stale(Some(c.creator_pid)));
             }
-            h.producer_alive.unlock();
-            Existing::Stale(c.creator_pid)
+            Err(e) => {
+                return Err(refuse(
+                    spec,
+                    format!("exists and its alive mutex is unusable ({e})"),
+                ))
+            }
         }
-        Err(e) => {
+    }
+    Ok(Existing::Live(c.creator_pid))
+}
+
+/// Judge an existing `--api posix|mmap` object (already checked to be ours): published,
+/// by its alive mutex; not yet published (size 0, or state INIT), by its creator lock,
+/// which a creator takes right after creating the object and holds for life.
+fn judge_file(file: &File, spec: &Spec) -> Result<Existing> {
+    let obj = spec.object();
+    let len = file.metadata().on(&obj, "fstat")?.len() as usize;
+    if len != 0 {
+        let map = Mapping::map_shared(file, len).on(&obj, "mmap")?;
+        if len < HEADER_SIZE || map.header().state.load(Ordering::Acquire) != STATE_INIT {
+            return judge(&map, spec);
+        }
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Existing::Stale(None)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(refuse(
+            spec,
+            "is being created by a live process (it holds the creator lock and has not published it yet)".into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::os(&obj, "flock(LOCK_EX|LOCK_NB)", e)),
+    }
+}
+
+/// Judge an existing SysV segment (already checked to be ours) that is not published
+/// yet: its creator attaches right after `shmget` and stays attached for life, so no
+/// process attached, at two looks a little apart, means its creator died.
+fn judge_unpublished_sysv(id: i32, spec: &Spec) -> Result<Existing> {
+    let obj = spec.object();
+    for look in 0..2 {
+        if look > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+        if st.attached > 0 {
             return Err(refuse(
                 spec,
-                format!("exists and its alive mutex is unusable ({e})"),
-            ))
+                format!(
+                    "segment id {id} is being created by a live process (pid {}; attached, not yet published)",
+                    st.creator_pid
+                ),
+            ));
         }
-    })
+    }
+    Ok(Existing::Stale(None))
 }
 
 fn stale_or_refuse(existing: Existing, spec: &Spec) -> Result<()> {
@@ -236,13 +289,60 @@ fn stale_or_refuse(existing: Existing, spec: &Spec) -> Result<()> {
             "stop that producer, or give this one another --name",
         )),
         Existing::Stale(pid) => {
-            narrate::note(format_args!(
-                "replacing a stale {} left by a dead producer (pid {pid})",
-                spec.object()
-            ));
+            match pid {
+                Some(pid) => narrate::note(format_args!(
+                    "replacing a stale {} left by a dead producer (pid {pid})",
+                    spec.object()
+                )),
+                None => narrate::note(format_args!(
+                    "replacing a {} whose creator died before publishing it",
+                    spec.object()
+                )),
+            }
             Ok(())
         }
     }
+}
+
+/// The creator's claim on an object it just created exclusively: take its creator lock
+/// (`flock`), then check that the name still names this object. Another producer that
+/// judged it in the instant between the create and the lock could have taken it for a
+/// dead creator's and replaced it.
+fn claim_new(file: &File, path: &Path, spec: &Spec) -> Result<()> {
+    let obj = spec.object();
+    let lost = || {
+        Error::new(
+            Kind::Runtime,
+            &obj,
+            "was replaced by another producer while this one was creating it",
+            "run one producer per --name; try again",
+        )
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(lost()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::os(&obj, "flock(LOCK_EX|LOCK_NB)", e))
+        }
+    }
+    let mine = file.metadata().on(&obj, "fstat")?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.dev() == mine.dev() && m.ino() == mine.ino() => Ok(()),
+        _ => Err(lost()),
+    }
+}
+
+/// Test hook (debug builds only): with `IPC_TEST_STOP_BEFORE_PUBLISH=<point>`, the
+/// producer stops itself (SIGSTOP) at `point`: `create` (the object just created, not
+/// sized or initialised) or `publish` (sized, not yet published), so the tests can kill
+/// it there and check that the next run reclaims what it left.
+fn test_stop(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("IPC_TEST_STOP_BEFORE_PUBLISH").is_some_and(|v| v == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
 }
 
 /// Check that an existing file-like object is ours and closed to others.
@@ -327,9 +427,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
                 .on(&obj, "shm_open(O_RDWR)")?;
             let file = File::from(fd);
             check_owner(&file, spec)?;
-            let len = file.metadata().on(&obj, "fstat")?.len() as usize;
-            let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
-            stale_or_refuse(judge(&map, spec)?, spec)?;
+            stale_or_refuse(judge_file(&file, spec)?, spec)?;
             nix::sys::mman::shm_unlink(name.as_str()).on(&obj, "shm_unlink")?;
             nix::sys::mman::shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR)
         }
@@ -340,6 +438,9 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
         format_args!("shm_open({name:?}, O_CREAT|O_EXCL|O_RDWR, 0600) = fd"),
         IDEA_POSIX,
     );
+    let file = File::from(fd);
+    claim_new(&file, &Path::new("/dev/shm").join(&spec.name), spec)?;
+    test_stop("create");
     let remover = {
         let n = name.clone();
         cleanup::on_exit(obj.clone(), move || {
@@ -348,9 +449,8 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
             }
         })
     };
-    nix::unistd::ftruncate(&fd, total as i64).on(&obj, "ftruncate")?;
+    file.set_len(total as u64).on(&obj, "ftruncate")?;
     narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_POSIX);
-    let file = File::from(fd);
     let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
     narrate::call(
         format_args!(
@@ -359,11 +459,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         "shared memory: the same physical pages, mapped at each process's own address",
     );
-    narrate::call(
-        format_args!("close(fd) = 0"),
-        "the mapping stays after the descriptor is closed (there is no shm_close)",
-    );
-    Ok(Segment::new(map, obj, Some(remover)))
+    Ok(Segment::new(map, obj, Some(remover)).with_file(file))
 }
 
 fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
@@ -387,9 +483,7 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
                 ));
             };
             check_owner(&file, spec)?;
-            let len = file.metadata().on(&obj, "fstat")?.len() as usize;
-            let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
-            stale_or_refuse(judge(&map, spec)?, spec)?;
+            stale_or_refuse(judge_file(&file, spec)?, spec)?;
             std::fs::remove_file(&path).on(&obj, "unlink")?;
             open_new()
         }
@@ -400,6 +494,8 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
         format_args!("open({path:?}, O_CREAT|O_EXCL|O_RDWR, 0600) = fd"),
         IDEA_MMAP,
     );
+    claim_new(&file, &path, spec)?;
+    test_stop("create");
     let remover = {
         let p = path.clone();
         cleanup::on_exit(obj.clone(), move || {
@@ -421,7 +517,7 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         IDEA_MMAP,
     );
-    Ok(Segment::new(map, obj, Some(remover)))
+    Ok(Segment::new(map, obj, Some(remover)).with_file(file))
 }
 
 fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
@@ -467,6 +563,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         IDEA_SYSV,
     );
+    test_stop("create");
     let remover = {
         let object = format!("SysV segment id {id} (key {:#010x})", key.key);
         cleanup::on_exit(object, move || {
@@ -499,8 +596,16 @@ fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
         ));
     }
     let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
-    stale_or_refuse(judge(&map, spec)?, spec)?;
-    drop(map);
+    let existing =
+        if map.len() >= HEADER_SIZE && map.header().state.load(Ordering::Acquire) == STATE_INIT {
+            drop(map);
+            judge_unpublished_sysv(id, spec)?
+        } else {
+            let e = judge(&map, spec)?;
+            drop(map);
+            e
+        };
+    stale_or_refuse(existing, spec)?;
     sys::shm_rmid(id).on(&obj, "shmctl(IPC_RMID)")?;
     Ok(())
 }
@@ -508,6 +613,7 @@ fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
 /// Initialise the header of a new segment and publish it (Release, last).
 /// The producer then holds its alive mutex for as long as it lives.
 pub fn publish(seg: &mut Segment, c: &Checked) -> Result<()> {
+    test_stop("publish");
     let (api, sync, rings, capacity) = (c.api, c.sync, c.rings, c.capacity);
     let h = seg.header();
     let obj = &seg.object;
@@ -611,17 +717,54 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
     let obj = spec.object();
     let start = Instant::now();
     let mut said = false;
-    let mut seg = loop {
+    // What was there at the last look, for the timeout message.
+    let mut found: Option<String> = None;
+    let (mut seg, checked) = loop {
         if let Some(seg) = try_open(spec)? {
-            break seg;
+            let h = seg.header();
+            // The creator publishes READY last; until then nothing else may be trusted.
+            if h.state.load(Ordering::Acquire) == STATE_INIT {
+                found = Some("it exists but was never published".into());
+            } else {
+                let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
+                    Error::new(
+                        Kind::Verify,
+                        &obj,
+                        format!("refused: {e}"),
+                        "both sides must run the same build; remove the object if it is a leftover",
+                    )
+                })?;
+                // A crashed producer's segment is no producer to attach to: wait for a
+                // live one, which replaces it.
+                if ring::peer_alive(&h.producer_alive) {
+                    break (seg, checked);
+                }
+                if found.is_none() {
+                    narrate::note(format_args!(
+                        "{obj} was left by a dead producer (pid {}); waiting for a live producer to replace it",
+                        checked.creator_pid
+                    ));
+                }
+                found = Some(format!(
+                    "only a dead producer's (pid {}) was there",
+                    checked.creator_pid
+                ));
+            }
         }
         if start.elapsed() >= timeout {
-            return Err(Error::peer(
-                &obj,
-                format!(
+            let what = match &found {
+                Some(f) => format!(
+                    "no live producer published it within {:.1} s ({f})",
+                    timeout.as_secs_f64()
+                ),
+                None => format!(
                     "no producer created it within {:.1} s",
                     timeout.as_secs_f64()
                 ),
+            };
+            return Err(Error::peer(
+                &obj,
+                what,
                 format!("start `{peer}` within --timeout, or raise --timeout"),
             ));
         }
@@ -635,25 +778,6 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
         std::thread::sleep(Duration::from_millis(5));
     };
     let h = seg.header();
-    // The creator publishes READY last; until then nothing else may be trusted.
-    while h.state.load(Ordering::Acquire) == STATE_INIT {
-        if start.elapsed() >= timeout {
-            return Err(Error::peer(
-                &obj,
-                "the producer never finished creating it",
-                "start a new producer",
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
-        Error::new(
-            Kind::Verify,
-            &obj,
-            format!("refused: {e}"),
-            "both sides must run the same build; remove the object if it is a leftover",
-        )
-    })?;
     match h
         .consumer_alive
         .try_lock()
@@ -719,7 +843,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
             ),
             IDEA_POSIX,
         );
-        Ok(Some(Segment::new(map, obj.clone(), None)))
+        Ok(Some(Segment::new(map, obj.clone(), None).with_file(file)))
     };
     match spec.api {
         Api::Posix => {

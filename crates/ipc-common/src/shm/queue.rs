@@ -43,10 +43,13 @@ fn check_leftover(name: &str) -> Result<()> {
         Ok(q) => q,
         // Gone in between: nothing to check.
         Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(Error::os(&obj, "mq_open(O_RDONLY) of a leftover", e.into())
-            .with_remedy(format!(
+        Err(e) => {
+            return Err(
+                Error::os(&obj, "mq_open(O_RDONLY) of a leftover", e.into()).with_remedy(format!(
             "it is not this user's to replace; remove it as its owner, or choose another --name"
-        ))),
+        )),
+            )
+        }
     };
     let st = nix::sys::stat::fstat(q.as_fd().as_raw_fd());
     let _ = mq_close(q);
