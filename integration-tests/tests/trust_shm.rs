@@ -382,3 +382,55 @@ fn producer_killed_before_publishing_then_consumer_first() {
         crashed_producer_then_consumer_first(api, "publish");
     }
 }
+
+// ---------------------------------------------------------------------------------
+// A segment truncated under a running pair.
+
+/// Another process of the user truncates the segment (through a descriptor it opened
+/// while the name existed) under a running pair, while one side is stopped: the side
+/// that waits for it must end with exit 1 and a message naming the truncation, not die
+/// of SIGBUS. For both survivors, the sync kinds whose sleep does not touch the segment
+/// (not sem, see below), --api posix and mmap (SysV segments cannot shrink).
+#[test]
+fn truncated_segment_ends_the_waiting_side_with_exit_1() {
+    for (api, sync, stopped) in ["posix", "mmap"].iter().flat_map(|a| {
+        // Not sem: a side asleep in sem_timedwait when the truncation comes dies of
+        // SIGBUS inside glibc, which updates the semaphore as it leaves the wait (the
+        // documented residual window).
+        ["mutex", "mq", "spin"]
+            .iter()
+            .flat_map(move |s| [PROD, CONS].map(|b| (*a, *s, b)))
+    }) {
+        {
+            let name = unique(&format!("trunc-{api}"));
+            let mut prod = side(PROD, api, &name);
+            prod.args(["-n", "100000000", "--timeout", "10", "--sync", sync]);
+            let mut p = start_watched(&mut prod);
+            p.wait_for("waiting", LIMIT);
+            let seg = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(object_path(api, &name))
+                .expect("open the segment while it has a name");
+            let mut cons = side(CONS, api, &name);
+            cons.args(["--timeout", "10"]);
+            let c = start_watched(&mut cons);
+            // Let data flow, stop one side, and let the other drain the ring (or fill it)
+            // and go to sleep before the truncation.
+            std::thread::sleep(Duration::from_millis(500));
+            let (victim, survivor) = if stopped == PROD { (p, c) } else { (c, p) };
+            signal(victim.child(), Signal::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(300));
+            seg.set_len(0).expect("truncate the segment");
+            let out = survivor.finish_within(LIMIT);
+            let v = kill(victim);
+            drop(seg);
+            let err = stderr(&out);
+            let who = format!("{api}, --sync {sync}, {stopped} stopped: the survivor");
+            assert_eq!(code(&out.status), 1, "{who}: {err}");
+            assert!(err.contains("truncated"), "{who}: {err}");
+            assert!(!stderr(&v).contains("panicked"), "{}", stderr(&v));
+            assert_no_leftovers(&name);
+        }
+    }
+}

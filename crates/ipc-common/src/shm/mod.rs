@@ -118,6 +118,11 @@ impl Drop for Segment {
     fn drop(&mut self) {
         // The helper queues' names before the segment's: see `remove_name`.
         self.helpers.clear();
+        if self.holds.is_some() && self.check_size().is_err() {
+            // Truncated: the header's page is gone, touching it would be SIGBUS; and
+            // the peer cannot read our alive mutex either.
+            return;
+        }
         let h = self.map.header();
         match self.holds {
             Some(Holder::Producer) => h.producer_alive.unlock(),
@@ -157,10 +162,39 @@ impl Segment {
         self.remover.take();
     }
 
+    /// Fail (exit 1) if the object was truncated below what is mapped: see
+    /// [`check_size`]. Nothing to check for SysV, whose segments cannot shrink.
+    pub fn check_size(&self) -> Result<()> {
+        match &self.file {
+            Some(f) => check_size(f, self.map.len(), &self.object),
+            None => Ok(()),
+        }
+    }
+
     /// Remove `guard`'s object together with the segment's name.
     pub fn add_helper(&mut self, guard: Guard) {
         self.helpers.push(guard);
     }
+}
+
+/// Has `file` (a POSIX object or a mapped file) shrunk below the `mapped` bytes? Then
+/// touching the lost pages would kill this side with SIGBUS: another process of this
+/// user truncated it. The sides call this at every sleep, so one that waits for its peer
+/// ends with exit 1 and this message; a side that is copying when the truncation comes
+/// can still be killed by SIGBUS first (see the module doc of `sys::shm`).
+pub(crate) fn check_size(file: &File, mapped: usize, object: &str) -> Result<()> {
+    let len = file.metadata().on(&object, "fstat")?.len();
+    if len < mapped as u64 {
+        return Err(Error::new(
+            Kind::Runtime,
+            object,
+            format!(
+                "was truncated to {len} bytes while mapped with {mapped} (another process of this user shrank it)"
+            ),
+            "leave a running pair's segment alone; start both sides again",
+        ));
+    }
+    Ok(())
 }
 
 fn refuse(spec: &Spec, what: String) -> Error {

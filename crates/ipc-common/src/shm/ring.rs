@@ -78,6 +78,10 @@ struct Waits<'a> {
     peer_alive: &'a PMutex,
     peer: &'static str,
     object: String,
+    /// `--api posix|mmap`: the object, whose size every sleep checks (a truncated
+    /// segment must end this side with an error, not SIGBUS).
+    backing: Option<&'a std::fs::File>,
+    mapped: usize,
 }
 
 pub struct ShmLink<'a> {
@@ -133,9 +137,17 @@ impl<'a> ShmLink<'a> {
                 peer_alive,
                 peer,
                 object,
+                backing: None,
+                mapped: map.len(),
             },
             zero_copy: checked.zero_copy,
         }
+    }
+
+    /// Check the size of `file` (the mapped object) at every sleep: see [`super::check_size`].
+    pub fn watch_size(mut self, file: Option<&'a std::fs::File>) -> ShmLink<'a> {
+        self.waits.backing = file;
+        self
     }
 
     fn no_ring(&self, what: &str) -> Error {
@@ -333,6 +345,8 @@ impl Ring<'_> {
         };
         let deadline = Instant::now() + w.timeout;
         loop {
+            // Before each slice touches the header again.
+            intact(w)?;
             let slice = SLICE.min(deadline.saturating_duration_since(Instant::now()));
             match w.sync {
                 SyncKind::Spin => {
@@ -345,6 +359,7 @@ impl Ring<'_> {
                             "spin, then sleep in the kernel",
                         );
                         futex_wait(signal, seen, slice);
+                        intact(w)?;
                     }
                     flag.store(0, Relaxed);
                 }
@@ -384,6 +399,7 @@ impl Ring<'_> {
                                 "condition: sleep until the peer signals, the lock released",
                             );
                             futex_wait(signal, seen, slice);
+                            intact(w)?;
                         }
                         flag.store(0, Relaxed);
                     }
@@ -402,6 +418,7 @@ impl Ring<'_> {
                             "semaphore: sleep until the peer posts",
                         );
                         sem.wait(slice).on(&w.object, "sem_timedwait")?;
+                        intact(w)?;
                     }
                     flag.store(0, Relaxed);
                 }
@@ -410,6 +427,7 @@ impl Ring<'_> {
                     if !self.moved(want) {
                         if let Some((_, recv)) = &self.queues {
                             wait_on(recv, slice)?;
+                            intact(w)?;
                         }
                     }
                     flag.store(0, Relaxed);
@@ -559,6 +577,16 @@ fn stop_in_critical_section() {
     #[cfg(debug_assertions)]
     if std::env::var_os("IPC_TEST_STOP_IN_CRITICAL").is_some_and(|v| v == "1") {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
+/// Is the mapped object still as large as the mapping? Checked before the header is
+/// touched again after every sleep (a sleep is when a peer's truncation is likely to
+/// land unseen): a truncated segment ends this side with exit 1, not SIGBUS.
+fn intact(w: &Waits) -> Result<()> {
+    match w.backing {
+        Some(f) => super::check_size(f, w.mapped, &w.object),
+        None => Ok(()),
     }
 }
 
