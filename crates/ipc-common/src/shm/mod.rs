@@ -6,6 +6,13 @@
 //! waits for it, then checks magic, version and sizes. Once the consumer has attached,
 //! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`): the memory lives
 //! on while mapped, and even `kill -9` of either side leaves nothing behind.
+//!
+//! After a crash either side may still start first: the consumer attaches only to a
+//! published segment whose producer lives (its alive mutex is busy), and the next producer
+//! replaces what a dead one left, published or not (the creator lock: a `flock` the
+//! creator of a POSIX object or mapped file holds for life; for SysV, no process
+//! attached). A same-user peer can also truncate a POSIX object or mapped file: both
+//! sides keep its descriptor and check its size at every sleep ([`check_size`]).
 
 pub mod fuzz;
 pub mod layout;

@@ -8,6 +8,23 @@
 //! [`Mapping::matches_words`]), or viewed as the segment [`Header`], which is made only
 //! of atomics and `UnsafeCell`s, for which concurrent writes are defined.
 //!
+//! What that does not make defined: the ring's bytes are copied with plain, non-atomic
+//! accesses, and a peer (any process of the same user) may write them at the same time.
+//! In Rust's memory model that is a data race, undefined behaviour, whether the accesses
+//! go through references, raw pointers or volatile operations; only atomic accesses
+//! would be defined, and this path does not pay for an atomic access per byte. What the
+//! code does instead: every copy is a single pass into private memory (or a compare
+//! against private words), and every value the program acts on is checked after that
+//! copy, never re-read; so a racing writer makes this side see arbitrary bytes, which
+//! the checks turn into an error (exit 3), never an access outside the mapping.
+//!
+//! A peer can also shrink a POSIX object or a mapped file under the mapping; touching
+//! the lost pages raises SIGBUS. The callers check the object's size before they touch
+//! the segment after a sleep (`shm::check_size`); a copy already running when the
+//! truncation lands, or glibc's own accesses in `sem_timedwait` and
+//! `pthread_mutex_timedlock` while they sleep, still die of SIGBUS. SysV segments cannot
+//! shrink.
+//!
 //! Trust: the counters and bytes of the ring are untrusted and checked by their users.
 //! The pthread and semaphore objects in the segment are not checkable: glibc follows
 //! robust-list pointers stored inside a mutex and keeps internal state in condition
