@@ -44,11 +44,10 @@ fn check_leftover(name: &str) -> Result<()> {
         // Gone in between: nothing to check.
         Err(Errno::ENOENT) => return Ok(()),
         Err(e) => {
+            let remedy = "it is not this user's to replace; remove it as its owner, or choose another --name";
             return Err(
-                Error::os(&obj, "mq_open(O_RDONLY) of a leftover", e.into()).with_remedy(format!(
-            "it is not this user's to replace; remove it as its owner, or choose another --name"
-        )),
-            )
+                Error::os(&obj, "mq_open(O_RDONLY) of a leftover", e.into()).with_remedy(remedy)
+            );
         }
     };
     let st = nix::sys::stat::fstat(q.as_fd().as_raw_fd());
