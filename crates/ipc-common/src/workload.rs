@@ -205,17 +205,67 @@ fn open_input(path: &DataPath) -> Result<Box<dyn Read>> {
     })
 }
 
-fn open_output(path: &DataPath) -> Result<Box<dyn Write>> {
+fn open_output(path: &DataPath, timeout: std::time::Duration) -> Result<Box<dyn Write>> {
     Ok(match path {
         DataPath::Std => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
         DataPath::File(p) => Box::new(BufWriter::with_capacity(
             1 << 16,
-            File::create(p).map_err(|e| {
-                Error::os(format!("output file {}", p.display()), "create", e)
-                    .with_remedy("check that the directory exists and is writable")
-            })?,
+            open_output_file(p, timeout)?,
         )),
     })
+}
+
+/// Open (create, truncate) `--output` without ever blocking past `timeout`: a plain open
+/// of a FIFO for writing waits, with no time limit, for a reader. So open non-blocking,
+/// retrying while a FIFO has no reader yet (ENXIO), then make the descriptor blocking
+/// again for the writes.
+fn open_output_file(p: &std::path::Path, timeout: std::time::Duration) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let object = format!("output file {}", p.display());
+    let start = Instant::now();
+    let file = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(p)
+        {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if start.elapsed() >= timeout {
+                    return Err(Error::peer(
+                        &object,
+                        format!(
+                            "is a FIFO that no process opened for reading within {:.1} s",
+                            timeout.as_secs_f64()
+                        ),
+                        "start its reader first (e.g. `cat` on it), or raise --timeout",
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(
+                    Error::os(&object, "open(O_WRONLY|O_CREAT|O_TRUNC|O_NONBLOCK)", e)
+                        .with_remedy("check that the directory exists and is writable"),
+                )
+            }
+        }
+    };
+    set_blocking(&file, &object)?;
+    Ok(file)
+}
+
+/// Clear O_NONBLOCK on a descriptor opened with it (so that the open itself could not block).
+pub(crate) fn set_blocking(file: &File, object: &str) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let flags = fcntl(fd, FcntlArg::F_GETFL).on(&object, "fcntl(F_GETFL)")?;
+    let flags = OFlag::from_bits_truncate(flags) & !OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).on(&object, "fcntl(F_SETFL, ~O_NONBLOCK)")?;
+    Ok(())
 }
 
 /// Read until `buf` is full or the input ends; returns the bytes read.
@@ -382,7 +432,11 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
 
 /// The receiving side: follow the sender's hello, check every message, write `--output`.
 pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Report> {
-    let mut out = args.output.as_ref().map(open_output).transpose()?;
+    let mut out = args
+        .output
+        .as_ref()
+        .map(|p| open_output(p, args.timeout))
+        .transpose()?;
     if args.raw {
         return receive_raw(link, args, d, out);
     }

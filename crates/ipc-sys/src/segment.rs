@@ -59,7 +59,7 @@ pub struct WriterLine {
     pub head: AtomicU64,
     /// The writer sleeps for space (set before it re-checks, cleared after).
     pub space_waiting: AtomicU32,
-    /// `--sync spin`: the futex word the reader sleeps on; the writer bumps it to wake.
+    /// `--sync spin` and `mutex`: the futex word the reader sleeps on; the writer bumps it to wake.
     pub data_signal: AtomicU32,
 }
 
@@ -69,7 +69,7 @@ pub struct ReaderLine {
     pub tail: AtomicU64,
     /// The reader sleeps for data.
     pub data_waiting: AtomicU32,
-    /// `--sync spin`: the futex word the writer sleeps on.
+    /// `--sync spin` and `mutex`: the futex word the writer sleeps on.
     pub space_signal: AtomicU32,
 }
 

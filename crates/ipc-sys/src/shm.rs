@@ -8,13 +8,31 @@
 //! [`Mapping::matches_words`]), or viewed as the segment [`Header`], which is made only
 //! of atomics and `UnsafeCell`s, for which concurrent writes are defined.
 //!
+//! What that does not make defined: the ring's bytes are copied with plain, non-atomic
+//! accesses, and a peer (any process of the same user) may write them at the same time.
+//! In Rust's memory model that is a data race, undefined behaviour, whether the accesses
+//! go through references, raw pointers or volatile operations; only atomic accesses
+//! would be defined, and this path does not pay for an atomic access per byte. What the
+//! code does instead: every copy is a single pass into private memory (or a compare
+//! against private words), and every value the program acts on is checked after that
+//! copy, never re-read; so a racing writer makes this side see arbitrary bytes, which
+//! the checks turn into an error (exit 3), never an access outside the mapping.
+//!
+//! A peer can also shrink a POSIX object or a mapped file under the mapping; touching
+//! the lost pages raises SIGBUS. The callers check the object's size before they touch
+//! the segment after a sleep (`shm::check_size`); a copy already running when the
+//! truncation lands, or glibc's own accesses in `sem_timedwait` and
+//! `pthread_mutex_timedlock` while they sleep, still die of SIGBUS. SysV segments cannot
+//! shrink.
+//!
 //! Trust: the counters and bytes of the ring are untrusted and checked by their users.
 //! The pthread and semaphore objects in the segment are not checkable: glibc follows
 //! robust-list pointers stored inside a mutex and keeps internal state in condition
 //! variables, so they trust the peer as much as any process of the same user (the
 //! objects are mode 0600 and made by the same build). A corrupted mutex can only stall
 //! a side for a bounded time (every lock is timed); a corrupted condition variable can
-//! stall `--sync mutex` in glibc, which the tests document.
+//! stall the signalling side of `--sync mutex` (glibc's `pthread_cond_signal` takes an
+//! internal lock untimed), which the tests document.
 
 use crate::segment::Header;
 use std::cell::UnsafeCell;
@@ -469,7 +487,10 @@ impl PMutex {
     }
 }
 
-/// A process-shared pthread condition variable (CLOCK_MONOTONIC) inside a segment.
+/// A process-shared pthread condition variable (CLOCK_MONOTONIC) inside a segment. Only
+/// signalled: waiting on it (`pthread_cond_timedwait`) re-locks its mutex with no time
+/// limit, which a peer stopped holding that mutex would turn into a hang, so the ring's
+/// sleepers wait on a futex word instead.
 #[repr(transparent)]
 pub struct PCond(UnsafeCell<libc::pthread_cond_t>);
 
@@ -492,18 +513,6 @@ impl PCond {
             .and_then(|()| errno_result(libc::pthread_cond_init(self.0.get(), attr.as_ptr())));
             libc::pthread_condattr_destroy(attr.as_mut_ptr());
             r
-        }
-    }
-
-    /// Wait at most `timeout` (the caller holds `mutex`, and holds it again after).
-    pub fn wait(&self, mutex: &PMutex, timeout: Duration) -> io::Result<Lock> {
-        let deadline = deadline(libc::CLOCK_MONOTONIC, timeout)?;
-        // SAFETY: both objects live in a mapping that outlives the call; the caller
-        // holds the mutex, as pthread_cond_timedwait requires.
-        let rc = unsafe { libc::pthread_cond_timedwait(self.0.get(), mutex.0.get(), &deadline) };
-        match rc {
-            libc::ETIMEDOUT => Ok(Lock::TimedOut),
-            rc => PMutex::result(rc),
         }
     }
 

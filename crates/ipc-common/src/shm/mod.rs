@@ -6,6 +6,13 @@
 //! waits for it, then checks magic, version and sizes. Once the consumer has attached,
 //! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`): the memory lives
 //! on while mapped, and even `kill -9` of either side leaves nothing behind.
+//!
+//! After a crash either side may still start first: the consumer attaches only to a
+//! published segment whose producer lives (its alive mutex is busy), and the next producer
+//! replaces what a dead one left, published or not (the creator lock: a `flock` the
+//! creator of a POSIX object or mapped file holds for life; for SysV, no process
+//! attached). A same-user peer can also truncate a POSIX object or mapped file: both
+//! sides keep its descriptor and check its size at every sleep ([`check_size`]).
 
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
@@ -105,6 +112,9 @@ pub struct Segment {
     /// Which alive mutex this side holds, to release before unmapping: a side that
     /// exits on an error then reads as gone at once, not only when the kernel notices.
     holds: Option<Holder>,
+    /// `--api posix|mmap`: the object's descriptor, kept open. The creator holds its
+    /// creator lock (`flock`) on it for life, and both sides check its size on it.
+    pub file: Option<File>,
 }
 
 #[derive(Clone, Copy)]
@@ -115,6 +125,13 @@ enum Holder {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // The helper queues' names before the segment's: see `remove_name`.
+        self.helpers.clear();
+        if self.holds.is_some() && self.check_size().is_err() {
+            // Truncated: the header's page is gone, touching it would be SIGBUS; and
+            // the peer cannot read our alive mutex either.
+            return;
+        }
         let h = self.map.header();
         match self.holds {
             Some(Holder::Producer) => h.producer_alive.unlock(),
@@ -144,7 +161,13 @@ impl Segment {
             remover,
             helpers: Vec::new(),
             holds: None,
+            file: None,
         }
+    }
+
+    fn with_file(mut self, file: File) -> Segment {
+        self.file = Some(file);
+        self
     }
 
     pub fn header(&self) -> &Header {
@@ -152,15 +175,47 @@ impl Segment {
     }
 
     /// Remove the name now (the consumer has attached): the mapping stays valid.
+    /// The helper queues' names go first: a queue name then never outlives its
+    /// segment's name while its producer lives, so whoever holds the segment name may
+    /// take a queue left under the derived name as a dead producer's.
     pub fn remove_name(&mut self) {
-        self.remover.take();
         self.helpers.clear();
+        self.remover.take();
+    }
+
+    /// Fail (exit 1) if the object was truncated below what is mapped: see
+    /// [`check_size`]. Nothing to check for SysV, whose segments cannot shrink.
+    pub fn check_size(&self) -> Result<()> {
+        match &self.file {
+            Some(f) => check_size(f, self.map.len(), &self.object),
+            None => Ok(()),
+        }
     }
 
     /// Remove `guard`'s object together with the segment's name.
     pub fn add_helper(&mut self, guard: Guard) {
         self.helpers.push(guard);
     }
+}
+
+/// Has `file` (a POSIX object or a mapped file) shrunk below the `mapped` bytes? Then
+/// touching the lost pages would kill this side with SIGBUS: another process of this
+/// user truncated it. The sides call this at every sleep, so one that waits for its peer
+/// ends with exit 1 and this message; a side that is copying when the truncation comes
+/// can still be killed by SIGBUS first (see the module doc of `sys::shm`).
+pub(crate) fn check_size(file: &File, mapped: usize, object: &str) -> Result<()> {
+    let len = file.metadata().on(&object, "fstat")?.len();
+    if len < mapped as u64 {
+        return Err(Error::new(
+            Kind::Runtime,
+            object,
+            format!(
+                "was truncated to {len} bytes while mapped with {mapped} (another process of this user shrank it)"
+            ),
+            "leave a running pair's segment alone; start both sides again",
+        ));
+    }
+    Ok(())
 }
 
 fn refuse(spec: &Spec, what: String) -> Error {
@@ -192,13 +247,13 @@ fn check_room(dir: &str, total: usize, spec: &Spec) -> Result<()> {
 
 /// What a mapped segment that already exists under our name is.
 enum Existing {
-    /// Its producer is dead: replace it.
-    Stale(u32),
+    /// Its producer is dead (pid, if it got as far as publishing): replace it.
+    Stale(Option<u32>),
     /// Its producer lives: refuse.
     Live(u32),
 }
 
-/// Judge an existing segment by its header and its producer's alive mutex.
+/// Judge an existing, published segment by its producer's alive mutex.
 fn judge(map: &Mapping, spec: &Spec) -> Result<Existing> {
     if map.len() < HEADER_SIZE {
         return Err(refuse(
@@ -210,30 +265,74 @@ fn judge(map: &Mapping, spec: &Spec) -> Result<Existing> {
         ));
     }
     let h = map.header();
-    if h.state.load(Ordering::Acquire) == STATE_INIT {
-        return Err(refuse(
-            spec,
-            "exists but was never published (being created, or its creator died)".into(),
-        ));
-    }
     let c =
         layout::check(h, map.len() as u64).map_err(|e| refuse(spec, format!("exists and {e}")))?;
-    Ok(match h.producer_alive.try_lock() {
-        Ok(Lock::Busy) => Existing::Live(c.creator_pid),
-        Ok(l) => {
-            if l == Lock::OwnerDied {
-                h.producer_alive.make_consistent();
+    // A consumer checking whether this producer lives holds the mutex for an instant:
+    // only a mutex busy at every look is a live producer's.
+    for _ in 0..5 {
+        match h.producer_alive.try_lock() {
+            Ok(Lock::Busy) => std::thread::sleep(Duration::from_millis(2)),
+            Ok(l) => {
+                if l == Lock::OwnerDied {
+                    h.producer_alive.make_consistent();
+                }
+                h.producer_alive.unlock();
+                return Ok(Existing::Stale(Some(c.creator_pid)));
             }
-            h.producer_alive.unlock();
-            Existing::Stale(c.creator_pid)
+            Err(e) => {
+                return Err(refuse(
+                    spec,
+                    format!("exists and its alive mutex is unusable ({e})"),
+                ))
+            }
         }
-        Err(e) => {
+    }
+    Ok(Existing::Live(c.creator_pid))
+}
+
+/// Judge an existing `--api posix|mmap` object (already checked to be ours): published,
+/// by its alive mutex; not yet published (size 0, or state INIT), by its creator lock,
+/// which a creator takes right after creating the object and holds for life.
+fn judge_file(file: &File, spec: &Spec) -> Result<Existing> {
+    let obj = spec.object();
+    let len = file.metadata().on(&obj, "fstat")?.len() as usize;
+    if len != 0 {
+        let map = Mapping::map_shared(file, len).on(&obj, "mmap")?;
+        if len < HEADER_SIZE || map.header().state.load(Ordering::Acquire) != STATE_INIT {
+            return judge(&map, spec);
+        }
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Existing::Stale(None)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(refuse(
+            spec,
+            "is being created by a live process (it holds the creator lock and has not published it yet)".into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::os(&obj, "flock(LOCK_EX|LOCK_NB)", e)),
+    }
+}
+
+/// Judge an existing SysV segment (already checked to be ours) that is not published
+/// yet: its creator attaches right after `shmget` and stays attached for life, so no
+/// process attached, at two looks a little apart, means its creator died.
+fn judge_unpublished_sysv(id: i32, spec: &Spec) -> Result<Existing> {
+    let obj = spec.object();
+    for look in 0..2 {
+        if look > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+        if st.attached > 0 {
             return Err(refuse(
                 spec,
-                format!("exists and its alive mutex is unusable ({e})"),
-            ))
+                format!(
+                    "segment id {id} is being created by a live process (pid {}; attached, not yet published)",
+                    st.creator_pid
+                ),
+            ));
         }
-    })
+    }
+    Ok(Existing::Stale(None))
 }
 
 fn stale_or_refuse(existing: Existing, spec: &Spec) -> Result<()> {
@@ -245,13 +344,60 @@ fn stale_or_refuse(existing: Existing, spec: &Spec) -> Result<()> {
             "stop that producer, or give this one another --name",
         )),
         Existing::Stale(pid) => {
-            narrate::note(format_args!(
-                "replacing a stale {} left by a dead producer (pid {pid})",
-                spec.object()
-            ));
+            match pid {
+                Some(pid) => narrate::note(format_args!(
+                    "replacing a stale {} left by a dead producer (pid {pid})",
+                    spec.object()
+                )),
+                None => narrate::note(format_args!(
+                    "replacing a {} whose creator died before publishing it",
+                    spec.object()
+                )),
+            }
             Ok(())
         }
     }
+}
+
+/// The creator's claim on an object it just created exclusively: take its creator lock
+/// (`flock`), then check that the name still names this object. Another producer that
+/// judged it in the instant between the create and the lock could have taken it for a
+/// dead creator's and replaced it.
+fn claim_new(file: &File, path: &Path, spec: &Spec) -> Result<()> {
+    let obj = spec.object();
+    let lost = || {
+        Error::new(
+            Kind::Runtime,
+            &obj,
+            "was replaced by another producer while this one was creating it",
+            "run one producer per --name; try again",
+        )
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(lost()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::os(&obj, "flock(LOCK_EX|LOCK_NB)", e))
+        }
+    }
+    let mine = file.metadata().on(&obj, "fstat")?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.dev() == mine.dev() && m.ino() == mine.ino() => Ok(()),
+        _ => Err(lost()),
+    }
+}
+
+/// Test hook (debug builds only): with `IPC_TEST_STOP_BEFORE_PUBLISH=<point>`, the
+/// producer stops itself (SIGSTOP) at `point`: `create` (the object just created, not
+/// sized or initialised) or `publish` (sized, not yet published), so the tests can kill
+/// it there and check that the next run reclaims what it left.
+fn test_stop(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("IPC_TEST_STOP_BEFORE_PUBLISH").is_some_and(|v| v == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
 }
 
 /// Check that an existing file-like object is ours and closed to others.
@@ -276,6 +422,45 @@ fn check_owner(file: &File, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// Open an existing `--api mmap` file, `Ok(None)` if there is none. Only a regular file
+/// is opened, never through a symbolic link: another user's link to a device or a FIFO
+/// in a shared directory must not make us open that (a device open can have side
+/// effects, a FIFO open blocks). So: refuse what `lstat` shows is not a regular file,
+/// open with O_NOFOLLOW|O_NONBLOCK (the path may change in between), check the opened
+/// file's type again, and only then clear O_NONBLOCK.
+fn open_existing_file(spec: &Spec) -> Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let obj = spec.object();
+    let path = spec.mmap_path();
+    let not_regular =
+        |what: &str| refuse(spec, format!("exists and is {what}, not a regular file"));
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::os(&obj, "lstat", e)),
+        Ok(m) if m.file_type().is_symlink() => return Err(not_regular("a symbolic link")),
+        Ok(m) if !m.is_file() => return Err(not_regular("a special file")),
+        Ok(_) => {}
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_regular("a symbolic link"))
+        }
+        Err(e) => return Err(Error::os(&obj, "open(O_RDWR|O_NOFOLLOW|O_NONBLOCK)", e)),
+    };
+    if !file.metadata().on(&obj, "fstat")?.is_file() {
+        return Err(not_regular("a special file"));
+    }
+    crate::workload::set_blocking(&file, &obj)?;
+    Ok(Some(file))
+}
+
 /// Create the segment (producer): `total` bytes, exclusively, mode 0600, zeroed.
 /// The caller initialises the header and publishes it ([`publish`]).
 pub fn create(spec: &Spec, total: usize) -> Result<Segment> {
@@ -297,9 +482,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
                 .on(&obj, "shm_open(O_RDWR)")?;
             let file = File::from(fd);
             check_owner(&file, spec)?;
-            let len = file.metadata().on(&obj, "fstat")?.len() as usize;
-            let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
-            stale_or_refuse(judge(&map, spec)?, spec)?;
+            stale_or_refuse(judge_file(&file, spec)?, spec)?;
             nix::sys::mman::shm_unlink(name.as_str()).on(&obj, "shm_unlink")?;
             nix::sys::mman::shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR)
         }
@@ -310,6 +493,9 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
         format_args!("shm_open({name:?}, O_CREAT|O_EXCL|O_RDWR, 0600) = fd"),
         IDEA_POSIX,
     );
+    let file = File::from(fd);
+    claim_new(&file, &Path::new("/dev/shm").join(&spec.name), spec)?;
+    test_stop("create");
     let remover = {
         let n = name.clone();
         cleanup::on_exit_recorded(obj.clone(), record::Object::posix_shm(&name), move || {
@@ -318,9 +504,8 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
             }
         })
     };
-    nix::unistd::ftruncate(&fd, total as i64).on(&obj, "ftruncate")?;
+    file.set_len(total as u64).on(&obj, "ftruncate")?;
     narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_POSIX);
-    let file = File::from(fd);
     let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
     narrate::call(
         format_args!(
@@ -329,11 +514,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         "shared memory: the same physical pages, mapped at each process's own address",
     );
-    narrate::call(
-        format_args!("close(fd) = 0"),
-        "the mapping stays after the descriptor is closed (there is no shm_close)",
-    );
-    Ok(Segment::new(map, obj, Some(remover)))
+    Ok(Segment::new(map, obj, Some(remover)).with_file(file))
 }
 
 fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
@@ -350,18 +531,14 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
     };
     let file = match open_new() {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .on(&obj, "open")?;
-            if !file.metadata().on(&obj, "fstat")?.is_file() {
-                return Err(refuse(spec, "exists and is not a regular file".into()));
-            }
+            let Some(file) = open_existing_file(spec)? else {
+                return Err(refuse(
+                    spec,
+                    "vanished while being checked; try again".into(),
+                ));
+            };
             check_owner(&file, spec)?;
-            let len = file.metadata().on(&obj, "fstat")?.len() as usize;
-            let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
-            stale_or_refuse(judge(&map, spec)?, spec)?;
+            stale_or_refuse(judge_file(&file, spec)?, spec)?;
             std::fs::remove_file(&path).on(&obj, "unlink")?;
             open_new()
         }
@@ -372,6 +549,8 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
         format_args!("open({path:?}, O_CREAT|O_EXCL|O_RDWR, 0600) = fd"),
         IDEA_MMAP,
     );
+    claim_new(&file, &path, spec)?;
+    test_stop("create");
     let remover = {
         let p = path.clone();
         let rec = record::Object::path(record::Kind::MappedFile, &path);
@@ -394,7 +573,7 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         IDEA_MMAP,
     );
-    Ok(Segment::new(map, obj, Some(remover)))
+    Ok(Segment::new(map, obj, Some(remover)).with_file(file))
 }
 
 fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
@@ -440,6 +619,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         IDEA_SYSV,
     );
+    test_stop("create");
     let remover = {
         let object = format!("SysV segment id {id} (key {:#010x})", key.key);
         let rec = record::Object::sysv(record::Kind::SysvShm, key.key, id);
@@ -473,8 +653,16 @@ fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
         ));
     }
     let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
-    stale_or_refuse(judge(&map, spec)?, spec)?;
-    drop(map);
+    let existing =
+        if map.len() >= HEADER_SIZE && map.header().state.load(Ordering::Acquire) == STATE_INIT {
+            drop(map);
+            judge_unpublished_sysv(id, spec)?
+        } else {
+            let e = judge(&map, spec)?;
+            drop(map);
+            e
+        };
+    stale_or_refuse(existing, spec)?;
     sys::shm_rmid(id).on(&obj, "shmctl(IPC_RMID)")?;
     Ok(())
 }
@@ -482,6 +670,7 @@ fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
 /// Initialise the header of a new segment and publish it (Release, last).
 /// The producer then holds its alive mutex for as long as it lives.
 pub fn publish(seg: &mut Segment, c: &Checked) -> Result<()> {
+    test_stop("publish");
     let (api, sync, rings, capacity) = (c.api, c.sync, c.rings, c.capacity);
     let h = seg.header();
     let obj = &seg.object;
@@ -585,17 +774,54 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
     let obj = spec.object();
     let start = Instant::now();
     let mut said = false;
-    let mut seg = loop {
+    // What was there at the last look, for the timeout message.
+    let mut found: Option<String> = None;
+    let (mut seg, checked) = loop {
         if let Some(seg) = try_open(spec)? {
-            break seg;
+            let h = seg.header();
+            // The creator publishes READY last; until then nothing else may be trusted.
+            if h.state.load(Ordering::Acquire) == STATE_INIT {
+                found = Some("it exists but was never published".into());
+            } else {
+                let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
+                    Error::new(
+                        Kind::Verify,
+                        &obj,
+                        format!("refused: {e}"),
+                        "both sides must run the same build; remove the object if it is a leftover",
+                    )
+                })?;
+                // A crashed producer's segment is no producer to attach to: wait for a
+                // live one, which replaces it.
+                if ring::peer_alive(&h.producer_alive) {
+                    break (seg, checked);
+                }
+                if found.is_none() {
+                    narrate::note(format_args!(
+                        "{obj} was left by a dead producer (pid {}); waiting for a live producer to replace it",
+                        checked.creator_pid
+                    ));
+                }
+                found = Some(format!(
+                    "only a dead producer's (pid {}) was there",
+                    checked.creator_pid
+                ));
+            }
         }
         if start.elapsed() >= timeout {
-            return Err(Error::peer(
-                &obj,
-                format!(
+            let what = match &found {
+                Some(f) => format!(
+                    "no live producer published it within {:.1} s ({f})",
+                    timeout.as_secs_f64()
+                ),
+                None => format!(
                     "no producer created it within {:.1} s",
                     timeout.as_secs_f64()
                 ),
+            };
+            return Err(Error::peer(
+                &obj,
+                what,
                 format!("start `{peer}` within --timeout, or raise --timeout"),
             ));
         }
@@ -609,25 +835,6 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
         std::thread::sleep(Duration::from_millis(5));
     };
     let h = seg.header();
-    // The creator publishes READY last; until then nothing else may be trusted.
-    while h.state.load(Ordering::Acquire) == STATE_INIT {
-        if start.elapsed() >= timeout {
-            return Err(Error::peer(
-                &obj,
-                "the producer never finished creating it",
-                "start a new producer",
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
-        Error::new(
-            Kind::Verify,
-            &obj,
-            format!("refused: {e}"),
-            "both sides must run the same build; remove the object if it is a leftover",
-        )
-    })?;
     match h
         .consumer_alive
         .try_lock()
@@ -693,7 +900,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
             ),
             IDEA_POSIX,
         );
-        Ok(Some(Segment::new(map, obj.clone(), None)))
+        Ok(Some(Segment::new(map, obj.clone(), None).with_file(file)))
     };
     match spec.api {
         Api::Posix => {
@@ -706,14 +913,12 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
         }
         Api::Mmap => {
             let path = spec.mmap_path();
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-            {
-                Ok(f) => file_like(f, &format!("open({path:?}, O_RDWR) = fd")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::os(&obj, "open(O_RDWR)", e)),
+            match open_existing_file(spec)? {
+                Some(f) => file_like(
+                    f,
+                    &format!("open({path:?}, O_RDWR|O_NOFOLLOW|O_NONBLOCK) = fd"),
+                ),
+                None => Ok(None),
             }
         }
         Api::Sysv => {

@@ -148,7 +148,8 @@ pub fn produce(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
         &checked,
         common.timeout,
         queues,
-    );
+    )
+    .watch_size(seg.file.as_ref());
     workload::send(&mut link, common, &describe(&spec, &checked, size))
 }
 
@@ -205,7 +206,8 @@ pub fn consume(shm: &ShmArgs, common: &CommonArgs) -> Result<Report> {
         &checked,
         common.timeout,
         queues,
-    );
+    )
+    .watch_size(seg.file.as_ref());
     workload::receive(&mut link, common, &describe(&spec, &checked, seg.map.len()))
 }
 

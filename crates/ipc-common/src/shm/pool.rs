@@ -277,6 +277,10 @@ impl<'a> PoolLink<'a> {
     fn wait(&self, q: &Queue, buf: &mut [u8]) -> Result<usize> {
         let deadline = Instant::now() + self.timeout;
         loop {
+            // A truncated member must end this side with an error, not SIGBUS.
+            for seg in &self.pool.members {
+                seg.check_size()?;
+            }
             if let Some(n) = q.recv_for(buf, SLICE)? {
                 return Ok(n);
             }

@@ -2,7 +2,7 @@
 //! "ready"/"ok" messages (`--sync mq`) and the pool's free and full segment ids.
 
 use crate::cleanup::{self, Guard};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::narrate;
 use nix::errno::Errno;
 use nix::mqueue::{
@@ -29,17 +29,65 @@ fn object(name: &str) -> String {
     format!("queue {name} (/dev/mqueue{name})")
 }
 
+/// A queue that exists under a name we are about to create: refuse it unless it is this
+/// user's and closed to others (0600). Opening a queue has no side effect.
+fn check_leftover(name: &str) -> Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let obj = object(name);
+    let q = match mq_open(
+        name,
+        MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+        Mode::empty(),
+        None,
+    ) {
+        Ok(q) => q,
+        // Gone in between: nothing to check.
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => {
+            let remedy = "it is not this user's to replace; remove it as its owner, or choose another --name";
+            return Err(
+                Error::os(&obj, "mq_open(O_RDONLY) of a leftover", e.into()).with_remedy(remedy)
+            );
+        }
+    };
+    let st = nix::sys::stat::fstat(q.as_fd().as_raw_fd());
+    let _ = mq_close(q);
+    let st = st.on(&obj, "fstat")?;
+    let me = nix::unistd::geteuid().as_raw();
+    let mode = st.st_mode & 0o777;
+    if st.st_uid != me || mode & 0o077 != 0 {
+        return Err(Error::new(
+            Kind::Runtime,
+            obj,
+            format!("exists and belongs to uid {} with mode {mode:03o}; this program's queues are yours with mode 0600", st.st_uid),
+            "not touching it; if it is a leftover of yours, remove it (make clean-ipc), or choose another --name",
+        ));
+    }
+    Ok(())
+}
+
 impl Queue {
     /// Create `name` exclusively, mode 0600, for `maxmsg` messages of `msgsize` bytes.
-    /// A leftover of that name is replaced: callers create queues only after their
-    /// segment's own check found no live owner. Returns the guard that removes the name.
+    /// Returns the guard that removes the name.
+    ///
+    /// A leftover of that name is claimed like a segment: it must be this user's with
+    /// mode 0600, or it is refused and left alone; and its creator must be gone. That
+    /// holds because callers create queues only after they created their segment, whose
+    /// own check found no live owner, and a live producer removes its queues' names
+    /// before its segment's (see `Segment::remove_name`), so a queue whose segment name
+    /// we now hold is a dead producer's.
     pub fn create(name: &str, maxmsg: i64, msgsize: i64, idea: &str) -> Result<Guard> {
         let attr = MqAttr::new(0, maxmsg, msgsize, 0);
         let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
         let mode = Mode::S_IRUSR | Mode::S_IWUSR;
         let made = match mq_open(name, flags, mode, Some(&attr)) {
             Err(Errno::EEXIST) => {
-                let _ = mq_unlink(name);
+                check_leftover(name)?;
+                narrate::note(format_args!(
+                    "replacing the leftover {} of a dead producer",
+                    object(name)
+                ));
+                mq_unlink(name).on(&object(name), "mq_unlink")?;
                 mq_open(name, flags, mode, Some(&attr))
             }
             r => r,

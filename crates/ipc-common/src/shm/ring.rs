@@ -78,6 +78,10 @@ struct Waits<'a> {
     peer_alive: &'a PMutex,
     peer: &'static str,
     object: String,
+    /// `--api posix|mmap`: the object, whose size every sleep checks (a truncated
+    /// segment must end this side with an error, not SIGBUS).
+    backing: Option<&'a std::fs::File>,
+    mapped: usize,
 }
 
 pub struct ShmLink<'a> {
@@ -133,9 +137,17 @@ impl<'a> ShmLink<'a> {
                 peer_alive,
                 peer,
                 object,
+                backing: None,
+                mapped: map.len(),
             },
             zero_copy: checked.zero_copy,
         }
+    }
+
+    /// Check the size of `file` (the mapped object) at every sleep: see [`super::check_size`].
+    pub fn watch_size(mut self, file: Option<&'a std::fs::File>) -> ShmLink<'a> {
+        self.waits.backing = file;
+        self
     }
 
     fn no_ring(&self, what: &str) -> Error {
@@ -255,11 +267,22 @@ impl Ring<'_> {
                     if l == Lock::OwnerDied {
                         c.lock.make_consistent();
                     }
-                    match want {
-                        Want::Data => c.not_empty.signal(),
-                        Want::Space => c.not_full.signal(),
-                    }
+                    stop_in_critical_section();
+                    // The condition variable is the lecture's signal; the sleeper waits
+                    // on the futex word beside it (see `sleep`), bumped under the lock.
+                    let word = match want {
+                        Want::Data => {
+                            c.not_empty.signal();
+                            &c.writer.data_signal
+                        }
+                        Want::Space => {
+                            c.not_full.signal();
+                            &c.reader.space_signal
+                        }
+                    };
+                    word.fetch_add(1, SeqCst);
                     c.lock.unlock();
+                    futex_wake(word);
                 }
             }
             SyncKind::Sem => {
@@ -322,6 +345,8 @@ impl Ring<'_> {
         };
         let deadline = Instant::now() + w.timeout;
         loop {
+            // Before each slice touches the header again.
+            intact(w)?;
             let slice = SLICE.min(deadline.saturating_duration_since(Instant::now()));
             match w.sync {
                 SyncKind::Spin => {
@@ -334,14 +359,18 @@ impl Ring<'_> {
                             "spin, then sleep in the kernel",
                         );
                         futex_wait(signal, seen, slice);
+                        intact(w)?;
                     }
                     flag.store(0, Relaxed);
                 }
                 SyncKind::Mutex => {
-                    // Raise the flag and re-check under the lock: the waker signals
-                    // under the same lock, so it cannot slip in between.
-                    // Timed, so a lock held for a whole slice (a stopped peer, a corrupted
-                    // segment) cannot block: then only the peer and the deadline are checked.
+                    // Raise the flag and take the futex word's value under the lock: the
+                    // waker bumps the word under the same lock, so a wake-up cannot slip
+                    // in between. Then sleep on the word with the lock released. Not
+                    // pthread_cond_timedwait: on its way out it re-locks the mutex with
+                    // no time limit, so a peer stopped while holding the lock (a
+                    // debugger, Ctrl-Z) would block this side for good. Every call here
+                    // is timed: a lock held for a whole slice only skips to the checks.
                     let got = c
                         .lock
                         .lock_within(slice)
@@ -351,43 +380,28 @@ impl Ring<'_> {
                         c.lock.unlock();
                         return Err(gone(w));
                     }
-                    let locked = got == Lock::Acquired;
-                    if locked {
+                    if got == Lock::Acquired {
                         flag.store(1, SeqCst);
-                    }
-                    let mut died = false;
-                    if locked && !self.moved(want) {
-                        let cond = if want == Want::Data {
-                            &c.not_empty
-                        } else {
-                            &c.not_full
-                        };
-                        narrate::repeated(
-                            "cond_wait",
-                            format_args!(
-                                "pthread_cond_timedwait({}, {slice:?})",
-                                if want == Want::Data {
-                                    "not_empty"
-                                } else {
-                                    "not_full"
-                                }
-                            ),
-                            "condition variable: sleep until the peer signals",
-                        );
-                        died = cond
-                            .wait(&c.lock, slice)
-                            .on(&w.object, "pthread_cond_timedwait")?
-                            == Lock::OwnerDied;
-                        if died {
-                            c.lock.make_consistent();
-                        }
-                    }
-                    if locked {
-                        flag.store(0, Relaxed);
+                        let seen = signal.load(SeqCst);
+                        let moved = self.moved(want);
                         c.lock.unlock();
-                    }
-                    if died {
-                        return Err(gone(w));
+                        if !moved {
+                            narrate::repeated(
+                                "cond_wait",
+                                format_args!(
+                                    "futex(FUTEX_WAIT, {}, {slice:?})",
+                                    if want == Want::Data {
+                                        "not_empty"
+                                    } else {
+                                        "not_full"
+                                    }
+                                ),
+                                "condition: sleep until the peer signals, the lock released",
+                            );
+                            futex_wait(signal, seen, slice);
+                            intact(w)?;
+                        }
+                        flag.store(0, Relaxed);
                     }
                 }
                 SyncKind::Sem => {
@@ -404,6 +418,7 @@ impl Ring<'_> {
                             "semaphore: sleep until the peer posts",
                         );
                         sem.wait(slice).on(&w.object, "sem_timedwait")?;
+                        intact(w)?;
                     }
                     flag.store(0, Relaxed);
                 }
@@ -412,6 +427,7 @@ impl Ring<'_> {
                     if !self.moved(want) {
                         if let Some((_, recv)) = &self.queues {
                             wait_on(recv, slice)?;
+                            intact(w)?;
                         }
                     }
                     flag.store(0, Relaxed);
@@ -551,6 +567,26 @@ impl Ring<'_> {
             got += n;
         }
         Ok(())
+    }
+}
+
+/// Test hook (debug builds only): with `IPC_TEST_STOP_IN_CRITICAL=1`, stop this process
+/// (SIGSTOP) while it holds the ring's lock, as a debugger breakpoint or an ill-timed
+/// Ctrl-Z would, so the tests can check that the peer still keeps its --timeout.
+fn stop_in_critical_section() {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("IPC_TEST_STOP_IN_CRITICAL").is_some_and(|v| v == "1") {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
+/// Is the mapped object still as large as the mapping? Checked before the header is
+/// touched again after every sleep (a sleep is when a peer's truncation is likely to
+/// land unseen): a truncated segment ends this side with exit 1, not SIGBUS.
+fn intact(w: &Waits) -> Result<()> {
+    match w.backing {
+        Some(f) => super::check_size(f, w.mapped, &w.object),
+        None => Ok(()),
     }
 }
 
