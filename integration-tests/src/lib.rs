@@ -196,7 +196,12 @@ fn open_read_only(qname: &str) -> nix::Result<nix::mqueue::MqdT> {
 /// (another user's) exists too; any other failure panics, since it cannot tell.
 pub fn queue_exists(qname: &str) -> bool {
     match open_read_only(qname) {
-        Ok(_) => true,
+        // nix's MqdT does not close itself: an open descriptor would make this test a
+        // holder of the queue, which ipc-ctl rightly refuses to remove.
+        Ok(q) => {
+            let _ = nix::mqueue::mq_close(q);
+            true
+        }
         Err(nix::errno::Errno::ENOENT) => false,
         Err(nix::errno::Errno::EACCES) => true,
         Err(e) => {
@@ -221,8 +226,9 @@ pub fn object_stat(path: &Path) -> nix::sys::stat::FileStat {
         Some(q) => {
             let m = open_read_only(&q)
                 .unwrap_or_else(|e| panic!("mq_open({q:?}, O_RDONLY) to stat it: {e}"));
-            nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&m))
-                .unwrap_or_else(|e| panic!("fstat of queue {q}: {e}"))
+            let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&m));
+            let _ = nix::mqueue::mq_close(m);
+            st.unwrap_or_else(|e| panic!("fstat of queue {q}: {e}"))
         }
         None => nix::sys::stat::lstat(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     }

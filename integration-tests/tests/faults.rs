@@ -739,8 +739,9 @@ fn chown_nobody(p: &Path) {
             None,
         )
         .unwrap_or_else(|e| panic!("mq_open({q:?}): {e}"));
-        nix::unistd::fchown(std::os::fd::AsRawFd::as_raw_fd(&m), Some(nobody.uid), None)
-            .unwrap_or_else(|e| panic!("fchown of queue {q}: {e}"));
+        let r = nix::unistd::fchown(std::os::fd::AsRawFd::as_raw_fd(&m), Some(nobody.uid), None);
+        let _ = nix::mqueue::mq_close(m);
+        r.unwrap_or_else(|e| panic!("fchown of queue {q}: {e}"));
         return;
     }
     let out = run(Command::new("chown")

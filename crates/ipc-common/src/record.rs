@@ -419,7 +419,8 @@ pub fn probe(path: &Path) -> std::io::Result<Probe> {
             Read::take(&mut f, MAX_RECORD_BYTES).read_to_end(&mut buf)?;
             serde_json::from_slice(&buf).map_err(|e| IoError::new(IoKind::InvalidData, e))
         };
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        // Shared: the owner's exclusive lock makes it fail; two probes never do.
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
             Err((file, Errno::EWOULDBLOCK)) => return read(&file).map(Probe::Alive),
             Err((_, e)) => return Err(e.into()),
             Ok(lock) => {

@@ -1020,7 +1020,9 @@ fn sysv_creator_alive(path: &Path) -> Result<bool> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Error::os(format!("key file {}", path.display()), "open", e)),
         };
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        // A shared probe: the creator's exclusive lock makes it fail, but two probing
+        // sides never take each other for a live creator.
+        match Flock::lock(f, FlockArg::LockSharedNonblock) {
             Err((_, Errno::EWOULDBLOCK)) => return Ok(true),
             Ok(lock) => {
                 drop(lock);
@@ -1099,7 +1101,8 @@ fn sysv_lock_held(path: &Path) -> Result<Option<bool>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::os(format!("key file {}", path.display()), "open", e)),
     };
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+    // Shared, like the probe above: another prober does not look like a creator.
+    match Flock::lock(f, FlockArg::LockSharedNonblock) {
         Err((_, Errno::EWOULDBLOCK)) => Ok(Some(true)),
         Ok(_) => Ok(Some(false)),
         Err((_, e)) => Err(Error::os(
@@ -1183,7 +1186,7 @@ fn sysv_claim(
 ) -> Result<Claim> {
     let keyobj = format!("key file {}", path.display());
     sysv_reclaim_orphan(record, limits)?;
-    for _ in 0..10 {
+    'claim: for _ in 0..10 {
         // Locked before it appears: held for this side's life, the sign it is alive.
         if let Some((kf, lock)) = KeyFile::create_locked(path)? {
             let id = sysv_create(kf.key, path, limits)?;
@@ -1232,6 +1235,14 @@ fn sysv_claim(
                     // Past the first moment, only a held lock keeps this side waiting
                     // (a key file left with no queue and no one holding it is stale).
                     if Instant::now() >= recheck_from {
+                        // Another side replaced the key file meanwhile: its key is not
+                        // ours any more; look at the name afresh.
+                        let here = std::fs::symlink_metadata(path)
+                            .ok()
+                            .map(|m| (m.dev(), m.ino()));
+                        if here != pin.as_ref().and_then(file_id) {
+                            continue 'claim;
+                        }
                         alive = sysv_lock_held(path)? == Some(true);
                     }
                 }
