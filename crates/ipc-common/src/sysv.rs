@@ -100,7 +100,8 @@ impl KeyFile {
         match linked {
             Ok(()) => {
                 let p = path.to_path_buf();
-                let guard = cleanup::on_exit(obj, move || {
+                let rec = crate::record::Object::path(crate::record::Kind::KeyFile, path);
+                let guard = cleanup::on_exit_recorded(obj, rec, move || {
                     let _ = std::fs::remove_file(&p);
                 });
                 Ok(Some((
