@@ -339,7 +339,7 @@ fn assert_survivor(label: &str, out: &Output, dead: Side) {
     );
     let line = err
         .lines()
-        .find(|l| l.contains(": error: "))
+        .find(|l| l.contains(": error["))
         .unwrap_or_else(|| panic!("{label}: no error line\nstderr: {err}"));
     assert!(
         dead.words().iter().any(|w| line.contains(w)),

@@ -111,6 +111,20 @@ pub struct CommonArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Pause before each lifecycle call (create, attach, remove...) and say what to look
+    /// at meanwhile; Enter goes on
+    #[arg(long)]
+    pub step: bool,
+
+    /// Keep the objects' names while the pair runs (no early removal), so `ls` and
+    /// `ipcs` show them; they are still removed at exit
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Sender: wait this long between messages, e.g. 500ms or 1s (a human pace)
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+
     /// Internal: this process is the receiver `run` started.
     #[arg(long, hide = true)]
     pub child: bool,
@@ -132,6 +146,8 @@ impl CommonArgs {
     pub fn init_narration(&self) {
         let level = if self.quiet { 0 } else { 1 + self.verbose };
         crate::narrate::set_level(level);
+        crate::narrate::set_step(self.step);
+        crate::cleanup::set_keep(self.keep);
         if let Some(&cpu) = self.cpu.first() {
             if let Err(e) = pin_to_cpu(cpu) {
                 eprintln!("note: cannot pin to CPU {cpu} ({e}); running unpinned");
@@ -198,6 +214,22 @@ fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
         .map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !(secs > 0.0 && secs <= 86_400.0) {
         return Err("the timeout must be more than 0 and at most 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `500ms`, `2s`, `1.5` (seconds): the pause between messages of `--interval`.
+fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    let (num, unit) = match s.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (try 500ms or 2s)"))?;
+    let secs = v * unit;
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err("the interval must be between 0 and 3600 seconds".into());
     }
     Ok(Duration::from_secs_f64(secs))
 }

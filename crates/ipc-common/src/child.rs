@@ -143,7 +143,7 @@ pub fn finish_run(prog: &str, args: &CommonArgs, sent: Result<Report>, mut child
             }
         },
         Err(e) => {
-            eprintln!("{prog}: error: waiting for the receiver: {e}");
+            eprintln!("{prog}: error[os]: waiting for the receiver: {e}");
             1
         }
     };

@@ -20,6 +20,19 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static HANDLERS: Once = Once::new();
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// `--keep`: names stay until exit instead of going as soon as both sides attached.
+static KEEP: AtomicBool = AtomicBool::new(false);
+
+pub fn set_keep(on: bool) {
+    KEEP.store(on, Ordering::Relaxed);
+}
+
+/// May a name go early, once both sides hold the object? Not with `--keep`, whose
+/// point is to let a student see the objects (`ls`, `ipcs`) while the pair runs.
+pub fn early_removal() -> bool {
+    !KEEP.load(Ordering::Relaxed)
+}
+
 /// A terminating signal arrived: the handler thread is removing the objects and will
 /// end the process with 128 + the signal number.
 pub fn interrupted() -> bool {

@@ -28,10 +28,63 @@ impl Kind {
     }
 }
 
+/// Why it went wrong, finer than [`Kind`]: printed as a tag (`error[timeout]: ...`) so
+/// that scripts and tests can match the cause rather than the wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A bad flag or combination of flags.
+    Usage,
+    /// A system call failed for a reason of the system's (permissions, resources).
+    Os,
+    /// The peer is gone: killed, crashed, or closed its end early.
+    PeerGone,
+    /// The peer made no progress (or never came) within `--timeout`.
+    Timeout,
+    /// A leftover of a crashed run stands in the way and cannot be replaced.
+    Stale,
+    /// The object exists but is not this user's, or not this program's.
+    NotOurs,
+    /// A system limit (queue size, buffer, segment count) is too small.
+    Limit,
+    /// The peer's data failed verification, or its frames are malformed.
+    Corrupt,
+    /// The two sides were started with flags that contradict each other.
+    Mismatch,
+}
+
+impl Cause {
+    /// The tag printed after `error`: stable, lowercase, hyphenated.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Cause::Usage => "usage",
+            Cause::Os => "os",
+            Cause::PeerGone => "peer-gone",
+            Cause::Timeout => "timeout",
+            Cause::Stale => "stale",
+            Cause::NotOurs => "not-ours",
+            Cause::Limit => "limit",
+            Cause::Corrupt => "corrupt",
+            Cause::Mismatch => "mismatch",
+        }
+    }
+
+    /// The cause an error of `kind` has unless its maker says otherwise.
+    fn of(kind: Kind) -> Cause {
+        match kind {
+            Kind::Usage => Cause::Usage,
+            Kind::Runtime => Cause::Os,
+            Kind::Verify => Cause::Corrupt,
+            Kind::Peer => Cause::PeerGone,
+        }
+    }
+}
+
 /// An error with everything a user needs to act on it.
 #[derive(Debug, thiserror::Error)]
 pub struct Error {
     pub kind: Kind,
+    /// The typed cause behind the message (see [`Cause`]).
+    pub cause: Cause,
     /// The IPC object or file concerned, e.g. `FIFO /tmp/ipc-pipe.fifo`.
     pub object: String,
     /// What failed: a system call (`mkfifo`) or a step (`verify message 17`).
@@ -67,6 +120,7 @@ impl Error {
     ) -> Self {
         Error {
             kind,
+            cause: Cause::of(kind),
             object: object.into(),
             call: call.into(),
             source: None,
@@ -92,8 +146,14 @@ impl Error {
             ),
             _ => (Kind::Runtime, ""),
         };
+        let cause = match source.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => Cause::NotOurs,
+            Some(libc::ENOSPC) | Some(libc::ENOMEM) | Some(libc::EMFILE) => Cause::Limit,
+            _ => Cause::of(kind),
+        };
         Error {
             kind,
+            cause,
             object: object.into(),
             call: call.into(),
             source: Some(source),
@@ -120,6 +180,23 @@ impl Error {
             what,
             "both sides must run the same program version with the same --seed; rerun with -v to see the frames",
         )
+    }
+
+    /// The peer made no progress within `timeout` (exit 4, cause `timeout`): one error
+    /// for every wait that ran out, so they all read alike.
+    pub fn stalled(object: impl Into<String>, timeout: std::time::Duration, what: &str) -> Self {
+        Error::peer(
+            object,
+            format!("{what} for {:.1} s", timeout.as_secs_f64()),
+            "the other side is stopped, stuck or gone; check it, or raise --timeout",
+        )
+        .because(Cause::Timeout)
+    }
+
+    /// Name the cause where the kind alone does not tell it.
+    pub fn because(mut self, cause: Cause) -> Self {
+        self.cause = cause;
+        self
     }
 
     /// Replace the remedy (for a call whose usual remedy is known at the call site).

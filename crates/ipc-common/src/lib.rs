@@ -32,6 +32,6 @@ pub mod wait;
 pub mod workload;
 
 pub use args::{CommonArgs, Mode};
-pub use error::{Error, Kind, Result};
+pub use error::{Cause, Error, Kind, Result};
 pub use link::Link;
 pub use workload::Describe;

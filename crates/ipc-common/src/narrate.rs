@@ -21,6 +21,37 @@ const REPEATS_AT_V1: u32 = 3;
 /// `[send 1234] ` in `run`; unset elsewhere (one process per terminal needs no tag).
 static SIDE: OnceLock<String> = OnceLock::new();
 
+/// `--step`: pause before each lifecycle call.
+static STEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_step(on: bool) {
+    STEP.store(on, Ordering::Relaxed);
+}
+
+/// `--step`: before a lifecycle call (create, attach, detach, remove), say what comes
+/// and what to look at meanwhile (`look`, e.g. "ipcs -m" or "ls -l /dev/shm"), then wait
+/// for Enter on the terminal. The terminal, not stdin: stdin may carry `--input -`.
+/// Without a terminal it says so once and goes on, so a scripted run never hangs.
+pub fn step(next: Arguments<'_>, look: &str) {
+    if !STEP.load(Ordering::Relaxed) {
+        return;
+    }
+    emit("", format_args!("[step] next: {next}"));
+    emit(
+        "",
+        format_args!("[step] meanwhile, in another terminal: {look}; press Enter to go on"),
+    );
+    let tty = std::fs::File::open("/dev/tty");
+    let got = tty.and_then(|t| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(t), &mut line)
+    });
+    if got.is_err() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| emit("", format_args!("[step] no terminal to wait on: going on")));
+    }
+}
+
 /// 0 = quiet, 1 = normal, 2 = `-v`, 3 = `-vv`.
 pub fn set_level(level: u8) {
     LEVEL.store(level, Ordering::Relaxed);

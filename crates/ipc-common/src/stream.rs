@@ -81,11 +81,7 @@ pub fn wait_ready(
 
 /// The peer made no progress within the timeout (exit 4).
 pub fn stalled(object: &str, timeout: Duration, what: &str) -> Error {
-    Error::peer(
-        object,
-        format!("{what} for {:.1} s", timeout.as_secs_f64()),
-        "the other side is stopped, stuck or gone; check it, or raise --timeout",
-    )
+    Error::stalled(object, timeout, what)
 }
 
 impl FdStream {

@@ -669,7 +669,9 @@ pub fn finish(prog: &str, args: &CommonArgs, result: Result<Option<Report>>) -> 
                 let _ = io::stdout().flush();
             }
             if report.integrity.is_some_and(|i| !i.ok()) {
-                eprintln!("{prog}: error: data failed verification (see the integrity line)");
+                eprintln!(
+                    "{prog}: error[corrupt]: data failed verification (see the integrity line)"
+                );
                 Kind::Verify.exit_code()
             } else {
                 0
@@ -677,7 +679,7 @@ pub fn finish(prog: &str, args: &CommonArgs, result: Result<Option<Report>>) -> 
         }
         Ok(None) => 0,
         Err(e) => {
-            eprintln!("{prog}: error: {e}");
+            eprintln!("{prog}: error[{}]: {e}", e.cause.tag());
             e.exit_code()
         }
     }

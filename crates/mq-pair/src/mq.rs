@@ -304,21 +304,12 @@ fn queue_error(api: Api, object: &str, call: &str, e: Errno, limits: &Limits) ->
         ),
         _ => (Kind::Runtime, String::new()),
     };
-    Error {
-        kind,
-        object: object.to_string(),
-        call: call.to_string(),
-        source: Some(std::io::Error::from(e)),
-        remedy,
+    let mut err = Error::os(object, call, std::io::Error::from(e)).with_remedy(remedy);
+    err.kind = kind;
+    if kind == Kind::Peer {
+        err.cause = ipc_common::Cause::PeerGone;
     }
-}
-
-fn stalled(object: &str, timeout: Duration, what: &str) -> Error {
-    Error::peer(
-        object,
-        format!("{what} for {:.1} s", timeout.as_secs_f64()),
-        "the other side is stopped, stuck or gone; check it, or raise --timeout",
-    )
+    err
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -535,7 +526,7 @@ impl Queue {
                         }
                         Err(e) => match errno(&e) {
                             Errno::ETIMEDOUT if Instant::now() >= deadline => {
-                                return Err(stalled(
+                                return Err(Error::stalled(
                                     &self.object,
                                     timeout,
                                     "the queue stayed full: the receiver took nothing",
@@ -581,7 +572,7 @@ impl Queue {
                                 backoff.pause()
                             }
                             Errno::EAGAIN => {
-                                return Err(stalled(
+                                return Err(Error::stalled(
                                     &self.object,
                                     timeout,
                                     "the queue stayed full: the receiver took nothing",
@@ -1707,7 +1698,7 @@ impl MqLink {
         let rx = &mut self.rx.as_mut().expect("a receiving queue").queue;
         match rx.recv(timeout, lowest_first)? {
             Got::Message { len, prio } => Ok((len, prio)),
-            Got::TimedOut => Err(stalled(&rx.object, timeout, "nothing arrived")),
+            Got::TimedOut => Err(Error::stalled(&rx.object, timeout, "nothing arrived")),
         }
     }
 
@@ -1936,7 +1927,7 @@ impl Link for MqLink {
             }
             // Raw messages carry no end marker: a quiet queue ends the run.
             Got::TimedOut if self.raw_seen => Ok(0),
-            Got::TimedOut => Err(stalled(&rx.object, timeout, "no message arrived")),
+            Got::TimedOut => Err(Error::stalled(&rx.object, timeout, "no message arrived")),
         }
     }
 
