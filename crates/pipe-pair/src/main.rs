@@ -173,7 +173,7 @@ fn fifo_flag(side: &Side) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = ipc_common::cli::parse();
     let (args, role) = match &cli.cmd {
         Cmd::Send(s) => (&s.common, Role::Send),
         Cmd::Recv(s) => (&s.common, Role::Recv),
