@@ -108,14 +108,6 @@ pub fn repeated(key: &'static str, call: Arguments<'_>, idea: &str) {
     }
 }
 
-/// A note that repeats per message (`key` groups them, as for [`repeated`]): at `-v`
-/// the first few, at `-vv` all.
-pub fn repeated_note(key: &'static str, msg: Arguments<'_>) {
-    if verbose() && first_few(key) {
-        emit("", msg);
-    }
-}
-
 /// Whether the `key`ed repeat about to be shown is one of the first few (or `-vv`);
 /// says once when the rest are left out.
 fn first_few(key: &'static str) -> bool {
@@ -131,7 +123,7 @@ fn first_few(key: &'static str) -> bool {
     if *n == REPEATS_AT_V1 + 1 {
         emit(
             "  ",
-            format_args!("... further {key} lines not shown (-vv shows every one)"),
+            format_args!("... further {key} calls not shown (-vv shows every call)"),
         );
     }
     *n <= REPEATS_AT_V1

@@ -566,9 +566,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                     }
                     (None, None) => buf.len() <= size && header.payload_ok(&buf),
                 };
-                let kept = tally.observe(header.seq, intact, link.object())?;
-                arrived(header.seq, buf.len(), intact, kept);
-                if kept {
+                if tally.observe(header.seq, intact, link.object())? {
                     bytes += u64::from(header.len);
                     progress.advance(u64::from(header.len));
                     if let Some(o) = out.as_mut() {
@@ -605,19 +603,6 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     report.verified = tally.integrity.ok();
     report.integrity = Some(tally.integrity);
     Ok(report)
-}
-
-/// `-v`: each message as it arrives (the first few, or every one at `-vv`).
-fn arrived(seq: u64, len: usize, intact: bool, kept: bool) {
-    let verdict = match (intact, kept) {
-        (false, _) => "corrupted",
-        (true, false) => "a duplicate",
-        (true, true) => "intact",
-    };
-    crate::narrate::repeated_note(
-        "message",
-        format_args!("received message {seq}: {len} bytes, {verdict}"),
-    );
 }
 
 /// Write a received message to `--output`. Full messages are buffered; a short one

@@ -105,7 +105,9 @@ fn send(side: &Side) -> Result<Option<Report>> {
     // The receiver opens the reply FIFO only after our hello.
     .await_writer();
     let d = Describe::new("fifo").with("path", path.display());
-    workload::send(&mut link, args, &d).map(Some)
+    let sent = workload::send(&mut link, args, &d);
+    link.close();
+    sent.map(Some)
 }
 
 fn recv(side: &Side) -> Result<Option<Report>> {
@@ -119,24 +121,25 @@ fn recv(side: &Side) -> Result<Option<Report>> {
     let data = pipe::open(&path, End::Read, true, args.timeout, &peer)?;
     // The first bytes are here, so a pingpong sender has its reply FIFO open already.
     let reply = pipe::open_existing_writer(&pipe::reply_path(&path))?;
-    let mut link = FdStream::new(
+    let link = FdStream::new(
         format!("FIFO {}", path.display()),
         Some(data.fd),
         reply.map(|f| f.fd),
         args.timeout,
     )?;
     let d = Describe::new("fifo").with("path", path.display());
-    receive(&mut link, args, &d)
+    receive(link, args, &d)
 }
 
 /// Receive the workload, then see the end of file the sender's close makes (the
 /// lecture's read = 0), unless it is --raw (whose end of file ended the transfer).
-fn receive(link: &mut FdStream, args: &CommonArgs, d: &Describe) -> Result<Option<Report>> {
-    let report = workload::receive(link, args, d)?;
+fn receive(mut link: FdStream, args: &CommonArgs, d: &Describe) -> Result<Option<Report>> {
+    let report = workload::receive(&mut link, args, d)?;
     if !args.raw && !link.await_eof()? {
         return Err(Error::verify(link.object(), "bytes after the end frame")
             .with_remedy("the sender is not this program, or two senders share the FIFO"));
     }
+    link.close();
     Ok(Some(report))
 }
 
@@ -148,8 +151,8 @@ fn recv_inherited(args: &CommonArgs) -> Result<Option<Report>> {
     };
     let rd = adopt(args.inherit_fds[0])?;
     let wr = args.inherit_fds.get(1).map(|&fd| adopt(fd)).transpose()?;
-    let mut link = FdStream::new("anonymous pipe", Some(rd), wr, args.timeout)?;
-    receive(&mut link, args, &Describe::new("pipe"))
+    let link = FdStream::new("anonymous pipe", Some(rd), wr, args.timeout)?;
+    receive(link, args, &Describe::new("pipe"))
 }
 
 fn run(args: &CommonArgs) -> i32 {

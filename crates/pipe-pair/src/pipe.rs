@@ -39,8 +39,24 @@ pub fn close_unused(fd: OwnedFd, why: &str) {
 /// (in this user's record directory, 0600), so that a second reader (or writer) of the
 /// same FIFO is refused, naming the first, instead of the two splitting the byte stream.
 pub struct RoleLock {
-    _file: File,
-    _guard: Guard,
+    file: Option<File>,
+    guard: Option<Guard>,
+}
+
+impl Drop for RoleLock {
+    /// Remove the lock file while still holding the lock, then close it (which releases
+    /// the lock): a newcomer that opened the old file finds it gone and starts afresh.
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let Some(file) = self.file.take() {
+            let n = raw(&file);
+            drop(file);
+            narrate::call(
+                format_args!("close(fd {n}) = 0"),
+                "locks: closing the lock file releases the flock",
+            );
+        }
+    }
 }
 
 /// Claim the `end` role of the FIFO at `fifo`, or fail naming the process that has it.
@@ -80,7 +96,7 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
         let st = fstat(raw(&file)).on(&obj, "fstat")?;
         if lstat(&lock).is_ok_and(|l| (l.st_dev, l.st_ino) == (st.st_dev, st.st_ino)) {
             narrate::call(
-                format_args!("flock({lock:?}, LOCK_EX|LOCK_NB) = 0"),
+                format_args!("flock(fd {} of {lock:?}, LOCK_EX|LOCK_NB) = 0", raw(&file)),
                 IDEA_ONE_PER_ROLE,
             );
             file.set_len(0).on(&obj, "ftruncate")?;
@@ -89,14 +105,15 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
                 .on(&obj, "write")?;
             let id = (st.st_dev, st.st_ino);
             let guard = cleanup::on_exit(obj, move || {
-                // Quietly: the lock file is bookkeeping, not one of the lecture's objects.
-                if lstat(&lock).is_ok_and(|l| (l.st_dev, l.st_ino) == id) {
-                    let _ = std::fs::remove_file(&lock);
+                if lstat(&lock).is_ok_and(|l| (l.st_dev, l.st_ino) == id)
+                    && std::fs::remove_file(&lock).is_ok()
+                {
+                    narrate::call(format_args!("unlink({lock:?}) = 0"), IDEA_ONE_PER_ROLE);
                 }
             });
             return Ok(RoleLock {
-                _file: file,
-                _guard: guard,
+                file: Some(file),
+                guard: Some(guard),
             });
         }
     }
