@@ -257,6 +257,10 @@ fn attached(path: &Path, fifo: &mut Fifo) -> Result<()> {
         return Ok(());
     }
     let st = fstat(raw(&fifo.fd)).on(&object(path), "fstat")?;
+    if !lstat(path).is_ok_and(|l| (l.st_dev, l.st_ino) == (st.st_dev, st.st_ino)) {
+        // The peer removed the name already.
+        return Ok(());
+    }
     narrate::step(
         format_args!("unlink({path:?}): both ends are open, the name is no longer needed"),
         &format!("ls -l {} (it goes; the pipe stays)", path.display()),
