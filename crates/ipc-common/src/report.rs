@@ -229,6 +229,17 @@ mod tests {
     }
 
     #[test]
+    fn mode_serialises_as_its_name() {
+        let mut r = sample();
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["mode"], "stream");
+        r.mode = crate::args::Mode::Pingpong;
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["mode"], crate::args::Mode::Pingpong.as_str());
+        assert!(r.human().contains("mode=pingpong"), "{}", r.human());
+    }
+
+    #[test]
     fn json_has_every_documented_key() {
         let mut r = sample();
         r.set_timing(10, 640, Duration::from_millis(10));
