@@ -307,7 +307,6 @@ fn help_explains_itself_with_examples() {
         "--size",
         "--seed",
         "--input",
-        "--output",
         "--mode",
         "--name",
         "--timeout",
@@ -319,6 +318,12 @@ fn help_explains_itself_with_examples() {
     ] {
         assert!(stdout(&out).contains(flag), "send --help lacks {flag}");
     }
+    // Each side's help offers its own flags (teach.rs checks the rest).
+    let out = run(cmd(P).args(["recv", "--help"]));
+    assert!(
+        stdout(&out).contains("--output"),
+        "recv --help lacks --output"
+    );
 }
 
 #[test]

@@ -104,7 +104,8 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
                 .write_all(std::process::id().to_string().as_bytes())
                 .on(&obj, "write")?;
             let id = (st.st_dev, st.st_ino);
-            let guard = cleanup::on_exit(obj, move || {
+            // Unnamed: an interruption's message lists the IPC objects, not this file.
+            let guard = cleanup::on_exit("", move || {
                 if lstat(&lock).is_ok_and(|l| (l.st_dev, l.st_ino) == id)
                     && std::fs::remove_file(&lock).is_ok()
                 {
