@@ -364,3 +364,35 @@ fn step_with_a_terminal_waits_for_enter() {
     assert!(said("5 received"), "{}", seen.lock().unwrap());
     assert_no_leftovers(&name);
 }
+
+#[test]
+fn a_killed_sides_role_lock_is_swept_by_the_next_pair() {
+    let name = unique("teach-sweep");
+    let locks = || -> Vec<PathBuf> {
+        std::fs::read_dir(ipc_common::record::dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let f = p.file_name().unwrap().to_string_lossy().into_owned();
+                        f.starts_with(&format!(".fifo-{name}-")) && f.ends_with(".recv.lock")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // SIGKILL: the receiver cannot remove its lock file (nor its FIFO).
+    let mut recv = start(cmd(P).args(["recv", "--name", &name, "--timeout", "20"]));
+    wait_for_path(&fifo(&name), Duration::from_secs(10));
+    recv.kill().unwrap();
+    let _ = recv.wait();
+    assert_eq!(locks().len(), 1, "the killed receiver's lock file");
+    // Any later side of any FIFO sweeps lock files nobody holds.
+    let other = unique("teach-sweeper");
+    let out = run(cmd(P).args(["send", "--name", &other, "--timeout", "0.3"]));
+    assert_code(&out, 4);
+    assert!(locks().is_empty(), "left: {:?}", locks());
+    std::fs::remove_file(fifo(&name)).unwrap();
+    assert_no_leftovers(&name);
+    assert_no_leftovers(&other);
+}

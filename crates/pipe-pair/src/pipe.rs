@@ -71,6 +71,7 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
             "check that the temporary directory is writable",
         )
     })?;
+    sweep_stale_locks(&dir);
     let lock = dir.join(lock_name(fifo, role));
     let obj = format!("role lock {}", lock.display());
     loop {
@@ -116,6 +117,36 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
                 file: Some(file),
                 guard: Some(guard),
             });
+        }
+    }
+}
+
+/// Remove the lock files nobody holds (a side killed with SIGKILL could not remove its
+/// own). Each is removed while locked, so a newcomer that opened it meanwhile finds
+/// its path changed and starts afresh, as in [`claim_role`].
+fn sweep_stale_locks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".fifo-") && name.ends_with(".lock")) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        else {
+            continue;
+        };
+        let same = |st: &nix::sys::stat::FileStat| {
+            lstat(&path).is_ok_and(|l| (l.st_dev, l.st_ino) == (st.st_dev, st.st_ino))
+        };
+        if file.try_lock().is_ok() && fstat(raw(&file)).is_ok_and(|st| same(&st)) {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }
