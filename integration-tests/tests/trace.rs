@@ -133,20 +133,56 @@ enum On {
     Other,
 }
 
-/// The descriptors the narration mentions (`fd 6`): the objects' own.
+/// The descriptors the narration mentions (`fd 6`).
 fn narrated_fds(stderr: &str) -> BTreeSet<i32> {
-    stderr
-        .split("fd ")
-        .skip(1)
-        .filter_map(|s| {
-            let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .collect()
+    stderr.split("fd ").skip(1).filter_map(number).collect()
+}
+
+/// One recorded call: who made it, its name, what it acts on, the descriptors it made,
+/// and (for a fork or clone) the new process or thread.
+struct Rec {
+    pid: u32,
+    name: String,
+    on: On,
+    made: Vec<i32>,
+    child: Option<u32>,
+}
+
+/// strace's lines with each call whole: a call another process interrupted shows as
+/// `PID name(args <unfinished ...>` and later `PID <... name resumed>rest`.
+fn whole_lines(trace: &str) -> Vec<(u32, String)> {
+    let mut pending: std::collections::HashMap<u32, String> = Default::default();
+    let mut out = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            pending.insert(pid, head.to_string());
+        } else if rest.starts_with("<... ") {
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            if let Some(head) = pending.remove(&pid) {
+                out.push((pid, head + tail));
+            }
+        } else {
+            out.push((pid, rest.to_string()));
+        }
+    }
+    out
+}
+
+/// The leading number of `s`, if any.
+fn number(s: &str) -> Option<i32> {
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The calls strace recorded, each with what it acts on.
-fn recorded(trace: &str) -> Vec<(String, On)> {
+fn recorded(trace: &str) -> Vec<Rec> {
     const PATH_CALLS: &[&str] = &[
         "openat",
         "open",
@@ -159,9 +195,9 @@ fn recorded(trace: &str) -> Vec<(String, On)> {
     ];
     const FD_CALLS: &[&str] = &["read", "write", "writev", "close", "flock"];
     let mut out = Vec::new();
-    for line in trace.lines() {
-        // `PID name(args...) = result`; skip signals, exits and resumptions.
-        let rest = line.split_once(' ').map_or(line, |(_, r)| r).trim_start();
+    for (pid, rest) in whole_lines(trace) {
+        // `name(args...) = result`; skip signals and exits.
+        let rest = rest.as_str();
         let Some(open) = rest.find('(') else { continue };
         let name = &rest[..open];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -173,12 +209,35 @@ fn recorded(trace: &str) -> Vec<(String, On)> {
                 .nth(1)
                 .map_or(On::Other, |p| On::Path(p.to_string()))
         } else if FD_CALLS.contains(&name) {
-            let digits: String = args.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().map_or(On::Other, On::Fd)
+            number(args).map_or(On::Other, On::Fd)
         } else {
             On::Other
         };
-        out.push((name.to_string(), on));
+        let result = rest.rsplit_once(" = ").and_then(|(_, r)| number(r));
+        // New descriptors: `pipe2([5, 6], ..)`, or the result of an open.
+        let made = match name {
+            "pipe2" | "socketpair" => args
+                .split_once('[')
+                .map(|(_, r)| r.split(']').next().unwrap_or(""))
+                .map(|l| l.split(", ").filter_map(number).collect())
+                .unwrap_or_default(),
+            "openat" | "open" | "mq_open" => result.into_iter().collect(),
+            // `run`'s child gets its pipe ends by number: `--inherit-fds 5,6`.
+            "execve" => args
+                .split_once("\"--inherit-fds\", \"")
+                .map(|(_, r)| r.split('"').next().unwrap_or(""))
+                .map(|l| l.split(',').filter_map(number).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let forks = matches!(name, "clone" | "clone3" | "fork" | "vfork");
+        out.push(Rec {
+            pid,
+            name: name.to_string(),
+            on,
+            made,
+            child: result.filter(|_| forks).map(|c| c as u32),
+        });
     }
     out
 }
@@ -233,7 +292,7 @@ fn run_row(row: &Row, name: &str, dir: &Path) -> Vec<(String, Output, String)> {
 fn compare(label: &str, lecture: &[&str], stderr: &str, trace: &str, name: &str) -> Vec<String> {
     let said = narrated(stderr);
     let seen = recorded(trace);
-    let seen_names: BTreeSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    let seen_names: BTreeSet<&str> = seen.iter().map(|r| r.name.as_str()).collect();
     let mut problems = Vec::new();
     for (call, _) in &said {
         let sys = syscalls_of(call);
@@ -254,22 +313,44 @@ fn compare(label: &str, lecture: &[&str], stderr: &str, trace: &str, name: &str)
         .filter_map(|(c, fd)| fd.map(|fd| (c, fd)))
         .flat_map(|(c, fd)| syscalls_of(c).iter().map(move |s| (*s, fd)))
         .collect();
-    let fds = narrated_fds(stderr);
-    for (call, on) in &seen {
-        // Only calls on this test's objects: not the loader's reads, the record files.
-        let ours = match on {
+    // Our descriptors, from the call that made one on our object until its close:
+    // the same number before or after is the runtime's (the loader, record files).
+    // Per process: a child starts with its parent's. A pipe the runtime makes for
+    // itself (std's spawn) is not ours: ours are the ones the narration names.
+    let named = narrated_fds(stderr);
+    let mut ours_of: std::collections::HashMap<u32, BTreeSet<i32>> = Default::default();
+    for r in &seen {
+        let ours_fds = ours_of.entry(r.pid).or_default();
+        let ours = match &r.on {
             On::Path(p) => p.contains(name),
-            On::Fd(fd) => fds.contains(fd),
+            On::Fd(fd) => ours_fds.contains(fd),
             On::Other => true,
         };
-        let told = match on {
-            On::Fd(fd) => said_on.contains(&(call.as_str(), *fd)),
-            _ => said_sys.contains(call.as_str()),
+        let made_ours = match r.name.as_str() {
+            "pipe2" | "socketpair" => r.made.iter().all(|fd| named.contains(fd)),
+            "openat" | "open" | "mq_open" | "execve" => ours,
+            _ => false,
         };
-        if ours && lecture.contains(&call.as_str()) && !told {
+        if made_ours {
+            ours_fds.extend(r.made.iter().copied());
+        }
+        let ours_fds = ours_fds.clone();
+        if let Some(child) = r.child {
+            ours_of.insert(child, ours_fds.clone());
+        }
+        let ours_fds = ours_of.entry(r.pid).or_default();
+        let told = match r.on {
+            On::Fd(fd) => said_on.contains(&(r.name.as_str(), fd)),
+            _ => said_sys.contains(r.name.as_str()),
+        };
+        if ours && lecture.contains(&r.name.as_str()) && !told {
             problems.push(format!(
-                "{label}: strace saw {call}({on:?}) but it was not narrated"
+                "{label}: strace saw {}({:?}) but it was not narrated",
+                r.name, r.on
             ));
+        }
+        if let (true, "close", On::Fd(fd)) = (ours, r.name.as_str(), &r.on) {
+            ours_fds.remove(fd);
         }
     }
     problems.sort();
@@ -306,14 +387,17 @@ fn narrated_calls_match_what_strace_records() {
 
 #[test]
 fn the_comparison_sees_a_missing_and_an_invented_call() {
-    // A trace with a wait4 the narration leaves out, and a narrated pipe2 it lacks.
+    // A trace with a wait4 and a close of a pipe end the narration leaves out; the
+    // loader's calls on fd 3, before the pipe took that number, are not compared.
     let trace = "10 wait4(11, [{WIFEXITED(s) && WEXITSTATUS(s) == 0}], 0, NULL) = 11\n\
                  10 openat(AT_FDCWD, \"/lib/libc.so.6\", O_RDONLY) = 3\n\
                  10 read(3, \"ELF\", 832) = 832\n\
-                 10 close(3) = 0\n";
-    let stderr = "[send 10] pipe2([fd 7, fd 8], O_CLOEXEC) = 0   [pipes: two ends]\n\
+                 10 close(3) = 0\n\
+                 10 pipe2([3, 4], O_CLOEXEC) = 0\n\
+                 10 close(4) = 0\n";
+    let stderr = "[send 10] pipe2([fd 3, fd 4], O_CLOEXEC) = 0   [pipes: two ends]\n\
+                  [send 10] mkfifo(\"/tmp/x\", 0600) = 0   [pipes: a name]\n\
                   a note, not a call\n";
-    // The loader's openat, read and close are not the test's objects: not compared.
     let p = compare(
         "t",
         &["wait4", "openat", "read", "close"],
@@ -321,7 +405,9 @@ fn the_comparison_sees_a_missing_and_an_invented_call() {
         trace,
         "ipc-test-x",
     );
-    assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].contains("narrated pipe2"), "{p:?}");
-    assert!(p[1].contains("strace saw wait4"), "{p:?}");
+    // ...and a narrated mkfifo that strace never saw.
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p[0].contains("narrated mkfifo"), "{p:?}");
+    assert!(p[1].contains("strace saw close(Fd(4))"), "{p:?}");
+    assert!(p[2].contains("strace saw wait4"), "{p:?}");
 }

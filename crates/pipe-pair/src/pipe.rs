@@ -71,8 +71,9 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
             "check that the temporary directory is writable",
         )
     })?;
-    sweep_stale_locks(&dir);
-    let lock = dir.join(lock_name(fifo, role));
+    let stem = lock_stem(fifo);
+    sweep_stale_locks(&dir, &stem);
+    let lock = dir.join(format!("{stem}.{role}.lock"));
     let obj = format!("role lock {}", lock.display());
     loop {
         let file = OpenOptions::new()
@@ -123,15 +124,16 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
 
 /// Remove the lock files nobody holds (a side killed with SIGKILL could not remove its
 /// own). Each is removed while locked, so a newcomer that opened it meanwhile finds
-/// its path changed and starts afresh, as in [`claim_role`].
-fn sweep_stale_locks(dir: &Path) {
+/// its path changed and starts afresh, as in [`claim_role`]. This FIFO's own (`stem`)
+/// are left to its two sides.
+fn sweep_stale_locks(dir: &Path, stem: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with(".fifo-") && name.ends_with(".lock")) {
+        if !(name.starts_with(".fifo-") && name.ends_with(".lock")) || name.starts_with(stem) {
             continue;
         }
         let path = e.path();
@@ -151,8 +153,9 @@ fn sweep_stale_locks(dir: &Path) {
     }
 }
 
-/// The lock file's name: readable (the FIFO's file name) and unique (a hash of its path).
-fn lock_name(fifo: &Path, role: &str) -> String {
+/// The lock files' name but the role: readable (the FIFO's file name) and unique (a
+/// hash of its path).
+fn lock_stem(fifo: &Path) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     fifo.hash(&mut h);
@@ -160,7 +163,7 @@ fn lock_name(fifo: &Path, role: &str) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().chars().take(64).collect())
         .unwrap_or_default();
-    format!(".fifo-{base}-{:016x}.{role}.lock", h.finish())
+    format!(".fifo-{base}-{:016x}", h.finish())
 }
 
 /// The error for a role another process holds, naming it by the pid in the lock file.
