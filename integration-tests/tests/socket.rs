@@ -421,9 +421,15 @@ fn wrong_seed_fails_verification() {
         &["recv", "--seed", "2"],
         &["send", "-n", "50", "--seed", "1"],
     );
-    assert_code(&recv, 3);
-    assert_code(&send, 0);
-    assert_eq!(summary(&recv)["corrupted"], 50);
+    // The hello names the sender's seed: the receiver refuses before any message.
+    assert_code(&recv, 2);
+    let err = String::from_utf8_lossy(&recv.stderr);
+    assert!(err.contains("--seed 2 but the sender sends 1"), "{err}");
+    assert!(
+        matches!(send.status.code(), Some(0 | 4)),
+        "{:?}",
+        send.status
+    );
     assert_no_leftovers(&name);
 }
 

@@ -15,7 +15,8 @@ pub const MAX_SIZE: usize = 256 << 20;
 /// can find the project's leftovers and nothing else.
 pub const NAME_PREFIX: &str = "ipc-";
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// One way, as fast as possible: messages/s and MiB/s.
     Stream,
@@ -162,6 +163,29 @@ impl CommonArgs {
 
 /// `64`, `4K`, `4KiB`, `1M`, `1MB`: binary multiples.
 pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    parse_size_upto(s, usize::MAX)
+}
+
+/// Like [`parse_size`] but capped at [`MAX_SIZE`], for a message size.
+pub fn parse_msg_size(s: &str) -> std::result::Result<usize, String> {
+    let n = parse_size_upto(s, MAX_SIZE)?;
+    if n > MAX_SIZE {
+        return Err(format!(
+            "{n} bytes is more than the largest message, {} MiB; send a file with --input instead",
+            MAX_SIZE >> 20
+        ));
+    }
+    Ok(n)
+}
+
+/// The size in `s`; a wrong unit is answered with the units that can give a size of at
+/// most `max` (no `G` for a message: every G size is over the limit).
+fn parse_size_upto(s: &str, max: usize) -> std::result::Result<usize, String> {
+    let units = if max >= 1 << 30 {
+        "K, M or G"
+    } else {
+        "K or M"
+    };
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_end);
@@ -173,7 +197,7 @@ pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
-        _ => return Err(format!("'{s}': unknown unit '{unit}'; use K, M or G")),
+        _ => return Err(format!("'{s}': unknown unit '{unit}'; use {units}")),
     };
     let bytes = n
         .checked_mul(mult)
@@ -182,18 +206,6 @@ pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
         return Err("the size must be at least 1 byte".into());
     }
     usize::try_from(bytes).map_err(|_| format!("'{s}' is too large"))
-}
-
-/// Like [`parse_size`] but capped at [`MAX_SIZE`], for a message size.
-pub fn parse_msg_size(s: &str) -> std::result::Result<usize, String> {
-    let n = parse_size(s)?;
-    if n > MAX_SIZE {
-        return Err(format!(
-            "{n} bytes is more than the largest message, {} MiB; send a file with --input instead",
-            MAX_SIZE >> 20
-        ));
-    }
-    Ok(n)
 }
 
 fn parse_count(s: &str) -> std::result::Result<u64, String> {
@@ -285,6 +297,12 @@ pub fn validate(args: &CommonArgs, role: Role) -> Result<()> {
             "--output is for the receiving side",
         ));
     }
+    if role == Role::Recv && args.interval.is_some() {
+        return Err(Error::usage(
+            "--interval given to the receiver",
+            "--interval paces the sending side; the receiver takes messages as they come",
+        ));
+    }
     if role == Role::Recv && args.input.is_some() {
         return Err(Error::usage(
             "--input given to the receiver",
@@ -298,11 +316,27 @@ pub fn validate(args: &CommonArgs, role: Role) -> Result<()> {
     }
     if role != Role::Recv {
         if let Some(DataPath::File(p)) = &args.input {
-            std::fs::File::open(p).map_err(|e| {
-                Error::os(format!("input file {}", p.display()), "open", e)
-                    .with_remedy("check the path given to --input")
-            })?;
+            check_input(p)?;
         }
+    }
+    Ok(())
+}
+
+/// Can `--input` be read, and is it a file's bytes? A directory opens but cannot be
+/// read: refused here, before any waiting for a receiver.
+fn check_input(p: &std::path::Path) -> Result<()> {
+    let object = format!("input file {}", p.display());
+    let file = std::fs::File::open(p).map_err(|e| {
+        Error::os(&object, "open", e).with_remedy("check the path given to --input")
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::os(&object, "fstat", e))?;
+    if meta.is_dir() {
+        return Err(Error::usage(
+            format!("--input {} is a directory", p.display()),
+            "give a file's path, or - for standard input (e.g. tar c DIR | ... --input -)",
+        ));
     }
     Ok(())
 }
@@ -359,6 +393,10 @@ mod tests {
         assert!(parse_size("4X").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_msg_size("1G").is_err());
+        // No unit is suggested that cannot give a legal size.
+        let e = parse_msg_size("10Q").unwrap_err();
+        assert!(e.contains("use K or M") && !e.contains('G'), "{e}");
+        assert!(parse_size("10Q").unwrap_err().contains("K, M or G"));
     }
 
     #[test]

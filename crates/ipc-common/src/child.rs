@@ -116,6 +116,12 @@ pub fn sender_args(args: &CommonArgs) -> CommonArgs {
 pub fn finish_run(prog: &str, args: &CommonArgs, sent: Result<Report>, mut child: Child) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     let status = child.wait();
+    if let Ok(s) = &status {
+        narrate::call(
+            format_args!("wait4(pid {}) = {}: {s}", child.id(), child.id()),
+            "processes: the parent collects its child's exit status (no zombie is left)",
+        );
+    }
     let child_code = match status {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => code,

@@ -182,6 +182,8 @@ pub fn install_signal_handlers() {
                         remove();
                         what
                     })
+                    // Bookkeeping (an empty name) goes quietly; the message is about IPC objects.
+                    .filter(|what| !what.is_empty())
                     .collect();
                 if removed.is_empty() {
                     eprintln!("interrupted by {name}");

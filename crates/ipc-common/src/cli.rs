@@ -53,3 +53,69 @@ pub fn run_main(
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
+
+/// Parse a pair binary's command line (`send`, `recv`, `run` subcommands) with each
+/// side's `--help` offering that side's flags only: [`CommonArgs`] holds every flag,
+/// and a flag meant for the other side is hidden from a subcommand's help (given
+/// anyway, [`validate`] refuses it with exit 2 and says which side it is for).
+pub fn parse<C: clap::Parser>() -> C {
+    let cmd = C::command().mut_subcommands(|sub| match sub.get_name() {
+        "send" => for_side(sub, Role::Send),
+        "recv" => for_side(sub, Role::Recv),
+        _ => sub,
+    });
+    from_matches(cmd)
+}
+
+/// [`parse`] for a binary that is one side only (`shm-producer`, `shm-consumer`).
+pub fn parse_as<C: clap::Parser>(role: Role) -> C {
+    from_matches(for_side(C::command(), role))
+}
+
+fn from_matches<C: clap::Parser>(cmd: clap::Command) -> C {
+    let matches = cmd.get_matches();
+    C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// One side's view of the common flags: the other side's hidden, and the workload
+/// flags a receiver may give described as what it expects of the sender.
+pub fn for_side(cmd: clap::Command, role: Role) -> clap::Command {
+    cmd.mut_args(|arg| {
+        let id = arg.get_id().as_str().to_string();
+        let hide = match role {
+            Role::Send => id == "output",
+            Role::Recv => id == "input" || id == "interval",
+            Role::Both => false,
+        };
+        if hide {
+            return arg.hide(true);
+        }
+        match (role, receiver_help(&id)) {
+            (Role::Recv, Some(help)) => arg.help(help),
+            _ => arg,
+        }
+    })
+}
+
+/// The receiver's help for the workload flags: it follows the sender's hello, and a
+/// value given here is checked against it.
+fn receiver_help(id: &str) -> Option<&'static str> {
+    Some(match id {
+        "count" => {
+            "Expect N messages; refused if the sender's hello says otherwise \
+             (with --raw: stop after N chunks) [default: the sender's]"
+        }
+        "size" => {
+            "Expect messages of BYTES (64, 4K, 1M); refused if the sender's hello says \
+             otherwise (with --raw: the chunk size, default 1K) [default: the sender's]"
+        }
+        "seed" => {
+            "Expect payloads from this seed; refused if the sender's hello says otherwise \
+             [default: the sender's]"
+        }
+        "mode" => {
+            "Expect this mode; refused if the sender's hello says otherwise [default: the sender's]"
+        }
+        _ => return None,
+    })
+}

@@ -103,27 +103,30 @@ pub fn call(call: Arguments<'_>, idea: &str) {
 
 /// A call that repeats per message; `key` groups the repeats (`"write"`).
 pub fn repeated(key: &'static str, call: Arguments<'_>, idea: &str) {
-    if !verbose() {
-        return;
+    if verbose() && first_few(key) {
+        print_call(&call.to_string(), idea);
     }
-    if level() < 3 {
-        let mut shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner());
-        let n = shown
-            .get_or_insert_with(HashMap::new)
-            .entry(key)
-            .or_insert(0);
-        *n += 1;
-        if *n > REPEATS_AT_V1 {
-            if *n == REPEATS_AT_V1 + 1 {
-                emit(
-                    "  ",
-                    format_args!("... further {key} calls not shown (-vv shows every call)"),
-                );
-            }
-            return;
-        }
+}
+
+/// Whether the `key`ed repeat about to be shown is one of the first few (or `-vv`);
+/// says once when the rest are left out.
+fn first_few(key: &'static str) -> bool {
+    if level() >= 3 {
+        return true;
     }
-    print_call(&call.to_string(), idea);
+    let mut shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let n = shown
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert(0);
+    *n += 1;
+    if *n == REPEATS_AT_V1 + 1 {
+        emit(
+            "  ",
+            format_args!("... further {key} calls not shown (-vv shows every call)"),
+        );
+    }
+    *n <= REPEATS_AT_V1
 }
 
 fn print_call(call: &str, idea: &str) {

@@ -37,7 +37,8 @@ pub struct Report {
     pub role: &'static str,
     /// Mechanism-specific options (paths, api, sync kind...).
     pub options: BTreeMap<String, String>,
-    pub mode: &'static str,
+    /// Serialised as `Mode::as_str` gives it (`stream`, `pingpong`).
+    pub mode: crate::args::Mode,
     /// `generated`, `file` or `raw`.
     pub payload: &'static str,
     /// Message size in bytes (the largest, for a file).
@@ -88,7 +89,7 @@ impl Report {
     }
 
     pub fn human(&self) -> String {
-        let mut opts = format!("mode={} size={}", self.mode, self.size);
+        let mut opts = format!("mode={} size={}", self.mode.as_str(), self.size);
         if let Some(seed) = self.seed {
             opts += &format!(" seed={seed}");
         }
@@ -209,7 +210,7 @@ mod tests {
             mechanism: "fifo".into(),
             role: "receiver",
             options: BTreeMap::from([("path".to_string(), "/tmp/x".to_string())]),
-            mode: "stream",
+            mode: crate::args::Mode::Stream,
             payload: "generated",
             size: 64,
             seed: Some(1),
@@ -225,6 +226,17 @@ mod tests {
             }),
             verified: true,
         }
+    }
+
+    #[test]
+    fn mode_serialises_as_its_name() {
+        let mut r = sample();
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["mode"], "stream");
+        r.mode = crate::args::Mode::Pingpong;
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["mode"], crate::args::Mode::Pingpong.as_str());
+        assert!(r.human().contains("mode=pingpong"), "{}", r.human());
     }
 
     #[test]

@@ -142,6 +142,14 @@ impl FdStream {
         }
         loop {
             match rd.read(dst) {
+                Ok(0) => {
+                    // Always shown: the one read that ends the stream is a lecture point.
+                    narrate::call(
+                        format_args!("read(fd {}, {} bytes) = 0", rd.as_raw_fd(), dst.len()),
+                        "pipes: read returns 0 (end of file) once every write end is closed",
+                    );
+                    return Ok(0);
+                }
                 Ok(n) => {
                     narrate::repeated(
                         "read",
@@ -255,6 +263,28 @@ impl FdStream {
             }
         }
         Ok(())
+    }
+}
+
+impl FdStream {
+    /// After the end frame: read once more, to see the end of file the sender's close
+    /// makes (waiting at most the timeout). True if it came; false if bytes did.
+    pub fn await_eof(&mut self) -> Result<bool> {
+        let mut byte = [0u8; 1];
+        Ok(self.read_into(&mut byte)? == 0)
+    }
+
+    /// Close both ends, saying so: closing the write end is what lets the reader see
+    /// end of file.
+    pub fn close(self) {
+        for file in [self.wr, self.rd].into_iter().flatten() {
+            let n = file.as_raw_fd();
+            drop(file);
+            narrate::call(
+                format_args!("close(fd {n}) = 0"),
+                "pipes: the last close of a write end is the reader's end of file",
+            );
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! corrupted, and in pingpong sends each message back so the sender can time it.
 
 use crate::args::{CommonArgs, DataPath, Mode, DEFAULT_COUNT, DEFAULT_SEED, DEFAULT_SIZE};
-use crate::error::{Context, Error, Kind, Result};
+use crate::error::{Cause, Context, Error, Kind, Result};
 use crate::frame::{FrameKind, Header, Hello, Payload, HELLO_LEN};
 use crate::link::Link;
 use crate::progress::Progress;
@@ -195,14 +195,46 @@ impl Tally {
     }
 }
 
-fn open_input(path: &DataPath) -> Result<Box<dyn Read>> {
-    Ok(match path {
-        DataPath::Std => Box::new(io::stdin().lock()),
-        DataPath::File(p) => Box::new(File::open(p).map_err(|e| {
-            Error::os(format!("input file {}", p.display()), "open", e)
-                .with_remedy("check the path given to --input")
-        })?),
-    })
+/// The sender's `--input`, and whether it is live: a terminal, pipe or socket, whose
+/// every read is sent as one message at once (a typed line arrives when Enter is
+/// pressed), where a file's bytes fill whole messages.
+struct Input {
+    reader: Box<dyn Read>,
+    live: bool,
+}
+
+fn open_input(path: &DataPath) -> Result<Input> {
+    let (reader, meta): (Box<dyn Read>, _) = match path {
+        DataPath::Std => {
+            let meta = std::fs::metadata("/dev/stdin");
+            (Box::new(io::stdin().lock()), meta)
+        }
+        DataPath::File(p) => {
+            let f = File::open(p).map_err(|e| {
+                Error::os(format!("input file {}", p.display()), "open", e)
+                    .with_remedy("check the path given to --input")
+            })?;
+            let meta = f.metadata();
+            (Box::new(f), meta)
+        }
+    };
+    let live = meta.is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        let t = m.file_type();
+        t.is_fifo() || t.is_socket() || t.is_char_device()
+    });
+    Ok(Input { reader, live })
+}
+
+/// One read: what a live input has now (at most `buf.len()`); 0 at its end.
+fn read_once(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::os("input", "read", e)),
+        }
+    }
 }
 
 fn open_output(path: &DataPath, timeout: std::time::Duration) -> Result<Box<dyn Write>> {
@@ -294,7 +326,7 @@ fn base_report(
         mechanism: d.mechanism.clone(),
         role,
         options: d.options.clone(),
-        mode: mode.as_str(),
+        mode,
         payload,
         size: size as u64,
         seed,
@@ -376,10 +408,14 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
             continue;
         }
         let n = match input.as_mut() {
-            Some(r) => {
+            Some(i) => {
                 // Reading may block: let the peer see what was batched first.
                 link.flush()?;
-                read_full(r.as_mut(), &mut buf)?
+                if i.live {
+                    read_once(i.reader.as_mut(), &mut buf)?
+                } else {
+                    read_full(i.reader.as_mut(), &mut buf)?
+                }
             }
             None => {
                 fill_generated(seed, seq, &mut buf);
@@ -410,6 +446,9 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         seq += 1;
         bytes += n as u64;
         progress.advance(n as u64);
+        if seq < count {
+            pause(link, args, seq)?;
+        }
     }
     if !args.raw {
         link.send(&Header::for_payload(FrameKind::End, seq, &[]), &[])
@@ -428,6 +467,24 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         report.verified = true;
     }
     Ok(report)
+}
+
+/// `--interval`: after message `sent - 1`, wait before the next one, so a person can
+/// follow each message (in `-v` narration, `ls`, `ipcs`). What was batched goes first.
+fn pause(link: &mut dyn Link, args: &CommonArgs, sent: u64) -> Result<()> {
+    let Some(interval) = args.interval else {
+        return Ok(());
+    };
+    link.flush()?;
+    if crate::narrate::verbose() {
+        crate::narrate::note(format_args!(
+            "sent message {}; waiting {} ms before the next (--interval)",
+            sent - 1,
+            interval.as_millis()
+        ));
+    }
+    std::thread::sleep(interval);
+    Ok(())
 }
 
 /// The receiving side: follow the sender's hello, check every message, write `--output`.
@@ -462,8 +519,8 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     check_agrees(args, &hello)?;
     let size = hello.size as usize;
     let seed = match hello.payload {
-        // An explicit --seed is what the receiver checks against (a wrong one fails).
-        Payload::Generated { seed } => Some(args.seed.unwrap_or(seed)),
+        // check_agrees refused a --seed other than this one.
+        Payload::Generated { seed } => Some(seed),
         Payload::File => None,
     };
     let payload_name = if seed.is_some() { "generated" } else { "file" };
@@ -513,7 +570,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                     bytes += u64::from(header.len);
                     progress.advance(u64::from(header.len));
                     if let Some(o) = out.as_mut() {
-                        o.write_all(&buf).on(&output_name(args), "write")?;
+                        write_out(o.as_mut(), &buf, size, args)?;
                     }
                 }
                 if hello.mode == Mode::Pingpong {
@@ -548,6 +605,17 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     Ok(report)
 }
 
+/// Write a received message to `--output`. Full messages are buffered; a short one
+/// came from a live input (a typed line, `--input -`) or is a file's last piece, so it
+/// goes out at once: a line typed to the sender shows on the receiver's side now.
+fn write_out(o: &mut dyn Write, msg: &[u8], size: usize, args: &CommonArgs) -> Result<()> {
+    o.write_all(msg).on(&output_name(args), "write")?;
+    if msg.len() < size {
+        o.flush().on(&output_name(args), "write")?;
+    }
+    Ok(())
+}
+
 fn output_name(args: &CommonArgs) -> String {
     match &args.output {
         Some(DataPath::File(p)) => format!("output file {}", p.display()),
@@ -555,30 +623,41 @@ fn output_name(args: &CommonArgs) -> String {
     }
 }
 
-/// Flags given to the receiver must match what the sender announced.
+/// Flags given to the receiver must match what the sender announced in its hello: a
+/// difference is named with both values (exit 2, cause mismatch), rather than showing
+/// up later as lost or corrupted messages.
 fn check_agrees(args: &CommonArgs, hello: &Hello) -> Result<()> {
     let mismatch = |flag: &str, mine: String, theirs: String| {
         Err(Error::usage(
             format!("the receiver was given {flag} {mine} but the sender sends {theirs}"),
             format!("give {flag} to the sender only, or the same value to both sides"),
-        ))
+        )
+        .because(Cause::Mismatch))
     };
-    if let Some(m) = args.mode {
-        if m != hello.mode {
-            return mismatch("--mode", m.as_str().into(), hello.mode.as_str().into());
-        }
+    if let Some(m) = args.mode.filter(|&m| m != hello.mode) {
+        return mismatch("--mode", m.as_str().into(), hello.mode.as_str().into());
     }
-    if let Some(s) = args.size {
-        if s as u64 != hello.size {
-            return mismatch("--size", s.to_string(), hello.size.to_string());
-        }
+    if let Some(s) = args.size.filter(|&s| s as u64 != hello.size) {
+        return mismatch("--size", s.to_string(), hello.size.to_string());
     }
-    if let Some(c) = args.count {
-        if hello.count != u64::MAX && c != hello.count {
-            return mismatch("--count", c.to_string(), hello.count.to_string());
-        }
+    // A file's length is unknown up front (count u64::MAX): nothing to compare.
+    if let Some(c) = args
+        .count
+        .filter(|&c| hello.count != u64::MAX && c != hello.count)
+    {
+        return mismatch("--count", c.to_string(), hello.count.to_string());
     }
-    Ok(())
+    match (args.seed, hello.payload) {
+        (Some(mine), Payload::Generated { seed }) if mine != seed => {
+            mismatch("--seed", mine.to_string(), seed.to_string())
+        }
+        (Some(mine), Payload::File) => mismatch(
+            "--seed",
+            mine.to_string(),
+            "a file's bytes (--input), not generated payloads".into(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// `--raw`: no hello, no frames. The receiver takes chunks of `--size` until end of file
@@ -620,7 +699,7 @@ fn receive_raw(
             tally.observe(seq, intact, link.object())?;
         }
         if let Some(o) = out.as_mut() {
-            o.write_all(&buf[..n]).on(&output_name(args), "write")?;
+            write_out(o.as_mut(), &buf[..n], size, args)?;
         }
         seq += 1;
         bytes += n as u64;
@@ -649,7 +728,7 @@ fn receive_raw(
 pub fn finish(prog: &str, args: &CommonArgs, result: Result<Option<Report>>) -> i32 {
     match result {
         // `run` in pingpong: the sender prints the summary with the round trips.
-        Ok(Some(report)) if args.child && report.mode == Mode::Pingpong.as_str() => {
+        Ok(Some(report)) if args.child && report.mode == Mode::Pingpong => {
             if report.integrity.is_some_and(|i| !i.ok()) {
                 Kind::Verify.exit_code()
             } else {

@@ -209,7 +209,7 @@ fn run(side: &Side) -> i32 {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = ipc_common::cli::parse();
     let (side, role) = match &cli.cmd {
         Cmd::Send(s) => (s, Role::Send),
         Cmd::Recv(s) => (s, Role::Recv),

@@ -6,6 +6,8 @@ mod pipe;
 use clap::{Args, Parser, Subcommand};
 use ipc_common::args::Role;
 use ipc_common::cli::{run_main, Outcome};
+use ipc_common::link::Link;
+use ipc_common::report::Report;
 use ipc_common::stream::FdStream;
 use ipc_common::{child, workload, CommonArgs, Describe, Error, Mode, Result};
 use pipe::End;
@@ -72,11 +74,12 @@ fn fifo_path(side: &Side) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join(side.common.name_or(DEFAULT_NAME)))
 }
 
-fn send(side: &Side) -> Result<Option<ipc_common::report::Report>> {
+fn send(side: &Side) -> Result<Option<Report>> {
     let args = &side.common;
     let path = fifo_path(side);
     let mode = args.mode.unwrap_or(Mode::Stream);
     let peer = "pipe-pair recv".to_string() + &fifo_flag(side);
+    let _role = pipe::claim_role(&path, End::Write)?;
     // The reply FIFO's reader must exist before the hello, so the receiver can answer.
     let reply = match mode {
         Mode::Pingpong => Some(pipe::open(
@@ -102,39 +105,54 @@ fn send(side: &Side) -> Result<Option<ipc_common::report::Report>> {
     // The receiver opens the reply FIFO only after our hello.
     .await_writer();
     let d = Describe::new("fifo").with("path", path.display());
-    workload::send(&mut link, args, &d).map(Some)
+    let sent = workload::send(&mut link, args, &d);
+    link.close();
+    sent.map(Some)
 }
 
-fn recv(side: &Side) -> Result<Option<ipc_common::report::Report>> {
+fn recv(side: &Side) -> Result<Option<Report>> {
     let args = &side.common;
     if !args.inherit_fds.is_empty() {
         return recv_inherited(args);
     }
     let path = fifo_path(side);
     let peer = "pipe-pair send".to_string() + &fifo_flag(side);
+    let _role = pipe::claim_role(&path, End::Read)?;
     let data = pipe::open(&path, End::Read, true, args.timeout, &peer)?;
     // The first bytes are here, so a pingpong sender has its reply FIFO open already.
     let reply = pipe::open_existing_writer(&pipe::reply_path(&path))?;
-    let mut link = FdStream::new(
+    let link = FdStream::new(
         format!("FIFO {}", path.display()),
         Some(data.fd),
         reply.map(|f| f.fd),
         args.timeout,
     )?;
     let d = Describe::new("fifo").with("path", path.display());
-    workload::receive(&mut link, args, &d).map(Some)
+    receive(link, args, &d)
+}
+
+/// Receive the workload, then see the end of file the sender's close makes (the
+/// lecture's read = 0), unless it is --raw (whose end of file ended the transfer).
+fn receive(mut link: FdStream, args: &CommonArgs, d: &Describe) -> Result<Option<Report>> {
+    let report = workload::receive(&mut link, args, d)?;
+    if !args.raw && !link.await_eof()? {
+        return Err(Error::verify(link.object(), "bytes after the end frame")
+            .with_remedy("the sender is not this program, or two senders share the FIFO"));
+    }
+    link.close();
+    Ok(Some(report))
 }
 
 /// The receiver `run` started: its pipe ends arrive as inherited descriptors.
-fn recv_inherited(args: &CommonArgs) -> Result<Option<ipc_common::report::Report>> {
+fn recv_inherited(args: &CommonArgs) -> Result<Option<Report>> {
     let adopt = |fd| {
         ipc_sys::adopt_inherited_fd(fd)
             .map_err(|e| Error::os(format!("inherited pipe fd {fd}"), "fcntl(F_GETFD)", e))
     };
     let rd = adopt(args.inherit_fds[0])?;
     let wr = args.inherit_fds.get(1).map(|&fd| adopt(fd)).transpose()?;
-    let mut link = FdStream::new("anonymous pipe", Some(rd), wr, args.timeout)?;
-    workload::receive(&mut link, args, &Describe::new("pipe")).map(Some)
+    let link = FdStream::new("anonymous pipe", Some(rd), wr, args.timeout)?;
+    receive(link, args, &Describe::new("pipe"))
 }
 
 fn run(args: &CommonArgs) -> i32 {
@@ -150,8 +168,17 @@ fn run(args: &CommonArgs) -> i32 {
         }
         let child = child::spawn_receiver(args, &[], &inherit)?;
         // Keep only our ends, so each side sees end of file when the other closes.
-        let reply_r = reply.map(|(r, _w)| r);
-        drop(data_r);
+        pipe::close_unused(
+            data_r,
+            "pipes: the parent closes the child's read end, so a dead reader means EPIPE",
+        );
+        let reply_r = reply.map(|(r, w)| {
+            pipe::close_unused(
+                w,
+                "pipes: the parent closes the child's write end, so the child's exit means EOF",
+            );
+            r
+        });
         let link = FdStream::new("anonymous pipe", reply_r, Some(data_w), args.timeout)?;
         Ok((child, link))
     })();
@@ -160,7 +187,7 @@ fn run(args: &CommonArgs) -> i32 {
         Err(e) => return workload::finish(PROG, args, Err(e)),
     };
     let sent = workload::send(&mut link, &child::sender_args(args), &Describe::new("pipe"));
-    drop(link);
+    link.close();
     child::finish_run(PROG, args, sent, child)
 }
 
@@ -173,7 +200,7 @@ fn fifo_flag(side: &Side) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = ipc_common::cli::parse();
     let (args, role) = match &cli.cmd {
         Cmd::Send(s) => (&s.common, Role::Send),
         Cmd::Recv(s) => (&s.common, Role::Recv),

@@ -36,7 +36,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = ipc_common::cli::parse_as(Role::Recv);
     run_main(PROG, &cli.common, Role::Recv, || {
         Outcome::Done(consume(&cli.shm, &cli.common).map(Some))
     })

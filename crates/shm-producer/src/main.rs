@@ -37,7 +37,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = ipc_common::cli::parse_as(Role::Send);
     run_main(PROG, &cli.common, Role::Send, || {
         Outcome::Done(produce(&cli.shm, &cli.common).map(Some))
     })

@@ -204,7 +204,7 @@ fn run(ty: SocketType, args: &CommonArgs) -> i32 {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = ipc_common::cli::parse();
     let (args, role) = match &cli.cmd {
         Cmd::Send(s) => (&s.common, Role::Send),
         Cmd::Recv(s) => (&s.common, Role::Recv),
