@@ -91,7 +91,7 @@ fn read_file(path: &Path) -> Result<Secret> {
             "give a regular file holding the shared secret".into(),
         ));
     }
-    let me = super::trust::me();
+    let me = crate::trust::me();
     if md.uid() != me {
         return Err(bad(
             format!("belongs to uid {}, not to this user (uid {me})", md.uid()),
