@@ -63,11 +63,7 @@ pub fn connect_to_first_sender(fd: &OwnedFd, w: &mut Waiting) -> Result<()> {
                     continue;
                 }
                 if let Some(a) = from {
-                    so::connect(fd.as_raw_fd(), &a).on(&w.object(), "connect (to the sender)")?;
-                    narrate::call(
-                        format_args!("connect(fd {}, the sender's {a}) = 0", fd.as_raw_fd()),
-                        "sockets: a datagram socket connected to its one peer: replies go there",
-                    );
+                    connect_back(fd, &a, w.object())?;
                 }
                 return Ok(());
             }
@@ -75,6 +71,26 @@ pub fn connect_to_first_sender(fd: &OwnedFd, w: &mut Waiting) -> Result<()> {
             Err(e) => return Err(Error::os(w.object(), "recvmsg(MSG_PEEK)", e.into())),
         }
     }
+}
+
+/// Connect a datagram receiver to its sender's address. A sender that sent all and
+/// closed already refuses (`ECONNREFUSED`): its datagrams are queued all the same.
+fn connect_back(fd: &OwnedFd, to: &UnixAddr, object: &str) -> Result<()> {
+    match so::connect(fd.as_raw_fd(), to) {
+        Ok(()) => narrate::call(
+            format_args!("connect(fd {}, the sender's {to}) = 0", fd.as_raw_fd()),
+            "sockets: a datagram socket connected to its one peer: replies go there",
+        ),
+        Err(Errno::ECONNREFUSED) => narrate::call(
+            format_args!(
+                "connect(fd {}, the sender's {to}) = ECONNREFUSED",
+                fd.as_raw_fd()
+            ),
+            "sockets: the sender closed already; what it sent is queued here still",
+        ),
+        Err(e) => return Err(Error::os(object, "connect (to the sender)", e.into())),
+    }
+    Ok(())
 }
 
 /// The sender's uid and pid from a datagram's `SCM_CREDENTIALS`. With `SO_PASSCRED`
