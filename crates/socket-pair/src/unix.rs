@@ -63,12 +63,6 @@ pub fn receive(
     let mut w = Waiting::new(&obj, peer(ep), timeout);
     let conn = match ty {
         SocketType::Dgram => {
-            // Each datagram then carries its sender's credentials.
-            so::setsockopt(&fd, sockopt::PassCred, &true).on(&obj, "setsockopt(SO_PASSCRED)")?;
-            narrate::call(
-                format_args!("setsockopt(fd {}, SO_PASSCRED, 1) = 0", fd.as_raw_fd()),
-                IDEA_PEER,
-            );
             datagram::connect_to_first_sender(&fd, &mut w)?;
             fd
         }
@@ -112,6 +106,9 @@ fn bind(path: &Path, ty: SocketType, look: &str) -> Result<(OwnedFd, cleanup::Gu
             look,
         );
         let fd = endpoint::new_socket(AddressFamily::Unix, ty, &obj, "socket")?;
+        if ty == SocketType::Dgram {
+            pass_credentials(&fd, &obj)?;
+        }
         match bind_private(&fd, &addr) {
             Ok(()) => {
                 narrate::call(
@@ -147,6 +144,17 @@ fn bind(path: &Path, ty: SocketType, look: &str) -> Result<(OwnedFd, cleanup::Gu
             )),
         }
     }
+}
+
+/// Each datagram then carries its sender's credentials. Set before `bind`: a datagram
+/// sent the moment the name exists carries them too (the kernel adds them as it is sent).
+fn pass_credentials(fd: &OwnedFd, obj: &str) -> Result<()> {
+    so::setsockopt(fd, sockopt::PassCred, &true).on(&obj, "setsockopt(SO_PASSCRED)")?;
+    narrate::call(
+        format_args!("setsockopt(fd {}, SO_PASSCRED, 1) = 0", fd.as_raw_fd()),
+        IDEA_PEER,
+    );
+    Ok(())
 }
 
 /// The name exists: remove it if it is a stale socket of ours, else refuse.
