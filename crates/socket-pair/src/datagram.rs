@@ -258,11 +258,11 @@ impl MsgLink {
                     e @ (Errno::ECONNREFUSED | Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN),
                 ) => return Err(self.peer_gone("sendmsg", e)),
                 Err(e @ (Errno::ENOBUFS | Errno::ENOMEM)) => {
-                    return Err(
-                        Error::os(&self.object, "sendmsg", e.into()).with_remedy(format!(
+                    return Err(Error::os(&self.object, "sendmsg", e.into())
+                        .with_remedy(format!(
                             "the kernel could not allocate a {total}-byte datagram; lower --size"
-                        )),
-                    )
+                        ))
+                        .because(Cause::Limit))
                 }
                 Err(e) => return Err(Error::os(&self.object, "sendmsg", e.into())),
             }
