@@ -9,7 +9,7 @@
 //!   peer outside the namespace (another host) is not there: its uid means nothing
 //!   here, and only a shared secret can tell who it is.
 
-use ipc_common::error::{Context, Error, Kind, Result};
+use ipc_common::error::{Cause, Context, Error, Kind, Result};
 use nix::sys::socket::{self as so, sockopt};
 use nix::sys::stat::{lstat, SFlag};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -43,7 +43,7 @@ pub fn own_socket_file(path: &Path) -> Result<Option<(u64, u64)>> {
         } else {
             "exists and is not a socket"
         };
-        return Err(Error::new(Kind::Runtime, &obj, what, leave));
+        return Err(Error::new(Kind::Runtime, &obj, what, leave).because(Cause::NotOurs));
     }
     let me = me();
     if st.st_uid != me {
@@ -55,7 +55,8 @@ pub fn own_socket_file(path: &Path) -> Result<Option<(u64, u64)>> {
                 st.st_uid
             ),
             leave,
-        ));
+        )
+        .because(Cause::NotOurs));
     }
     // Connecting needs write permission: a socket others may write to is not one of
     // our receivers (they bind 0600) and lets anyone in beside us.
@@ -68,7 +69,8 @@ pub fn own_socket_file(path: &Path) -> Result<Option<(u64, u64)>> {
                 st.st_mode & 0o7777
             ),
             leave,
-        ));
+        )
+        .because(Cause::NotOurs));
     }
     Ok(Some((st.st_dev, st.st_ino)))
 }
@@ -77,6 +79,17 @@ pub fn own_socket_file(path: &Path) -> Result<Option<(u64, u64)>> {
 pub fn peer_cred(fd: &OwnedFd, object: &str) -> Result<(u32, i32)> {
     let c = so::getsockopt(fd, sockopt::PeerCredentials).on(&object, "getsockopt(SO_PEERCRED)")?;
     Ok((c.uid(), c.pid()))
+}
+
+/// The receiver a sender just connected to is another user's (`who`): nothing is sent.
+pub fn foreign_receiver(object: &str, who: &str) -> Error {
+    Error::new(
+        Kind::Runtime,
+        object,
+        format!("the receiver is {who}, not this user (uid {}): sending nothing to it", me()),
+        "another user got there first; stop that program or choose another --name, --unix path or port",
+    )
+    .because(Cause::NotOurs)
 }
 
 /// Who owns a TCP socket, from the kernel's connection table.

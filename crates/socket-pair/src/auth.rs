@@ -12,7 +12,7 @@
 //! compared in constant time (`Mac::verify_slice`).
 
 use hmac::{Hmac, Mac};
-use ipc_common::error::{Error, Kind, Result};
+use ipc_common::error::{Cause, Error, Kind, Result};
 use ipc_common::stream::wait_ready;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
@@ -72,7 +72,7 @@ impl Secret {
 /// The file must be a regular file (not a link), owned by this user and readable by
 /// nobody else: a secret others can read is no secret.
 fn read_file(path: &Path) -> Result<Secret> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let obj = format!("secret file {}", path.display());
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -84,29 +84,8 @@ fn read_file(path: &Path) -> Result<Secret> {
             )
         })?;
     let md = file.metadata().map_err(|e| Error::os(&obj, "fstat", e))?;
+    check_private(&md, path, &obj)?;
     let bad = |what: String, remedy: String| Error::new(Kind::Runtime, &obj, what, remedy);
-    if !md.is_file() {
-        return Err(bad(
-            "is not a regular file".into(),
-            "give a regular file holding the shared secret".into(),
-        ));
-    }
-    let me = super::trust::me();
-    if md.uid() != me {
-        return Err(bad(
-            format!("belongs to uid {}, not to this user (uid {me})", md.uid()),
-            format!(
-                "use a secret file of your own (chown, or copy it and chmod 600 {})",
-                path.display()
-            ),
-        ));
-    }
-    if md.mode() & 0o077 != 0 {
-        return Err(bad(
-            format!("has mode {:04o}: others may read it", md.mode() & 0o7777),
-            format!("chmod 600 {}", path.display()),
-        ));
-    }
     let mut key = Vec::new();
     file.take(MAX_SECRET + 1)
         .read_to_end(&mut key)
@@ -134,6 +113,37 @@ fn read_file(path: &Path) -> Result<Secret> {
     })
 }
 
+/// A secret file must be a regular file of this user's that nobody else may read.
+fn check_private(md: &std::fs::Metadata, path: &Path, obj: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let bad = |what: String, remedy: String| {
+        Error::new(Kind::Runtime, obj, what, remedy).because(Cause::NotOurs)
+    };
+    if !md.is_file() {
+        return Err(bad(
+            "is not a regular file".into(),
+            "give a regular file holding the shared secret".into(),
+        ));
+    }
+    let me = crate::trust::me();
+    if md.uid() != me {
+        return Err(bad(
+            format!("belongs to uid {}, not to this user (uid {me})", md.uid()),
+            format!(
+                "use a secret file of your own (chown, or copy it and chmod 600 {})",
+                path.display()
+            ),
+        ));
+    }
+    if md.mode() & 0o077 != 0 {
+        return Err(bad(
+            format!("has mode {:04o}: others may read it", md.mode() & 0o7777),
+            format!("chmod 600 {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 fn nonce(object: &str) -> Result<[u8; NONCE]> {
     let mut n = [0u8; NONCE];
     getrandom::fill(&mut n).map_err(|e| {
@@ -154,6 +164,7 @@ fn mismatch(object: &str, whose: &str) -> Error {
         format!("authentication: the {whose}'s proof did not match: the secret did not match"),
         REMEDY,
     )
+    .because(Cause::Mismatch)
 }
 
 /// The sender's half: after this, the receiver is known to hold the secret.
@@ -169,7 +180,8 @@ pub fn as_sender(fd: &OwnedFd, secret: &Secret, object: &str, timeout: Duration)
             object,
             "authentication: the receiver did not answer the secret handshake",
             "the receiver has no secret: give it the same --secret-file or IPC_SECRET",
-        ));
+        )
+        .because(Cause::Mismatch));
     }
     let theirs = &answer[8..8 + NONCE];
     let proof = secret
@@ -194,7 +206,8 @@ pub fn as_receiver(fd: &OwnedFd, secret: &Secret, object: &str, timeout: Duratio
             object,
             "authentication: the sender did not start the secret handshake",
             "the sender has no secret: give it the same --secret-file or IPC_SECRET",
-        ));
+        )
+        .because(Cause::Mismatch));
     }
     let theirs = &hello[8..];
     let mine = nonce(object)?;
@@ -243,7 +256,8 @@ impl<'a> Io<'a> {
                     self.timeout.as_secs_f64()
                 ),
                 "check that both sides run this program with the same secret",
-            )),
+            )
+            .because(Cause::Timeout)),
         }
     }
 
@@ -257,6 +271,7 @@ impl<'a> Io<'a> {
             ),
             format!("the {} refused us: {REMEDY}", self.peer),
         )
+        .because(Cause::PeerGone)
     }
 
     fn write(&self, mut bytes: &[u8]) -> Result<()> {
