@@ -190,7 +190,7 @@ fn narrate_transfer(key: &'static str, text: &str, part: Part) {
         None => narrate::repeated(key, format_args!("{text}"), IDEA_COPY),
         Some((k, n)) => narrate::repeated(
             part_key(key),
-            format_args!("part {k}/{n}: {text}"),
+            format_args!("{text}: part {k}/{n}"),
             "a message larger than the queue's message size goes in parts, joined again",
         ),
     }
