@@ -149,3 +149,40 @@ fn help_offers_each_side_its_own_flags() {
     }
     assert!(send.contains("terminal 1: mq-pair recv"), "{send}");
 }
+
+/// `--keep`: once both sides are attached the queue's name (POSIX) or key file (SysV)
+/// is still there for `ls` and `ipcs` to show; it goes at exit all the same. The
+/// receiver is stopped meanwhile, so the pair is surely still running when looked at.
+#[test]
+fn keep_leaves_the_name_while_the_pair_runs() {
+    use nix::sys::signal::Signal;
+    for api in APIS {
+        let name = unique("teach-keep");
+        let mut recv = side("recv", api, &name, &["--keep"]);
+        recv.wait_for("waiting up to", Duration::from_secs(20));
+        signal(recv.child(), Signal::SIGSTOP);
+        let mut send = side("send", api, &name, &["--keep", "-v", "-n", "20"]);
+        let first_send = if api == "sysv" {
+            "msgsnd("
+        } else {
+            "mq_timedsend("
+        };
+        send.wait_for(first_send, Duration::from_secs(20));
+        let present = if api == "sysv" {
+            std::env::temp_dir().join(format!("{name}.mq.key")).exists()
+        } else {
+            queue_exists(&format!("/{name}"))
+        };
+        signal(recv.child(), Signal::SIGCONT);
+        let (send, recv) = (send.finish(), recv.finish());
+        assert!(present, "{api}: --keep removed the name while the pair ran");
+        assert_code(&send, 0);
+        assert_code(&recv, 0);
+        assert!(
+            stdout(&recv).contains("20 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
+            "{api}: {}",
+            stdout(&recv)
+        );
+        assert_no_leftovers(&name);
+    }
+}

@@ -177,7 +177,8 @@ fn posix_claim(name: &str, limits: &Limits, check_alive: bool) -> Result<Claim> 
         object,
         "mq_open: the name keeps appearing and vanishing",
         "another program is using this name; choose another --name",
-    ))
+    )
+    .because(ipc_common::Cause::NotOurs))
 }
 
 /// The name exists: open it. `None`: it vanished, or it was stale and is gone now.
@@ -353,7 +354,8 @@ fn sysv_claim(
         format!("key file {}", names.path.display()),
         "the key file keeps appearing and vanishing",
         "another program is using this name; choose another --name",
-    ))
+    )
+    .because(ipc_common::Cause::NotOurs))
 }
 
 /// This side made the key file: make its queue.

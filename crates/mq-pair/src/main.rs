@@ -128,12 +128,15 @@ struct SendArgs {
     common: CommonArgs,
 }
 
-/// The receiver's flags: no priority (it takes what the sender sends).
+/// The receiver's flags: it takes whatever priorities the sender sends.
 #[derive(Args)]
 struct RecvArgs {
     /// posix: mq_open/mq_send/mq_receive (/dev/mqueue/NAME); sysv: ftok/msgget/msgsnd/msgrcv (ipcs -q)
     #[arg(long, value_enum, default_value = "posix")]
     api: Api,
+    /// Not offered: accepted only to be refused with a word on where it belongs.
+    #[arg(long, hide = true, value_parser = flags::parse_priority)]
+    priority: Option<Priority>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -188,6 +191,7 @@ fn send_on(
             timeout: args.timeout,
             limits,
             peer_role: "a receiver",
+            peer: Duty::Recv,
             peer_cmd,
         };
         rendezvous::rendezvous(&r, give_up)?
@@ -219,6 +223,7 @@ fn recv(side: &RecvArgs) -> Result<Option<Report>> {
             timeout: args.timeout,
             limits,
             peer_role: "a sender",
+            peer: Duty::Send,
             peer_cmd: (!args.child).then(|| peer_cmd(side.api, args, "send")),
         };
         rendezvous::rendezvous(&r, &mut || Ok(()))?
@@ -278,7 +283,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (api, priority, common, role) = match &cli.cmd {
         Cmd::Send(s) => (s.api, s.priority, &s.common, Role::Send),
-        Cmd::Recv(s) => (s.api, None, &s.common, Role::Recv),
+        Cmd::Recv(s) => (s.api, s.priority, &s.common, Role::Recv),
         Cmd::Run(s) => (s.api, s.priority, &s.common, Role::Both),
     };
     run_main(PROG, common, role, || {

@@ -3,7 +3,7 @@
 //! file), the creator's sign that both are attached. A POSIX queue then lives only as
 //! long as its descriptors, so even `kill -9` leaves nothing; `IPC_RMID` destroys a SysV
 //! queue at once, so both sides remove it only when done. With `--keep` no name goes
-//! early: the creator then cannot see the opener come, and goes on at once.
+//! early: the creator sees the other side come by its held role (`role.rs`) instead.
 
 use crate::claim::{
     self, sysv_attach, sysv_key_path, sysv_record_path, Claim, Endpoint, SysvKey, IDEA_UNLINK,
@@ -11,6 +11,7 @@ use crate::claim::{
 use crate::flags::Api;
 use crate::limits::{queue_error, Limits};
 use crate::posix::{self, PosixQueue, STALE_RECHECK};
+use crate::role::{self, Duty};
 use crate::sysv::{self as sysvq, SysvQueue};
 use ipc_common::cleanup;
 use ipc_common::error::{Error, Kind, Result};
@@ -31,6 +32,8 @@ pub struct Rendezvous<'a> {
     pub limits: Limits,
     /// `a sender` or `a receiver`, for the waiting note.
     pub peer_role: &'a str,
+    /// What the other side does on the queue.
+    pub peer: Duty,
     /// The command to start in another terminal; `None`: say nothing (`run`).
     pub peer_cmd: Option<String>,
 }
@@ -46,10 +49,10 @@ pub fn rendezvous(r: &Rendezvous<'_>, give_up: &mut dyn FnMut() -> Result<()>) -
             Ok(ep)
         }
         Claim::Created(mut ep) => {
+            await_opener(r, &mut ep, give_up)?;
             if !cleanup::early_removal() {
                 return Ok(ep);
             }
-            await_opener(r, &mut ep, give_up)?;
             match r.api {
                 // The name is gone; the queue lives as long as the two descriptors.
                 Api::Posix => ep.disarm(),
@@ -88,7 +91,13 @@ fn remove_name_early(api: Api, name: &str, ep: &Endpoint) {
 }
 
 /// Has the opener attached (removed the name this side created)?
+/// With `--keep` the name stays: the peer's held role is the sign instead, or the
+/// messages it left (a quick sender may have come and gone between two looks).
 fn attached(r: &Rendezvous<'_>, ep: &Endpoint, qname: &str, id: Option<(u64, u64)>) -> bool {
+    if !cleanup::early_removal() {
+        let left = matches!(ep.queue.pending(), Ok(Some((n, _))) if n > 0);
+        return left || role::held(r.api, r.name, r.peer);
+    }
     match ep.queue.posix() {
         Some(p) => {
             let same = posix::name_identity(qname) == id;

@@ -106,3 +106,29 @@ fn holder_pid(addr: &UnixAddr) -> Option<i32> {
     let cred = getsockopt(&s, sockopt::PeerCredentials).ok()?;
     Some(cred.pid())
 }
+
+/// Does a live process hold `duty` on queue `name`? With `--keep` no name goes early,
+/// so this is how a creator sees the other side come.
+pub fn held(api: Api, name: &str, duty: Duty) -> bool {
+    let label = abstract_name(api, name, duty);
+    UnixAddr::new_abstract(label.as_bytes()).is_ok_and(|addr| holder_pid(&addr).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_role_is_seen_and_refused() {
+        let name = format!("ipc-unit-role-{}", std::process::id());
+        assert!(!held(Api::Posix, &name, Duty::Send));
+        let h = hold(Api::Posix, &name, Duty::Send).unwrap();
+        assert!(held(Api::Posix, &name, Duty::Send));
+        assert!(!held(Api::Sysv, &name, Duty::Send));
+        let e = hold(Api::Posix, &name, Duty::Send).err().expect("refused");
+        let pid = std::process::id();
+        assert!(e.to_string().contains(&format!("(pid {pid})")), "{e}");
+        drop(h);
+        assert!(!held(Api::Posix, &name, Duty::Send));
+    }
+}
