@@ -250,12 +250,18 @@ fn run(side: &SendArgs) -> i32 {
         .name
         .clone()
         .unwrap_or_else(|| format!("ipc-mq-run-{}", std::process::id()));
-    let extra: Vec<OsString> = vec![
+    let mut extra: Vec<OsString> = vec![
         "--api".into(),
         side.api.as_str().into(),
         "--name".into(),
         name.clone().into(),
     ];
+    // The child pauses and keeps names as the parent does.
+    for (on, flag) in [(args.step, "--step"), (args.keep, "--keep")] {
+        if on {
+            extra.push(flag.into());
+        }
+    }
     // No descriptor is passed down: the child opens the queue by its name.
     let mut child = match child::spawn_receiver(args, &extra, &[]) {
         Ok(c) => c,

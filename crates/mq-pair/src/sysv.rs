@@ -171,13 +171,24 @@ pub fn open(key: libc::key_t) -> std::io::Result<libc::c_int> {
     Ok(id)
 }
 
-/// `msgctl(id, IPC_RMID)`, narrated.
+/// `msgctl(id, IPC_RMID)`, narrated; the other side may have removed it already.
 pub fn remove(id: libc::c_int) -> bool {
-    let done = sys::msgctl_rmid(id).is_ok();
-    if done {
-        narrate::call(format_args!("msgctl({id}, IPC_RMID) = 0"), IDEA_RMID);
+    match sys::msgctl_rmid(id) {
+        Ok(()) => {
+            narrate::call(format_args!("msgctl({id}, IPC_RMID) = 0"), IDEA_RMID);
+            true
+        }
+        Err(e) => {
+            narrate::call(
+                format_args!(
+                    "msgctl({id}, IPC_RMID) = {}: the other side removed it already",
+                    errno(&e)
+                ),
+                IDEA_RMID,
+            );
+            false
+        }
     }
-    done
 }
 
 /// `msgget(key, IPC_CREAT|IPC_EXCL|0600)`. A queue with the key of a key file we just
