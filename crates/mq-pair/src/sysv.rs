@@ -181,7 +181,7 @@ pub fn remove(id: libc::c_int) -> bool {
         Err(e) => {
             narrate::call(
                 format_args!(
-                    "msgctl({id}, IPC_RMID) = {}: the other side removed it already",
+                    "msgctl({id}, IPC_RMID) = {:?}: the other side removed it already",
                     errno(&e)
                 ),
                 IDEA_RMID,
