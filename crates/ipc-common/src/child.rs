@@ -52,7 +52,11 @@ pub fn spawn_receiver(
                 .join(" "),
             child.id()
         ),
-        "related processes: the child inherits the parent's descriptors",
+        if inherit.is_empty() {
+            "related processes: the child inherits no descriptor; it opens the object by name"
+        } else {
+            "related processes: the child inherits the parent's descriptors"
+        },
     );
     Ok(child)
 }
