@@ -1,6 +1,9 @@
 //! Helpers for the integration tests: find the workspace's binaries, give every test a
 //! unique IPC name, run processes under a watchdog, and check that nothing is left.
 
+pub mod mechanism;
+pub mod scenario;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -37,6 +40,14 @@ pub fn unique(tag: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// One of the workspace's binaries as an `assert_cmd` command, under the watchdog: for a
+/// single process whose exit code and output the test asserts.
+pub fn tool(binary: &str) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(bin(binary));
+    c.timeout(WATCHDOG);
+    c
 }
 
 /// A command for one of the workspace's binaries.
@@ -295,7 +306,12 @@ pub fn leftovers(name: &str) -> Vec<PathBuf> {
 
 /// SysV objects (`ipcs -m -q -s`) whose key is in `keys`.
 pub fn sysv_leftovers(keys: &[u32]) -> Vec<String> {
-    let Ok(out) = Command::new("ipcs").args(["-m", "-q", "-s"]).output() else {
+    ipcs(&["-m", "-q", "-s"], keys)
+}
+
+/// The lines of `ipcs FLAGS` whose key is in `keys`.
+fn ipcs(flags: &[&str], keys: &[u32]) -> Vec<String> {
+    let Ok(out) = Command::new("ipcs").args(flags).output() else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -315,6 +331,38 @@ pub fn sysv_leftovers(keys: &[u32]) -> Vec<String> {
 pub fn assert_no_leftovers(name: &str) {
     let left = leftovers(name);
     assert!(left.is_empty(), "IPC objects left behind: {left:?}");
+}
+
+/// The SysV keys an error message names (`... key 0x4900abcd ...`).
+pub fn keys_named_in(text: &str) -> Vec<u32> {
+    text.match_indices("key 0x")
+        .filter_map(|(i, _)| text.get(i + 6..i + 14))
+        .filter_map(|h| u32::from_str_radix(h, 16).ok())
+        .collect()
+}
+
+/// The leak checks after a pair: nothing named `name` in /tmp, /dev/shm, /dev/mqueue; no
+/// SysV queue with a key `narration` shows (`-v`'s ftok line or an error's `key 0x..`);
+/// no SysV segment with such a key made by one of `pids`.
+///
+/// A segment's key alone is not enough: /tmp reuses a removed key file's inode, so a
+/// test running alongside soon has the same `ftok` key for its own live segment. The
+/// creator pid tells them apart.
+#[track_caller]
+pub fn assert_all_gone(name: &str, narration: &str, pids: &[u32]) {
+    assert_no_leftovers(name);
+    let mut keys = sysv_keys_in(narration);
+    keys.extend(keys_named_in(narration));
+    let queues = ipcs(&["-q"], &keys);
+    assert!(queues.is_empty(), "SysV queues left behind: {queues:?}");
+    let segments: Vec<SysvShm> = sysv_shm_segments()
+        .into_iter()
+        .filter(|s| keys.contains(&s.key) && pids.contains(&s.cpid))
+        .collect();
+    assert!(
+        segments.is_empty(),
+        "SysV segments left behind (keys {keys:x?}): {segments:?}"
+    );
 }
 
 /// Wait until `path` exists (the peer created its object), at most `limit`. A POSIX
@@ -542,4 +590,91 @@ pub fn assert_file_received(recv: &Output, output: &Path, data: &[u8], chunk: us
         "{} differs from the input",
         output.display()
     );
+}
+
+/// Start `first`, wait until it says it waits for its peer, start `second`; finish both.
+/// Returns (first, second) outputs and their pids.
+pub fn pair(first: &mut Command, second: &mut Command) -> (Output, Output, Vec<u32>) {
+    let mut a = start_watched(first);
+    a.wait_for("waiting", Duration::from_secs(20));
+    let b = start_watched(second);
+    let pids = vec![a.id(), b.id()];
+    let (a, b) = (a.finish(), b.finish());
+    (a, b, pids)
+}
+
+/// Both sides of a pair exited 0; otherwise show both sides' streams.
+#[track_caller]
+pub fn assert_both_ok(a: &Output, b: &Output) {
+    assert!(
+        a.status.success() && b.status.success(),
+        "exit codes {} and {}\n--- first: stdout: {}\nstderr: {}\n--- second: stdout: {}\nstderr: {}",
+        code(&a.status),
+        code(&b.status),
+        stdout(a),
+        stderr(a),
+        stdout(b),
+        stderr(b)
+    );
+}
+
+/// The stderr of several processes, one after the other (for the leak check's keys).
+pub fn stderr_of(outs: &[&Output]) -> String {
+    outs.iter().map(|o| stderr(o)).collect()
+}
+
+/// A file at `path` with `data` and exactly `mode`, as a squatter would leave it.
+pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// `path` still holds `data` with `mode`: a refused side left it alone.
+#[track_caller]
+pub fn assert_untouched(path: &Path, data: &[u8], mode: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(now, data, "{} changed", path.display());
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(meta.mode() & 0o777, mode, "{} changed mode", path.display());
+}
+
+/// Each of `cases` is refused by `program` with exit 2 and a message, never a panic.
+#[track_caller]
+pub fn assert_usage_errors(program: &str, cases: &[&[&str]]) {
+    use predicates::prelude::*;
+    for case in cases {
+        tool(program)
+            .args(*case)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::is_empty().not())
+            .stderr(predicate::str::contains("panicked").not());
+    }
+}
+
+/// `program --help` (and `SUB --help` when `sub` is given) exits 0 and mentions every
+/// word of `words` and every flag of `flags` (the latter from `SUB --help`).
+#[track_caller]
+pub fn assert_help(program: &str, words: &[&str], sub: Option<&str>, flags: &[&str]) {
+    use predicates::str::contains;
+    let mut top = tool(program).arg("--help").assert().code(0);
+    for word in words {
+        top = top.stdout(contains(*word));
+    }
+    let mut c = tool(program);
+    c.args(sub).arg("--help");
+    let mut own = c.assert().code(0);
+    for flag in flags {
+        own = own.stdout(contains(*flag));
+    }
 }
