@@ -44,6 +44,8 @@ pub struct Mechanism {
     pub flags: &'static [&'static str],
     /// `mechanism` in the receiver's summary.
     pub reports_as: &'static str,
+    /// `mechanism` in `run`'s summary (both sides in one command).
+    pub runs_as: &'static str,
     /// Addressed by a loopback port rather than a name: no object to look for.
     pub tcp: bool,
     /// The name that exists while the creator waits, from the IPC name.
@@ -112,6 +114,7 @@ pub const FIFO: Mechanism = Mechanism {
     verbs: true,
     flags: &[],
     reports_as: "fifo",
+    runs_as: "pipe",
     tcp: false,
     object: in_tmp,
     creators: BOTH,
@@ -132,6 +135,7 @@ const MQ: Mechanism = Mechanism {
     verbs: true,
     flags: &["--api", "posix"],
     reports_as: "mq",
+    runs_as: "mq",
     tcp: false,
     object: posix_queue,
     creators: BOTH,
@@ -160,6 +164,7 @@ const UNIX: Mechanism = Mechanism {
     verbs: true,
     flags: &["--type", "stream"],
     reports_as: "unix",
+    runs_as: "socketpair",
     tcp: false,
     object: in_tmp,
     creators: &[Role::Receiver],
@@ -209,6 +214,7 @@ const SHM: Mechanism = Mechanism {
     verbs: false,
     flags: &["--api", "posix"],
     reports_as: "shm",
+    runs_as: "",
     tcp: false,
     object: posix_shm,
     creators: &[Role::Sender],

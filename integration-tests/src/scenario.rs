@@ -51,6 +51,19 @@ pub fn transfer(m: &Mechanism, ep: &Endpoint, first: Role, send: &[&str], recv: 
     Pair::of(first, a, b, pids)
 }
 
+/// The summary names the mechanism's own flags (`--api sysv` as `options.api`) and, for
+/// TCP, the address.
+#[track_caller]
+fn assert_options(m: &Mechanism, ep: &Endpoint, v: &serde_json::Value) {
+    for flag in m.flags.chunks(2) {
+        let key = flag[0].trim_start_matches("--");
+        assert_eq!(v["options"][key], flag[1], "{}: {v}", m.label);
+    }
+    if let Some(address) = &ep.address {
+        assert_eq!(v["options"]["address"], address.as_str(), "{v}");
+    }
+}
+
 /// Both start orders: every message arrives, the first side says it waits.
 pub fn either_start_order(m: &Mechanism) {
     for first in [Role::Receiver, Role::Sender] {
@@ -60,6 +73,7 @@ pub fn either_start_order(m: &Mechanism) {
         let v = summary(&p.receiver);
         assert_verified(&v, 1500);
         assert_eq!(v["mechanism"], m.reports_as, "{v}");
+        assert_options(m, &ep, &v);
         assert_eq!(v["bytes"], 1500 * 1024, "{v}");
         assert_eq!(summary(&p.sender)["messages"], 1500);
         let first_out = if first == Role::Sender {
@@ -100,6 +114,9 @@ pub fn run_moves_every_message_intact(m: &Mechanism) {
     assert_code(&out, 0);
     let v = summary(&out);
     assert_verified(&v, 2000);
+    assert_eq!(v["mechanism"], m.runs_as, "{v}");
+    assert_options(m, &ep, &v);
+    assert!(v["mib_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
     assert_eq!(v["role"], "receiver", "{v}");
     assert_eq!(v["bytes"], 2000 * 700, "{v}");
     assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));

@@ -86,7 +86,7 @@ over! {
     tcp = TCP: [
         either_start_order, pingpong_either_order, file_is_byte_identical,
         raw_generated_payloads_are_checked, wrong_seed_fails_verification,
-        killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
+        no_peer_times_out_with_exit_4, killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
         stopped_sender_times_out_the_receiver,
     ];
     shm_posix = SHM_POSIX: [
