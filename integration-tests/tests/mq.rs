@@ -422,7 +422,14 @@ fn verbose_narrates_the_queue_calls() {
 fn help_explains_itself_with_examples() {
     assert_help(
         P,
-        &["send", "recv", "run", "Examples:", "Exit codes", "msgsize_max"],
+        &[
+            "send",
+            "recv",
+            "run",
+            "Examples:",
+            "Exit codes",
+            "msgsize_max",
+        ],
         Some("send"),
         &[
             "--api",
@@ -435,4 +442,3 @@ fn help_explains_itself_with_examples() {
         ],
     );
 }
-

@@ -75,7 +75,11 @@ fn receiver_flags_must_match_the_sender() {
         "{err}"
     );
     // The sender may have finished into the pipe's buffer before the receiver refused.
-    assert!(matches!(code(&p.sender.status), 0 | 4), "{}", stderr(&p.sender));
+    assert!(
+        matches!(code(&p.sender.status), 0 | 4),
+        "{}",
+        stderr(&p.sender)
+    );
     p.assert_all_gone(&ep);
 }
 
