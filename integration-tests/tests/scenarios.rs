@@ -6,16 +6,60 @@
 use integration_tests::mechanism::*;
 use integration_tests::scenario::*;
 
+/// One test per scenario named, each running it over `$mech`.
+macro_rules! tests {
+    ($mech:ident: $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            super::$scenario(&$mech);
+        }
+    )*};
+}
+
+/// What every mechanism does.
+macro_rules! every_mechanism {
+    ($mech:ident) => {
+        tests!($mech: either_start_order, raw_generated_payloads_are_checked,
+            wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
+            stopped_sender_times_out_the_receiver);
+    };
+}
+
+/// What the send/recv pairs do (shared memory runs these per sync kind, in shm.rs).
+macro_rules! pair_program {
+    ($mech:ident) => {
+        tests!($mech: pingpong_either_order, file_is_byte_identical,
+            killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4);
+    };
+}
+
+/// What `run` (both sides from one command) does.
+macro_rules! run_command {
+    ($mech:ident) => {
+        tests!($mech: run_moves_every_message_intact, killed_run_child_ends_parent,
+            stdin_to_stdout_through_run);
+    };
+}
+
+/// What a mechanism with a named object does while a side waits.
+macro_rules! named_object {
+    ($mech:ident) => {
+        tests!($mech: signals_while_waiting_remove_the_object);
+    };
+}
+
+/// What a mechanism whose object is a file someone else can make does.
+macro_rules! squattable {
+    ($mech:ident) => {
+        tests!($mech: squatter_is_refused_and_left_alone);
+    };
+}
+
 macro_rules! over {
-    ($($module:ident = $mech:ident: [$($scenario:ident),* $(,)?];)*) => {$(
+    ($($module:ident = $mech:ident: $($group:ident),*;)*) => {$(
         mod $module {
             use super::*;
-            $(
-                #[test]
-                fn $scenario() {
-                    super::$scenario(&$mech);
-                }
-            )*
+            $($group!($mech);)*
         }
     )*};
 }
@@ -31,80 +75,22 @@ fn file_through_a_small_segment(m: &Mechanism) {
     assert!(ring < 65536, "the ring is smaller than a message: {v}");
 }
 
+/// Shared memory's file test.
+macro_rules! shm_file {
+    ($mech:ident) => {
+        tests!($mech: file_through_a_small_segment);
+    };
+}
+
 over! {
-    fifo = FIFO: [
-        either_start_order, pingpong_either_order, run_moves_every_message_intact,
-        file_is_byte_identical, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        squatter_is_refused_and_left_alone, killed_run_child_ends_parent,
-        stdin_to_stdout_through_run,
-    ];
-    mq_posix = MQ_POSIX: [
-        either_start_order, pingpong_either_order, run_moves_every_message_intact,
-        file_is_byte_identical, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        killed_run_child_ends_parent, stdin_to_stdout_through_run,
-    ];
-    mq_sysv = MQ_SYSV: [
-        either_start_order, pingpong_either_order, run_moves_every_message_intact,
-        file_is_byte_identical, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        squatter_is_refused_and_left_alone, killed_run_child_ends_parent,
-        stdin_to_stdout_through_run,
-    ];
-    unix_stream = UNIX_STREAM: [
-        either_start_order, pingpong_either_order, run_moves_every_message_intact,
-        file_is_byte_identical, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        squatter_is_refused_and_left_alone, killed_run_child_ends_parent,
-        stdin_to_stdout_through_run,
-    ];
-    unix_dgram = UNIX_DGRAM: [
-        either_start_order, pingpong_either_order, run_moves_every_message_intact,
-        file_is_byte_identical, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        killed_run_child_ends_parent,
-    ];
-    unix_seqpacket = UNIX_SEQPACKET: [
-        either_start_order, pingpong_either_order, run_moves_every_message_intact,
-        file_is_byte_identical, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        killed_run_child_ends_parent, stdin_to_stdout_through_run,
-    ];
-    tcp = TCP: [
-        either_start_order, pingpong_either_order, file_is_byte_identical,
-        raw_generated_payloads_are_checked, wrong_seed_fails_verification,
-        no_peer_times_out_with_exit_4, killed_sender_ends_receiver_with_exit_4, killed_receiver_ends_sender_with_exit_4,
-        stopped_sender_times_out_the_receiver,
-    ];
-    shm_posix = SHM_POSIX: [
-        either_start_order, file_through_a_small_segment, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        squatter_is_refused_and_left_alone,
-    ];
-    shm_sysv = SHM_SYSV: [
-        either_start_order, file_through_a_small_segment, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        squatter_is_refused_and_left_alone,
-    ];
-    shm_mmap = SHM_MMAP: [
-        either_start_order, file_through_a_small_segment, raw_generated_payloads_are_checked,
-        wrong_seed_fails_verification, no_peer_times_out_with_exit_4,
-        stopped_sender_times_out_the_receiver, signals_while_waiting_remove_the_object,
-        squatter_is_refused_and_left_alone,
-    ];
+    fifo = FIFO: every_mechanism, pair_program, run_command, named_object, squattable;
+    mq_posix = MQ_POSIX: every_mechanism, pair_program, run_command, named_object;
+    mq_sysv = MQ_SYSV: every_mechanism, pair_program, run_command, named_object, squattable;
+    unix_stream = UNIX_STREAM: every_mechanism, pair_program, run_command, named_object, squattable;
+    unix_dgram = UNIX_DGRAM: every_mechanism, pair_program, run_command, named_object, squattable;
+    unix_seqpacket = UNIX_SEQPACKET: every_mechanism, pair_program, run_command, named_object, squattable;
+    tcp = TCP: every_mechanism, pair_program;
+    shm_posix = SHM_POSIX: every_mechanism, named_object, squattable, shm_file;
+    shm_sysv = SHM_SYSV: every_mechanism, named_object, squattable, shm_file;
+    shm_mmap = SHM_MMAP: every_mechanism, named_object, squattable, shm_file;
 }
