@@ -679,3 +679,88 @@ pub fn assert_help(program: &str, words: &[&str], sub: Option<&str>, flags: &[&s
         own = own.stdout(contains(*flag));
     }
 }
+
+/// Two network namespaces ("hosts") joined by a veth pair, `SUBNET.1` in the first and
+/// `SUBNET.2` in the second, each with loopback up; both deleted on drop (passed or not).
+pub struct TwoHosts {
+    names: Vec<String>,
+}
+
+/// `ip ARGS`, its stderr as the error.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr);
+    Err(format!("ip {}: {}", args.join(" "), why.trim()))
+}
+
+impl TwoHosts {
+    /// `Err` when no namespace can be made here (no root, no `ip`, a container); any
+    /// later step that fails panics. `dev`: the veth names' prefix (`dev0`, `dev1`).
+    pub fn new(dev: &str, subnet: &str) -> Result<TwoHosts, String> {
+        let (a, b) = (unique(&format!("{dev}-a")), unique(&format!("{dev}-b")));
+        ip(&["netns", "add", &a])?;
+        let mut hosts = TwoHosts { names: vec![a] };
+        let must = |r: Result<(), String>| r.unwrap_or_else(|e| panic!("{e}"));
+        must(ip(&["netns", "add", &b]));
+        hosts.names.push(b);
+        let (a, b) = (&hosts.names[0], &hosts.names[1]);
+        let (dev0, dev1) = (format!("{dev}0"), format!("{dev}1"));
+        // Created straight inside the namespaces: nothing appears in this one.
+        must(ip(&[
+            "link", "add", &dev0, "netns", a, "type", "veth", "peer", "name", &dev1, "netns", b,
+        ]));
+        for (n, d, host) in [(a, &dev0, 1), (b, &dev1, 2)] {
+            must(ip(&[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{subnet}.{host}/24"),
+                "dev",
+                d,
+            ]));
+            must(ip(&["-n", n, "link", "set", d, "up"]));
+            must(ip(&["-n", n, "link", "set", "lo", "up"]));
+        }
+        Ok(hosts)
+    }
+
+    /// The workspace's `program`, to run in host `i` (0 or 1).
+    pub fn command(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.names[i]])
+            .arg(bin(program))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Delete both namespaces and check that they are gone.
+    #[track_caller]
+    pub fn remove(self) {
+        let names = self.names.clone();
+        drop(self);
+        let list = Command::new("ip").args(["netns", "list"]).output();
+        let list = list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let list = list.unwrap_or_else(|e| panic!("ip netns list: {e}"));
+        assert!(names.iter().all(|n| !list.contains(n.as_str())), "{list}");
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

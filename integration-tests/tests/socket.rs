@@ -346,36 +346,6 @@ fn verbose_narrates_the_socket_calls() {
     p.assert_all_gone(&ep);
 }
 
-/// Network namespaces made for one test, deleted when it ends (passed or not).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// TCP between two hosts: two network namespaces joined by a veth pair, each side in
 /// its own with its own address. The addresses exist only inside those namespaces.
 #[test]
@@ -386,38 +356,17 @@ fn tcp_between_two_network_namespaces() {
         );
         return;
     }
-    let (a, b) = (unique("ns-a"), unique("ns-b"));
-    let mut ns = Namespaces(Vec::new());
-    if let Err(e) = ip(&["netns", "add", &a]) {
-        eprintln!(
-            "SKIPPED tcp_between_two_network_namespaces: cannot create a network namespace ({e})"
-        );
-        return;
-    }
-    ns.0.push(a.clone());
-    ip(&["netns", "add", &b]).unwrap();
-    ns.0.push(b.clone());
-    // Created straight inside the namespaces: nothing appears in this one.
-    ip(&[
-        "link", "add", "ipc0", "netns", &a, "type", "veth", "peer", "name", "ipc1", "netns", &b,
-    ])
-    .unwrap();
-    for (n, dev, addr) in [(&a, "ipc0", "10.200.0.1/24"), (&b, "ipc1", "10.200.0.2/24")] {
-        ip(&["-n", n, "addr", "add", addr, "dev", dev]).unwrap();
-        ip(&["-n", n, "link", "set", dev, "up"]).unwrap();
-        ip(&["-n", n, "link", "set", "lo", "up"]).unwrap();
-    }
-    let in_ns = |n: &str| {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", n])
-            .arg(bin(P))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
+    let hosts = match TwoHosts::new("ipc", "10.200.0") {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED tcp_between_two_network_namespaces: cannot create a network namespace ({e})"
+            );
+            return;
+        }
     };
     for mode in ["stream", "pingpong"] {
-        let recv = start(in_ns(&a).args([
+        let recv = start(hosts.command(0, P).args([
             "recv",
             "--tcp",
             "10.200.0.1:5000",
@@ -425,7 +374,7 @@ fn tcp_between_two_network_namespaces() {
             "--timeout",
             "20",
         ]));
-        let send = start(in_ns(&b).args([
+        let send = start(hosts.command(1, P).args([
             "send",
             "--tcp",
             "10.200.0.1:5000",
@@ -449,8 +398,5 @@ fn tcp_between_two_network_namespaces() {
             assert_verified(&summary(&send), 1000);
         }
     }
-    drop(ns);
-    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
-    assert!(!list.contains(&a) && !list.contains(&b), "{list}");
+    hosts.remove();
 }

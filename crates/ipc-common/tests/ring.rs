@@ -52,24 +52,29 @@ fn publish(map: &Mapping, sync: SyncKind) -> layout::Checked {
     layout::check(h, map.len() as u64).expect("the header checks")
 }
 
-/// The segment's file, mapped anew by the calling thread.
-fn map(file: &std::fs::File) -> Mapping {
-    Mapping::map_shared(file, HEADER_SIZE + CAPACITY as usize).expect("mmap the segment")
+/// Map the segment's file anew in this thread, hold `side`'s alive mutex (the peer's
+/// sign of life) and run `f` over a link of that side.
+fn as_side<R>(
+    file: &std::fs::File,
+    side: Side,
+    checked: &layout::Checked,
+    queues: Option<SyncQueues>,
+    f: impl FnOnce(&mut ShmLink) -> R,
+) -> R {
+    let map = Mapping::map_shared(file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
+    let h: &Header = map.header();
+    let alive = match side {
+        Side::Producer => &h.producer_alive,
+        Side::Consumer => &h.consumer_alive,
+    };
+    assert_eq!(alive.lock().expect("lock"), Lock::Acquired);
+    let mut link = ShmLink::new(&map, "test ring".into(), side, checked, TIMEOUT, queues);
+    let r = f(&mut link);
+    alive.unlock();
+    r
 }
 
-fn produce(file: &std::fs::File, checked: &layout::Checked, queues: Option<SyncQueues>) {
-    let map = map(file);
-    let map = &map;
-    let h: &Header = map.header();
-    assert_eq!(h.producer_alive.lock().expect("lock"), Lock::Acquired);
-    let mut link = ShmLink::new(
-        map,
-        "test ring".into(),
-        Side::Producer,
-        checked,
-        TIMEOUT,
-        queues,
-    );
+fn produce(link: &mut ShmLink) {
     for seq in 0..MESSAGES {
         let p = payload(seq);
         link.send(&Frame::for_payload(FrameKind::Data, seq, &p), &p)
@@ -78,22 +83,10 @@ fn produce(file: &std::fs::File, checked: &layout::Checked, queues: Option<SyncQ
     link.send(&Frame::for_payload(FrameKind::End, MESSAGES, &[]), &[])
         .expect("send end");
     link.flush().expect("flush");
-    h.producer_alive.unlock();
 }
 
-fn consume(file: &std::fs::File, checked: &layout::Checked, queues: Option<SyncQueues>) -> u64 {
-    let map = map(file);
-    let map = &map;
-    let h: &Header = map.header();
-    assert_eq!(h.consumer_alive.lock().expect("lock"), Lock::Acquired);
-    let mut link = ShmLink::new(
-        map,
-        "test ring".into(),
-        Side::Consumer,
-        checked,
-        TIMEOUT,
-        queues,
-    );
+/// Every frame, in order, intact, up to the end frame; returns how many.
+fn consume(link: &mut ShmLink) -> u64 {
     let mut buf = Vec::new();
     let mut seen = 0;
     loop {
@@ -103,22 +96,23 @@ fn consume(file: &std::fs::File, checked: &layout::Checked, queues: Option<SyncQ
             .expect("a frame before the end");
         if frame.kind == FrameKind::End {
             assert_eq!(frame.seq, MESSAGES);
-            break;
+            return seen;
         }
         assert_eq!(frame.seq, seen, "in order, none lost");
         assert!(frame.payload_ok(&buf), "frame {seen} checks");
         assert!(buf == payload(seen), "frame {seen} has its bytes");
         seen += 1;
     }
-    h.consumer_alive.unlock();
-    seen
 }
 
 fn round_trip(sync: SyncKind) {
     let file = tempfile::tempfile().expect("a temporary file");
     file.set_len(HEADER_SIZE as u64 + CAPACITY)
         .expect("size the segment");
-    let checked = publish(&map(&file), sync);
+    let checked = publish(
+        &Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap"),
+        sync,
+    );
     // `--sync mq`: the wake-up queues beside the segment, removed when `_guards` drops.
     let name = format!("ipc-test-ring-{}-{}", std::process::id(), sync.as_str());
     let (prod_q, cons_q, _guards) = if sync == SyncKind::Mq {
@@ -129,29 +123,16 @@ fn round_trip(sync: SyncKind) {
         (None, None, Vec::new())
     };
     let received = std::thread::scope(|s| {
-        let consumer = s.spawn(|| consume(&file, &checked, cons_q));
-        s.spawn(|| produce(&file, &checked, prod_q));
+        let consumer = s.spawn(|| as_side(&file, Side::Consumer, &checked, cons_q, consume));
+        s.spawn(|| as_side(&file, Side::Producer, &checked, prod_q, produce));
         consumer.join().expect("the consumer thread")
     });
     assert_eq!(received, MESSAGES, "{}", sync.as_str());
 }
 
 #[test]
-fn mutex_ring_carries_every_message() {
-    round_trip(SyncKind::Mutex);
-}
-
-#[test]
-fn sem_ring_carries_every_message() {
-    round_trip(SyncKind::Sem);
-}
-
-#[test]
-fn mq_ring_carries_every_message() {
-    round_trip(SyncKind::Mq);
-}
-
-#[test]
-fn spin_ring_carries_every_message() {
-    round_trip(SyncKind::Spin);
+fn every_sync_kind_carries_every_message() {
+    for sync in [SyncKind::Mutex, SyncKind::Sem, SyncKind::Mq, SyncKind::Spin] {
+        round_trip(sync);
+    }
 }
