@@ -257,6 +257,25 @@ pub const ALL: [&Mechanism; 10] = [
     &SHM_MMAP,
 ];
 
+/// The shared-memory row for `--api api`.
+pub fn shm(api: &str) -> &'static Mechanism {
+    match api {
+        "posix" => &SHM_POSIX,
+        "sysv" => &SHM_SYSV,
+        "mmap" => &SHM_MMAP,
+        _ => panic!("no shared-memory api {api}"),
+    }
+}
+
+/// The message-queue row for `--api api`.
+pub fn mq(api: &str) -> &'static Mechanism {
+    match api {
+        "posix" => &MQ_POSIX,
+        "sysv" => &MQ_SYSV,
+        _ => panic!("no message-queue api {api}"),
+    }
+}
+
 /// Where one test's pair meets: its unique name, and the flags that say so.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -326,6 +345,11 @@ impl Mechanism {
     /// The object that exists while a creator waits, if it has a name.
     pub fn object(&self, ep: &Endpoint) -> Option<PathBuf> {
         (self.object)(&ep.name)
+    }
+
+    /// The object of IPC name `name` (a mechanism addressed by name only).
+    pub fn object_named(&self, name: &str) -> PathBuf {
+        (self.object)(name).unwrap_or_else(|| panic!("{} has no named object", self.label))
     }
 
     /// What a survivor says when the peer in `victim`'s role is killed.

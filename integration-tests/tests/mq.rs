@@ -4,7 +4,7 @@
 //! Every test uses its own name; SysV queues are found by the key the summary (or the
 //! error message) names, so parallel tests never see each other's objects.
 
-use integration_tests::mechanism::{Mechanism, Role, MQ_POSIX, MQ_SYSV};
+use integration_tests::mechanism::{mq, Role, MQ_SYSV};
 use integration_tests::scenario::{long_transfer, transfer};
 use integration_tests::*;
 use nix::sys::signal::Signal;
@@ -24,15 +24,6 @@ fn key_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{name}.mq.key"))
 }
 
-/// The file that shows the data queue exists: the POSIX queue or the SysV key file.
-fn object_path(api: &str, name: &str) -> PathBuf {
-    if api == "posix" {
-        mq_path(name)
-    } else {
-        key_path(name)
-    }
-}
-
 /// ftok(path, 'I') as glibc computes it, from the key file's device and inode.
 fn ftok(path: &Path) -> u32 {
     let m = std::fs::metadata(path).expect("key file");
@@ -46,15 +37,6 @@ fn key_of(v: &serde_json::Value) -> Vec<u32> {
         .and_then(|k| u32::from_str_radix(k.trim_start_matches("0x"), 16).ok())
         .into_iter()
         .collect()
-}
-
-/// The table's row for `--api api`.
-fn mq(api: &str) -> &'static Mechanism {
-    if api == "posix" {
-        &MQ_POSIX
-    } else {
-        &MQ_SYSV
-    }
 }
 
 /// Nothing of `name` in the file systems, and no SysV queue with any of `keys`.
@@ -202,7 +184,7 @@ fn raw_receiver_fed_by_a_foreign_program() {
         } else {
             key_path(&name).display().to_string()
         };
-        wait_for_path(&object_path(api, &name), Duration::from_secs(10));
+        wait_for_path(&mq(api).object_named(&name), Duration::from_secs(10));
         let fed = run(std::process::Command::new("python3")
             .arg(feeder())
             .args([api, &target])
@@ -253,7 +235,7 @@ fn stale_queue_from_a_crashed_run_is_replaced() {
     for api in APIS {
         let ep = mq(api).endpoint("stale");
         let name = &ep.name;
-        let path = object_path(api, name);
+        let path = mq(api).object_named(name);
         // A receiver killed while waiting leaves its queue (and SysV key file) behind.
         let mut crashed = start(&mut mq(api).side(Role::Receiver, &ep));
         wait_for_path(&path, Duration::from_secs(10));
@@ -375,47 +357,37 @@ fn bad_flags_exit_2_with_a_message() {
 
 #[test]
 fn verbose_narrates_the_queue_calls() {
-    let out = run(cmd(P).args([
-        "run",
-        "-v",
-        "-n",
-        "3",
-        "--mode",
-        "pingpong",
-        "--name",
-        &unique("mq-v"),
-    ]));
-    assert_code(&out, 0);
-    let err = stderr(&out);
-    for call in [
-        "mq_open(",
-        "mq_notify(",
-        "mq_unlink(",
-        "mq_timedsend(",
-        "mq_timedreceive(",
-    ] {
-        assert!(err.contains(call), "-v does not show {call}: {err}");
+    let cases: [(&str, &[&str], &str); 2] = [
+        (
+            "posix",
+            &[
+                "mq_open(",
+                "mq_notify(",
+                "mq_unlink(",
+                "mq_timedsend(",
+                "mq_timedreceive(",
+            ],
+            "[message queues:",
+        ),
+        (
+            "sysv",
+            &[
+                "ftok(", "msgget(", "msgsnd(", "msgrcv(", "msgctl(", "IPC_RMID",
+            ],
+            "[SysV",
+        ),
+    ];
+    for (api, calls, idea) in cases {
+        let out = run(mq(api)
+            .run(&mq(api).endpoint("v"))
+            .args(["-v", "-n", "3", "--mode", "pingpong"]));
+        assert_code(&out, 0);
+        let err = stderr(&out);
+        for call in calls {
+            assert!(err.contains(call), "{api}: -v does not show {call}: {err}");
+        }
+        assert!(err.contains(idea), "{err}");
     }
-    assert!(err.contains("[message queues:"), "{err}");
-
-    let out = run(cmd(P).args([
-        "run",
-        "--api",
-        "sysv",
-        "-v",
-        "-n",
-        "3",
-        "--name",
-        &unique("mq-v"),
-    ]));
-    assert_code(&out, 0);
-    let err = stderr(&out);
-    for call in [
-        "ftok(", "msgget(", "msgsnd(", "msgrcv(", "msgctl(", "IPC_RMID",
-    ] {
-        assert!(err.contains(call), "-v does not show {call}: {err}");
-    }
-    assert!(err.contains("[SysV"), "{err}");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! SysV processes run with `-v`, so their narration names the key (`ftok(...) = 0x49...`)
 //! that the leak check looks for; segments are also matched by creator pid.
 
-use integration_tests::mechanism::{Mechanism, Role, SHM_MMAP, SHM_POSIX, SHM_SYSV};
+use integration_tests::mechanism::{shm, Role};
 use integration_tests::scenario::killed_peer;
 use integration_tests::*;
 use nix::sys::signal::Signal;
@@ -33,17 +33,6 @@ fn serial_if_spin(sync: &str) -> Option<MutexGuard<'static, ()>> {
 }
 
 const APIS: [&str; 3] = ["posix", "sysv", "mmap"];
-
-/// The name that exists while a producer waits and goes once the consumer attached:
-/// the POSIX object, the SysV key file, the mapped file.
-fn object_path(api: &str, name: &str) -> PathBuf {
-    match api {
-        "posix" => Path::new("/dev/shm").join(name),
-        "sysv" => std::env::temp_dir().join(format!("{name}.key")),
-        "mmap" => std::env::temp_dir().join(format!("{name}.mmap")),
-        _ => unreachable!("api {api}"),
-    }
-}
 
 /// A side of the pair on segment `name` with `--api api`; SysV sides narrate (`-v`)
 /// so the key shows for the leak check.
@@ -215,7 +204,7 @@ fn segments_are_created_with_mode_0600() {
             "60",
         ]));
         prod.wait_for("waiting", Duration::from_secs(20));
-        let path = object_path(api, &name);
+        let path = shm(api).object_named(&name);
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600, "{}", path.display());
         assert_eq!(meta.uid(), me, "{}", path.display());
@@ -262,15 +251,6 @@ fn segments_are_created_with_mode_0600() {
 // ---------------------------------------------------------------------------------
 // 5. A killed peer ends the survivor with exit 4, for every sync kind.
 
-/// The table's row for `--api api`.
-fn shm(api: &str) -> &'static Mechanism {
-    match api {
-        "posix" => &SHM_POSIX,
-        "sysv" => &SHM_SYSV,
-        _ => &SHM_MMAP,
-    }
-}
-
 macro_rules! kills {
     ($($test:ident: $victim:ident, $api:literal, $sync:literal;)*) => {
         $(
@@ -312,7 +292,7 @@ fn interrupted_waiting_producer_removes_everything() {
                 "60",
             ]));
             prod.wait_for("waiting", Duration::from_secs(20));
-            assert!(object_path(api, &name).exists());
+            assert!(shm(api).object_named(&name).exists());
             if sync == "mq" {
                 for q in ["r0.ready", "r0.ok", "r1.ready", "r1.ok"] {
                     let p = Path::new(MQUEUE_DIR).join(format!("{name}.{q}"));
@@ -343,7 +323,7 @@ fn interrupted_waiting_producer_removes_everything() {
 fn stale_segment_of_a_killed_producer_is_replaced() {
     for api in APIS {
         let name = unique(&format!("stale-{api}"));
-        let path = object_path(api, &name);
+        let path = shm(api).object_named(&name);
         // A producer killed while it waits: its name stays (it is removed only on attach).
         let sync = if api == "posix" { "mq" } else { "mutex" };
         let mut old =
@@ -402,7 +382,7 @@ fn live_segment_is_refused_by_a_second_producer() {
             "{api}: {err}"
         );
         assert!(
-            object_path(api, &name).exists(),
+            shm(api).object_named(&name).exists(),
             "the refused producer left the live one's name alone"
         );
         // The first producer is unharmed.
@@ -426,7 +406,7 @@ fn squatted_names_are_refused_and_left_alone() {
         &[("posix", "short", 0o600, b"tiny", "too small")];
     for &(api, tag, mode, data, says) in cases {
         let name = unique(&format!("squat-{api}-{tag}"));
-        let path = object_path(api, &name);
+        let path = shm(api).object_named(&name);
         write_with_mode(&path, data, mode);
         for bin in [PROD, CONS] {
             let out = run(side(bin, api, &name).args(["--timeout", "1"]));
@@ -448,7 +428,7 @@ fn squatted_names_are_refused_and_left_alone() {
     }
     // Random bytes under our mode: not this project's header.
     let name = unique("squat-random");
-    let path = object_path("posix", &name);
+    let path = shm("posix").object_named(&name);
     let data = random_bytes(10_000, 99);
     write_with_mode(&path, &data, 0o600);
     let out = run(cmd(PROD).args(["--name", &name, "--timeout", "1"]));
@@ -771,7 +751,7 @@ mod corrupt {
             "60",
         ]));
         prod.wait_for("waiting", Duration::from_secs(20));
-        let bytes = std::fs::read(object_path("posix", &name)).unwrap();
+        let bytes = std::fs::read(shm("posix").object_named(&name)).unwrap();
         signal(prod.child(), Signal::SIGTERM);
         let out = prod.finish_within(Duration::from_secs(20));
         assert_code(&out, 143);
@@ -968,7 +948,7 @@ mod corrupt {
     /// Run a consumer on `bytes` as /dev/shm/NAME and check that it fails cleanly.
     pub fn check(seed: u64, what: &str, bytes: &[u8]) {
         let name = unique(&format!("corrupt-{seed}"));
-        let path = object_path("posix", &name);
+        let path = shm("posix").object_named(&name);
         write_with_mode(&path, bytes, 0o600);
         let remove = RemoveOnDrop(path.clone());
         let out = start(cmd(CONS).args(["--name", &name, "--timeout", "0.5"]));
@@ -1271,7 +1251,7 @@ fn pool_mode_pingpong_and_a_file() {
 #[test]
 fn pool_mode_killed_consumer_ends_the_producer() {
     let name = unique("pool-kill");
-    let path = object_path("posix", &name);
+    let path = shm("posix").object_named(&name);
     let prod = start_watched(side(PROD, "posix", &name).args([
         "--segments",
         "3",
