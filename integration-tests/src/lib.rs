@@ -764,3 +764,14 @@ impl Drop for TwoHosts {
         }
     }
 }
+
+/// `out` (already collected) exited with `code` and its stderr says each of `says`:
+/// assert_cmd's checks, which show both streams when one fails.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32, says: &[&str]) {
+    use assert_cmd::assert::OutputAssertExt;
+    let mut a = out.clone().assert().code(code);
+    for s in says {
+        a = a.stderr(predicates::str::contains(*s));
+    }
+}

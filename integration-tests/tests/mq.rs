@@ -72,24 +72,14 @@ fn sizes_up_to_and_over_the_limits() {
     ];
     for api in APIS {
         for (flag, bytes, n) in sizes {
-            let name = unique("mq-size");
-            let out = run(cmd(P).args([
-                "run",
-                "--api",
-                api,
-                "--name",
-                &name,
-                "-s",
-                flag,
-                "-n",
-                &n.to_string(),
-                "--json",
-            ]));
+            let ep = mq(api).endpoint("size");
+            let n_s = n.to_string();
+            let out = run(mq(api).run(&ep).args(["-s", flag, "-n", &n_s, "--json"]));
             assert_code(&out, 0);
             let v = summary(&out);
             assert_verified(&v, n);
             assert_eq!(v["bytes"], n * bytes, "{api} {flag}: {v}");
-            assert_clean(&name, &key_of(&v));
+            assert_clean(&ep.name, &key_of(&v));
         }
     }
 }
@@ -110,21 +100,9 @@ fn mixed_priorities_come_highest_first() {
         assert_clean(&ep.name, &key_of(&v));
 
         // Many more than fit: out of sequence order, yet each arrives once, intact.
-        let name = unique("mq-prio-many");
-        let out = run(cmd(P).args([
-            "run",
-            "--api",
-            api,
-            "--name",
-            &name,
-            "--priority",
-            "mixed",
-            "-n",
-            "3000",
-            "-s",
-            "200",
-            "--json",
-        ]));
+        let ep = mq(api).endpoint("prio-many");
+        let many = ["--priority", "mixed", "-n", "3000", "-s", "200", "--json"];
+        let out = run(mq(api).run(&ep).args(many));
         assert_code(&out, 0);
         let v = summary(&out);
         assert_verified(&v, 3000);
@@ -136,7 +114,7 @@ fn mixed_priorities_come_highest_first() {
                 .starts_with(top),
             "{v}"
         );
-        assert_clean(&name, &key_of(&v));
+        assert_clean(&ep.name, &key_of(&v));
     }
 }
 
@@ -215,12 +193,7 @@ fn interrupted_receiver_removes_the_queue_and_the_sender_says_so() {
     signal(recv.child(), Signal::SIGTERM);
     let recv = recv.finish_within(Duration::from_secs(20));
     let send = send.finish_within(Duration::from_secs(20));
-    assert_code(&recv, 143);
-    assert!(
-        stderr(&recv).contains("removed SysV queue"),
-        "{}",
-        stderr(&recv)
-    );
+    assert_exit(&recv, 143, &["removed SysV queue"]);
     assert_code(&send, 4);
     let err = stderr(&send);
     assert!(

@@ -433,10 +433,10 @@ fn squatted_names_are_refused_and_left_alone() {
     write_with_mode(&path, &data, 0o600);
     let out = run(cmd(PROD).args(["--name", &name, "--timeout", "1"]));
     assert_code(&out, 1);
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("never published") || stderr(&out).contains("magic"),
-        "{}",
-        stderr(&out)
+        err.contains("never published") || err.contains("magic"),
+        "{err}"
     );
     assert_untouched(&path, &data, 0o600);
     std::fs::remove_file(&path).unwrap();
@@ -526,12 +526,7 @@ fn consumer_with_another_segment_size_is_refused() {
     ]));
     prod.wait_for("waiting", Duration::from_secs(20));
     let wrong = run(cmd(CONS).args(["--name", &name, "--segment-size", "1M", "--timeout", "5"]));
-    assert_code(&wrong, 2);
-    assert!(
-        stderr(&wrong).contains("--segment-size"),
-        "{}",
-        stderr(&wrong)
-    );
+    assert_exit(&wrong, 2, &["--segment-size"]);
     let right = run(cmd(CONS).args(["--name", &name, "--segment-size", "64K", "--timeout", "10"]));
     let pid = prod.id();
     let prod = prod.finish();
@@ -1147,14 +1142,8 @@ fn consumer_failing_mid_run_ends_the_producer_with_exit_4() {
             "/nonexistent/dir/copy.bin",
         ]),
     );
-    assert_code(&cons, 1);
-    assert!(
-        stderr(&cons).contains("/nonexistent/dir/copy.bin"),
-        "{}",
-        stderr(&cons)
-    );
-    assert_code(&prod, 4);
-    assert!(stderr(&prod).contains("consumer"), "{}", stderr(&prod));
+    assert_exit(&cons, 1, &["/nonexistent/dir/copy.bin"]);
+    assert_exit(&prod, 4, &["consumer"]);
     assert_all_gone(&name, "", &pids);
 }
 
@@ -1273,8 +1262,7 @@ fn pool_mode_killed_consumer_ends_the_producer() {
     let dead = cons.finish_within(Duration::from_secs(30));
     let out = prod.finish_within(Duration::from_secs(30));
     assert_no_panic(&out);
-    assert_code(&out, 4);
-    assert!(stderr(&out).contains("consumer"), "{}", stderr(&out));
+    assert_exit(&out, 4, &["consumer"]);
     assert_all_gone(&name, &stderr_of(&[&dead, &out]), &pids);
 }
 
@@ -1292,12 +1280,7 @@ fn pool_mode_refuses_more_segments_than_a_queue_holds() {
         "--timeout",
         "1",
     ]));
-    assert_code(&out, 2);
-    assert!(
-        stderr(&out).contains("/proc/sys/fs/mqueue/msg_max"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 2, &["/proc/sys/fs/mqueue/msg_max"]);
     for bad in [["--segments", "0"], ["--sync", "spin"]] {
         let out = run(side(PROD, "posix", &name)
             .args(["--segments", "2"])
