@@ -333,6 +333,13 @@ pub fn assert_no_leftovers(name: &str) {
     assert!(left.is_empty(), "IPC objects left behind: {left:?}");
 }
 
+/// ftok(path, 'I') as glibc computes it, from the key file's device and inode.
+pub fn ftok(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("key file {}: {e}", path.display()));
+    (m.ino() as u32 & 0xffff) | ((m.dev() as u32 & 0xff) << 16) | (u32::from(b'I') << 24)
+}
+
 /// The SysV keys an error message names (`... key 0x4900abcd ...`).
 pub fn keys_named_in(text: &str) -> Vec<u32> {
     text.match_indices("key 0x")
@@ -648,18 +655,32 @@ pub fn assert_untouched(path: &Path, data: &[u8], mode: u32) {
     assert_eq!(meta.mode() & 0o777, mode, "{} changed mode", path.display());
 }
 
-/// Each of `cases` is refused by `program` with exit 2 and a message, never a panic.
+/// Each case of `cases` (`;` between cases, arguments split at white space; an empty
+/// case is no argument at all) is refused by `program` with exit 2 and a message, never
+/// a panic.
 #[track_caller]
-pub fn assert_usage_errors(program: &str, cases: &[&[&str]]) {
+pub fn assert_usage_errors(program: &str, cases: &str) {
     use predicates::prelude::*;
-    for case in cases {
+    for case in cases.split(';') {
         tool(program)
-            .args(*case)
+            .args(case.split_whitespace())
             .assert()
             .code(2)
             .stderr(predicate::str::is_empty().not())
             .stderr(predicate::str::contains("panicked").not());
     }
+}
+
+/// Run `program ARGS` alone under the watchdog: it exits with `code` and its stderr says
+/// each of `says`. Returns the output for further checks.
+#[track_caller]
+pub fn assert_run(program: &str, args: &[&str], code: i32, says: &[&str]) -> Output {
+    let out = tool(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert_exit(&out, code, says);
+    out
 }
 
 /// `program --help` (and `SUB --help` when `sub` is given) exits 0 and mentions every

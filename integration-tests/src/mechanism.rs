@@ -303,7 +303,12 @@ pub fn free_port() -> u16 {
 impl Mechanism {
     /// A fresh meeting place for one test.
     pub fn endpoint(&self, tag: &str) -> Endpoint {
-        let name = crate::unique(&format!("{}-{tag}", self.label));
+        self.at(&crate::unique(&format!("{}-{tag}", self.label)))
+    }
+
+    /// The meeting place of IPC name `name` (another mechanism's, say).
+    pub fn at(&self, name: &str) -> Endpoint {
+        let name = name.to_string();
         let mut args: Vec<String> = self.flags.iter().map(|s| s.to_string()).collect();
         let address = self.tcp.then(|| format!("127.0.0.1:{}", free_port()));
         match &address {

@@ -8,8 +8,6 @@ use integration_tests::mechanism::{mq, Role, MQ_SYSV};
 use integration_tests::scenario::{long_transfer, transfer};
 use integration_tests::*;
 use nix::sys::signal::Signal;
-use predicates::str::contains;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,12 +20,6 @@ fn mq_path(name: &str) -> PathBuf {
 
 fn key_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{name}.mq.key"))
-}
-
-/// ftok(path, 'I') as glibc computes it, from the key file's device and inode.
-fn ftok(path: &Path) -> u32 {
-    let m = std::fs::metadata(path).expect("key file");
-    (m.ino() as u32 & 0xffff) | ((m.dev() as u32 & 0xff) << 16) | (u32::from(b'I') << 24)
 }
 
 /// The SysV key a summary names (`options.key`).
@@ -246,12 +238,8 @@ fn a_queue_open_to_others_is_refused_and_left_alone() {
         &run(std::process::Command::new("python3").args(["-c", &script])),
         0,
     );
-    tool(P)
-        .args(["recv", "--name", &name, "--timeout", "1"])
-        .assert()
-        .code(1)
-        .stderr(contains("mode 666"))
-        .stderr(contains(format!("rm /dev/mqueue/{name}")));
+    let says = ["mode 666", &format!("rm /dev/mqueue/{name}")];
+    assert_run(P, &["recv", "--name", &name, "--timeout", "1"], 1, &says);
     assert!(object_exists(&mq_path(&name)), "left alone");
     remove_object(&mq_path(&name));
 }
@@ -298,33 +286,23 @@ fn the_queues_show_in_dev_mqueue_and_ipcs_while_waiting() {
 fn bad_flags_exit_2_with_a_message() {
     assert_usage_errors(
         P,
-        &[
-            &["run", "--api", "carrier-pigeon"],
-            &["run", "--priority", "high"],
-            &["run", "--priority", "40000"],
-            &["run", "--api", "sysv", "--priority", "0"],
-            &["run", "--priority", "mixed", "--mode", "pingpong"],
-            &["run", "--priority", "mixed", "--input", "/dev/null"],
-            &["run", "--priority", "mixed", "-s", "9000"],
-            &["recv", "--priority", "3"],
-            &["send", "--raw", "-s", "16K"],
-            &["run", "--size", "0"],
-            &["run", "--raw", "--mode", "pingpong"],
-            &["recv", "--name", "a/b"],
-            &["send", "--output", "x"],
-            &[],
-        ],
+        "run --api carrier-pigeon; run --priority high; run --priority 40000; \
+         run --api sysv --priority 0; run --priority mixed --mode pingpong; \
+         run --priority mixed --input /dev/null; run --priority mixed -s 9000; \
+         recv --priority 3; send --raw -s 16K; run --size 0; \
+         run --raw --mode pingpong; recv --name a/b; send --output x; ",
     );
     // A limit is named by its /proc file.
     for (api, limit) in [
         ("posix", "/proc/sys/fs/mqueue/msgsize_max"),
         ("sysv", "/proc/sys/kernel/msgmax"),
     ] {
-        tool(P)
-            .args(["send", "--api", api, "--raw", "-s", "16K"])
-            .assert()
-            .code(2)
-            .stderr(contains(limit));
+        assert_run(
+            P,
+            &["send", "--api", api, "--raw", "-s", "16K"],
+            2,
+            &[limit],
+        );
     }
 }
 

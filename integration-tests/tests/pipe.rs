@@ -87,33 +87,17 @@ fn receiver_flags_must_match_the_sender() {
 fn bad_flags_exit_2_with_a_message() {
     assert_usage_errors(
         P,
-        &[
-            &["run", "--size", "0"],
-            &["run", "--size", "12Q"],
-            &["run", "--count", "abc"],
-            &["run", "--count", "0"],
-            &["run", "--size", "2G"],
-            &["run", "--bogus"],
-            &["recv", "--name", "a/b"],
-            &["run", "--timeout", "-1"],
-            &["run", "--mode", "sideways"],
-            &["run", "--raw", "--mode", "pingpong"],
-            &["run", "--input", "x", "--seed", "3"],
-            &["send", "--output", "x", "--timeout", "1"],
-            &["send", "--fifo", "/tmp/x", "--name", "y"],
-            &[],
-        ],
+        "run --size 0; run --size 12Q; run --count abc; run --count 0; \
+         run --size 2G; run --bogus; recv --name a/b; run --timeout -1; \
+         run --mode sideways; run --raw --mode pingpong; run --input x --seed 3; \
+         send --output x --timeout 1; send --fifo /tmp/x --name y; ",
     );
 }
 
 #[test]
 fn missing_input_file_is_a_runtime_error() {
-    tool(P)
-        .args(["run", "--input", "/nonexistent/input.bin"])
-        .assert()
-        .code(1)
-        .stderr(contains("error[os]"))
-        .stderr(contains("input file /nonexistent/input.bin: open"));
+    let says = ["error[os]", "input file /nonexistent/input.bin: open"];
+    assert_run(P, &["run", "--input", "/nonexistent/input.bin"], 1, &says);
 }
 
 #[test]
@@ -149,12 +133,8 @@ fn a_fifo_open_to_others_is_refused_and_left_alone() {
     let path = fifo(&name);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    tool(P)
-        .args(["send", "--name", &name, "--timeout", "1"])
-        .assert()
-        .code(1)
-        .stderr(contains("has mode 666"))
-        .stderr(contains(path.display().to_string()));
+    let says = ["has mode 666", &path.display().to_string()];
+    assert_run(P, &["send", "--name", &name, "--timeout", "1"], 1, &says);
     assert!(object_exists(&path), "left alone");
     std::fs::remove_file(&path).unwrap();
 }

@@ -8,7 +8,7 @@
 //! SysV processes run with `-v`, so their narration names the key (`ftok(...) = 0x49...`)
 //! that the leak check looks for; segments are also matched by creator pid.
 
-use integration_tests::mechanism::{shm, Role};
+use integration_tests::mechanism::{shm, Role, SHM_POSIX};
 use integration_tests::scenario::killed_peer;
 use integration_tests::*;
 use nix::sys::signal::Signal;
@@ -450,88 +450,61 @@ fn squatted_names_are_refused_and_left_alone() {
 fn bad_flags_exit_2_with_a_message() {
     assert_usage_errors(
         PROD,
-        &[
-            &["--segment-size", "100", "--timeout", "1"],
-            &[
-                "--segment-size",
-                "5K",
-                "--mode",
-                "pingpong",
-                "--timeout",
-                "1",
-            ],
-            &["--file", "x", "--timeout", "1"],
-            &["--api", "sysv", "--file", "x", "--timeout", "1"],
-            &["--sync", "bogus", "--timeout", "1"],
-            &["--api", "bogus", "--timeout", "1"],
-            &["--name", "a/b", "--timeout", "1"],
-            &["--segment-size", "12Q", "--timeout", "1"],
-            &["--output", "x", "--timeout", "1"],
-        ],
+        "--segment-size 100 --timeout 1; \
+         --segment-size 5K --mode pingpong --timeout 1; --file x --timeout 1; \
+         --api sysv --file x --timeout 1; --sync bogus --timeout 1; \
+         --api bogus --timeout 1; --name a/b --timeout 1; \
+         --segment-size 12Q --timeout 1; --output x --timeout 1",
     );
     assert_usage_errors(
         CONS,
-        &[
-            &["--file", "x", "--timeout", "1"],
-            &["--sync", "bogus", "--timeout", "1"],
-            &["--name", "a/b", "--timeout", "1"],
-            &["--input", "x", "--timeout", "1"],
-        ],
+        "--file x --timeout 1; --sync bogus --timeout 1; --name a/b --timeout 1; \
+         --input x --timeout 1",
     );
 }
 
-#[test]
-fn consumer_with_another_sync_kind_is_told_both() {
-    let name = unique("sync-mismatch");
-    let mut prod = start_watched(cmd(PROD).args([
-        "--name",
-        &name,
-        "--sync",
-        "mutex",
-        "-n",
-        "50",
-        "--json",
-        "--timeout",
-        "30",
-    ]));
+/// A consumer whose flags contradict the waiting producer's is refused with exit 2,
+/// naming what differs; the producer goes on waiting, and a consumer with the right
+/// flags completes.
+fn mismatched_consumer(producer: &[&str], wrong: &[&str], right: &[&str], says: &[&str]) {
+    let ep = SHM_POSIX.endpoint("mismatch");
+    let mut prod = SHM_POSIX.side(Role::Sender, &ep);
+    prod.args(producer)
+        .args(["-n", "50", "--json", "--timeout", "30"]);
+    let mut prod = start_watched(&mut prod);
     prod.wait_for("waiting", Duration::from_secs(20));
-    let wrong = run(cmd(CONS).args(["--name", &name, "--sync", "spin", "--timeout", "5"]));
-    assert_code(&wrong, 2);
-    let err = stderr(&wrong);
-    assert!(
-        err.contains("--sync mutex") && err.contains("--sync spin"),
-        "names both: {err}"
-    );
-    // The producer still waits, and a consumer with the right flags completes.
-    let right = run(cmd(CONS).args(["--name", &name, "--json", "--timeout", "10"]));
+    let consumer = |flags: &[&str]| {
+        let mut c = SHM_POSIX.side(Role::Receiver, &ep);
+        c.args(flags).args(["--json", "--timeout", "10"]);
+        run(&mut c)
+    };
+    assert_exit(&consumer(wrong), 2, says);
+    let right = consumer(right);
     let pid = prod.id();
     let prod = prod.finish();
     assert_both_ok(&right, &prod);
     assert_verified(&summary(&right), 50);
-    assert_all_gone(&name, "", &[pid]);
+    assert_all_gone(&ep.name, "", &[pid]);
+}
+
+#[test]
+fn consumer_with_another_sync_kind_is_told_both() {
+    mismatched_consumer(
+        &["--sync", "mutex"],
+        &["--sync", "spin"],
+        &[],
+        &["--sync mutex", "--sync spin"],
+    );
 }
 
 #[test]
 fn consumer_with_another_segment_size_is_refused() {
-    let name = unique("size-mismatch");
-    let mut prod = start_watched(cmd(PROD).args([
-        "--name",
-        &name,
-        "--segment-size",
-        "64K",
-        "-n",
-        "50",
-        "--timeout",
-        "30",
-    ]));
-    prod.wait_for("waiting", Duration::from_secs(20));
-    let wrong = run(cmd(CONS).args(["--name", &name, "--segment-size", "1M", "--timeout", "5"]));
-    assert_exit(&wrong, 2, &["--segment-size"]);
-    let right = run(cmd(CONS).args(["--name", &name, "--segment-size", "64K", "--timeout", "10"]));
-    let pid = prod.id();
-    let prod = prod.finish();
-    assert_both_ok(&right, &prod);
-    assert_all_gone(&name, "", &[pid]);
+    mismatched_consumer(
+        &["--segment-size", "64K"],
+        &["--segment-size", "1M"],
+        &["--segment-size", "64K"],
+        &["--segment-size"],
+    );
 }
 
 #[test]

@@ -7,7 +7,6 @@ use integration_tests::mechanism::{
 };
 use integration_tests::scenario::transfer;
 use integration_tests::*;
-use predicates::str::contains;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -157,41 +156,16 @@ fn raw_tcp_with_socat_on_either_side() {
 
 #[test]
 fn bad_flags_exit_2_with_a_message() {
-    let cases: &[&[&str]] = &[
-        &["run", "--type", "raw"],
-        &[
-            "send",
-            "--tcp",
-            "127.0.0.1:9",
-            "--type",
-            "dgram",
-            "--timeout",
-            "1",
-        ],
-        &[
-            "recv",
-            "--tcp",
-            "127.0.0.1:9",
-            "--type",
-            "seqpacket",
-            "--timeout",
-            "1",
-        ],
-        &["send", "--tcp", "nocolon", "--timeout", "1"],
-        &["send", "--tcp", "127.0.0.1:1", "--unix", "/tmp/x"],
-        &["send", "--unix", "/tmp/x", "--name", "y"],
-        &["recv", "--name", "a/b"],
-        &["run", "--raw", "--mode", "pingpong"],
-        &[],
-    ];
-    assert_usage_errors(P, cases);
+    assert_usage_errors(
+        P,
+        "run --type raw; send --tcp 127.0.0.1:9 --type dgram --timeout 1; \
+         recv --tcp 127.0.0.1:9 --type seqpacket --timeout 1; \
+         send --tcp nocolon --timeout 1; send --tcp 127.0.0.1:1 --unix /tmp/x; \
+         send --unix /tmp/x --name y; recv --name a/b; run --raw --mode pingpong; ",
+    );
     let long = format!("/tmp/{}", "x".repeat(120));
-    tool(P)
-        .args(["recv", "--unix", &long, "--timeout", "1"])
-        .assert()
-        .code(2)
-        .stderr(contains("error[usage]"))
-        .stderr(contains("at most 107"));
+    let long = ["recv", "--unix", &long, "--timeout", "1"];
+    assert_run(P, &long, 2, &["error[usage]", "at most 107"]);
 }
 
 #[test]
@@ -208,13 +182,9 @@ fn a_datagram_too_large_is_refused_with_the_limit_named() {
         return;
     }
     for ty in ["dgram", "seqpacket"] {
-        let out = tool(P)
-            .args(["run", "--type", ty, "-s", &size.to_string(), "-n", "1"])
-            .assert()
-            .code(2)
-            .stderr(contains("/proc/sys/net/core/wmem_max"))
-            .stderr(contains("SO_SNDBUF"));
-        let err = stderr(out.get_output());
+        let args = ["run", "--type", ty, "-s", &size.to_string(), "-n", "1"];
+        let out = assert_run(P, &args, 2, &["/proc/sys/net/core/wmem_max", "SO_SNDBUF"]);
+        let err = stderr(&out);
         // Refused before the child was started: one message only.
         assert_eq!(err.matches("error[").count(), 1, "{err}");
     }
@@ -297,17 +267,15 @@ fn a_live_socket_is_refused_and_survives_the_probe() {
     let path = sock(&name);
     let first = start(cmd(P).args(["recv", "--name", &name, "--json", "--timeout", "20"]));
     wait_for_path(&path, Duration::from_secs(10));
-    tool(P)
-        .args(["recv", "--name", &name, "--timeout", "2"])
-        .assert()
-        .code(1)
-        .stderr(contains("in use"));
+    assert_run(
+        P,
+        &["recv", "--name", &name, "--timeout", "2"],
+        1,
+        &["in use"],
+    );
     assert!(path.exists(), "the live receiver's socket file stays");
     // The first receiver took the probe in its stride and still serves a sender.
-    tool(P)
-        .args(["send", "--name", &name, "-n", "50"])
-        .assert()
-        .code(0);
+    assert_run(P, &["send", "--name", &name, "-n", "50"], 0, &[]);
     let first = finish(first);
     assert_code(&first, 0);
     assert_verified(&summary(&first), 50);
