@@ -348,6 +348,30 @@ pub fn keys_named_in(text: &str) -> Vec<u32> {
         .collect()
 }
 
+/// SysV queues (`/proc/sysvipc/msg` lines) with a key in `keys` that one of `pids`
+/// last sent to or received from, or that nobody used yet. As for segments, the key
+/// alone is not enough: a test alongside may have the same key for its live queue.
+/// With no `pids`, every queue with such a key.
+pub fn sysv_queues_of(keys: &[u32], pids: &[u32]) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/sysvipc/msg").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
+            let ours =
+                |pid: Option<i64>| pid.is_some_and(|p| pids.iter().any(|&q| i64::from(q) == p));
+            let (lspid, lrpid) = (num(5), num(6));
+            num(0).is_some_and(|k| keys.contains(&(k as u32)))
+                && (pids.is_empty()
+                    || ours(lspid)
+                    || ours(lrpid)
+                    || (lspid == Some(0) && lrpid == Some(0)))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// The leak checks after a pair: nothing named `name` in /tmp, /dev/shm, /dev/mqueue; no
 /// SysV queue with a key `narration` shows (`-v`'s ftok line or an error's `key 0x..`);
 /// no SysV segment with such a key made by one of `pids`.
@@ -360,7 +384,7 @@ pub fn assert_all_gone(name: &str, narration: &str, pids: &[u32]) {
     assert_no_leftovers(name);
     let mut keys = sysv_keys_in(narration);
     keys.extend(keys_named_in(narration));
-    let queues = ipcs(&["-q"], &keys);
+    let queues = sysv_queues_of(&keys, pids);
     assert!(queues.is_empty(), "SysV queues left behind: {queues:?}");
     let segments: Vec<SysvShm> = sysv_shm_segments()
         .into_iter()

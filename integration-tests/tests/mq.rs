@@ -33,10 +33,17 @@ fn key_of(v: &serde_json::Value) -> Vec<u32> {
 
 /// Nothing of `name` in the file systems, and no SysV queue with any of `keys`.
 #[track_caller]
-fn assert_clean(name: &str, keys: &[u32]) {
+fn assert_clean(name: &str, keys: &[u32], pids: &[u32]) {
     assert_no_leftovers(name);
-    let left = sysv_leftovers(keys);
+    let left = sysv_queues_of(keys, pids);
     assert!(left.is_empty(), "SysV queues left behind: {left:?}");
+}
+
+/// Run `c` under the watchdog; its output and its pid (`run`'s sender, for the leak check).
+fn run_with_pid(c: &mut std::process::Command) -> (std::process::Output, u32) {
+    let child = start(c);
+    let pid = child.id();
+    (finish(child), pid)
 }
 
 #[test]
@@ -66,12 +73,13 @@ fn sizes_up_to_and_over_the_limits() {
         for (flag, bytes, n) in sizes {
             let ep = mq(api).endpoint("size");
             let n_s = n.to_string();
-            let out = run(mq(api).run(&ep).args(["-s", flag, "-n", &n_s, "--json"]));
+            let (out, pid) =
+                run_with_pid(mq(api).run(&ep).args(["-s", flag, "-n", &n_s, "--json"]));
             assert_code(&out, 0);
             let v = summary(&out);
             assert_verified(&v, n);
             assert_eq!(v["bytes"], n * bytes, "{api} {flag}: {v}");
-            assert_clean(&ep.name, &key_of(&v));
+            assert_clean(&ep.name, &key_of(&v), &[pid]);
         }
     }
 }
@@ -89,12 +97,12 @@ fn mixed_priorities_come_highest_first() {
         assert_verified(&v, 8);
         assert_eq!(v["options"]["priority"], "mixed", "{v}");
         assert_eq!(v["options"]["priority_order"], order, "{v}");
-        assert_clean(&ep.name, &key_of(&v));
+        p.assert_all_gone(&ep);
 
         // Many more than fit: out of sequence order, yet each arrives once, intact.
         let ep = mq(api).endpoint("prio-many");
         let many = ["--priority", "mixed", "-n", "3000", "-s", "200", "--json"];
-        let out = run(mq(api).run(&ep).args(many));
+        let (out, pid) = run_with_pid(mq(api).run(&ep).args(many));
         assert_code(&out, 0);
         let v = summary(&out);
         assert_verified(&v, 3000);
@@ -106,7 +114,7 @@ fn mixed_priorities_come_highest_first() {
                 .starts_with(top),
             "{v}"
         );
-        assert_clean(&ep.name, &key_of(&v));
+        assert_clean(&ep.name, &key_of(&v), &[pid]);
     }
 }
 
@@ -121,7 +129,7 @@ fn fixed_priority_is_reported_by_both_sides() {
         let v = summary(&p.receiver);
         assert_verified(&v, 20);
         assert!(v["options"].get("priority_order").is_none(), "{v}");
-        assert_clean(&ep.name, &key_of(&v));
+        p.assert_all_gone(&ep);
     }
 }
 
@@ -203,6 +211,7 @@ fn stale_queue_from_a_crashed_run_is_replaced() {
         let path = mq(api).object_named(name);
         // A receiver killed while waiting leaves its queue (and SysV key file) behind.
         let mut crashed = start(&mut mq(api).side(Role::Receiver, &ep));
+        let crashed_pid = crashed.id();
         wait_for_path(&path, Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(100));
         let stale_key = if api == "sysv" {
@@ -223,7 +232,9 @@ fn stale_queue_from_a_crashed_run_is_replaced() {
         assert_verified(&v, 20);
         let mut keys = stale_key;
         keys.extend(key_of(&v));
-        assert_clean(name, &keys);
+        let mut pids = p.pids.clone();
+        pids.push(crashed_pid);
+        assert_clean(name, &keys, &pids);
     }
 }
 
@@ -278,8 +289,9 @@ fn the_queues_show_in_dev_mqueue_and_ipcs_while_waiting() {
     let shown = sysv_leftovers(&[key]);
     assert_eq!(shown.len(), 1, "ipcs -q shows the queue: {shown:?}");
     assert!(shown[0].contains(" 600 "), "mode 0600: {shown:?}");
+    let pid = recv.id();
     assert_code(&finish(recv), 4);
-    assert_clean(&name, &[key]);
+    assert_clean(&name, &[key], &[pid]);
 }
 
 #[test]
