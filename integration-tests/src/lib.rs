@@ -1,6 +1,9 @@
 //! Helpers for the integration tests: find the workspace's binaries, give every test a
 //! unique IPC name, run processes under a watchdog, and check that nothing is left.
 
+pub mod mechanism;
+pub mod scenario;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -37,6 +40,14 @@ pub fn unique(tag: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// One of the workspace's binaries as an `assert_cmd` command, under the watchdog: for a
+/// single process whose exit code and output the test asserts.
+pub fn tool(binary: &str) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(bin(binary));
+    c.timeout(WATCHDOG);
+    c
 }
 
 /// A command for one of the workspace's binaries.
@@ -295,7 +306,12 @@ pub fn leftovers(name: &str) -> Vec<PathBuf> {
 
 /// SysV objects (`ipcs -m -q -s`) whose key is in `keys`.
 pub fn sysv_leftovers(keys: &[u32]) -> Vec<String> {
-    let Ok(out) = Command::new("ipcs").args(["-m", "-q", "-s"]).output() else {
+    ipcs(&["-m", "-q", "-s"], keys)
+}
+
+/// The lines of `ipcs FLAGS` whose key is in `keys`.
+fn ipcs(flags: &[&str], keys: &[u32]) -> Vec<String> {
+    let Ok(out) = Command::new("ipcs").args(flags).output() else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -315,6 +331,69 @@ pub fn sysv_leftovers(keys: &[u32]) -> Vec<String> {
 pub fn assert_no_leftovers(name: &str) {
     let left = leftovers(name);
     assert!(left.is_empty(), "IPC objects left behind: {left:?}");
+}
+
+/// ftok(path, 'I') as glibc computes it, from the key file's device and inode.
+pub fn ftok(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("key file {}: {e}", path.display()));
+    (m.ino() as u32 & 0xffff) | ((m.dev() as u32 & 0xff) << 16) | (u32::from(b'I') << 24)
+}
+
+/// The SysV keys an error message names (`... key 0x4900abcd ...`).
+pub fn keys_named_in(text: &str) -> Vec<u32> {
+    text.match_indices("key 0x")
+        .filter_map(|(i, _)| text.get(i + 6..i + 14))
+        .filter_map(|h| u32::from_str_radix(h, 16).ok())
+        .collect()
+}
+
+/// SysV queues (`/proc/sysvipc/msg` lines) with a key in `keys` that one of `pids`
+/// last sent to or received from, or that nobody used yet. As for segments, the key
+/// alone is not enough: a test alongside may have the same key for its live queue.
+/// With no `pids`, every queue with such a key.
+pub fn sysv_queues_of(keys: &[u32], pids: &[u32]) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/sysvipc/msg").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
+            let ours =
+                |pid: Option<i64>| pid.is_some_and(|p| pids.iter().any(|&q| i64::from(q) == p));
+            let (lspid, lrpid) = (num(5), num(6));
+            num(0).is_some_and(|k| keys.contains(&(k as u32)))
+                && (pids.is_empty()
+                    || ours(lspid)
+                    || ours(lrpid)
+                    || (lspid == Some(0) && lrpid == Some(0)))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The leak checks after a pair: nothing named `name` in /tmp, /dev/shm, /dev/mqueue; no
+/// SysV queue with a key `narration` shows (`-v`'s ftok line or an error's `key 0x..`);
+/// no SysV segment with such a key made by one of `pids`.
+///
+/// A segment's key alone is not enough: /tmp reuses a removed key file's inode, so a
+/// test running alongside soon has the same `ftok` key for its own live segment. The
+/// creator pid tells them apart.
+#[track_caller]
+pub fn assert_all_gone(name: &str, narration: &str, pids: &[u32]) {
+    assert_no_leftovers(name);
+    let mut keys = sysv_keys_in(narration);
+    keys.extend(keys_named_in(narration));
+    let queues = sysv_queues_of(&keys, pids);
+    assert!(queues.is_empty(), "SysV queues left behind: {queues:?}");
+    let segments: Vec<SysvShm> = sysv_shm_segments()
+        .into_iter()
+        .filter(|s| keys.contains(&s.key) && pids.contains(&s.cpid))
+        .collect();
+    assert!(
+        segments.is_empty(),
+        "SysV segments left behind (keys {keys:x?}): {segments:?}"
+    );
 }
 
 /// Wait until `path` exists (the peer created its object), at most `limit`. A POSIX
@@ -542,4 +621,202 @@ pub fn assert_file_received(recv: &Output, output: &Path, data: &[u8], chunk: us
         "{} differs from the input",
         output.display()
     );
+}
+
+/// Start `first`, wait until it says it waits for its peer, start `second`; finish both.
+/// Returns (first, second) outputs and their pids.
+pub fn pair(first: &mut Command, second: &mut Command) -> (Output, Output, Vec<u32>) {
+    let mut a = start_watched(first);
+    a.wait_for("waiting", Duration::from_secs(20));
+    let b = start_watched(second);
+    let pids = vec![a.id(), b.id()];
+    let (a, b) = (a.finish(), b.finish());
+    (a, b, pids)
+}
+
+/// Both sides of a pair exited 0; otherwise show both sides' streams.
+#[track_caller]
+pub fn assert_both_ok(a: &Output, b: &Output) {
+    assert!(
+        a.status.success() && b.status.success(),
+        "exit codes {} and {}\n--- first: stdout: {}\nstderr: {}\n--- second: stdout: {}\nstderr: {}",
+        code(&a.status),
+        code(&b.status),
+        stdout(a),
+        stderr(a),
+        stdout(b),
+        stderr(b)
+    );
+}
+
+/// The stderr of several processes, one after the other (for the leak check's keys).
+pub fn stderr_of(outs: &[&Output]) -> String {
+    outs.iter().map(|o| stderr(o)).collect()
+}
+
+/// A file at `path` with `data` and exactly `mode`, as a squatter would leave it.
+pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// `path` still holds `data` with `mode`: a refused side left it alone.
+#[track_caller]
+pub fn assert_untouched(path: &Path, data: &[u8], mode: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(now, data, "{} changed", path.display());
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(meta.mode() & 0o777, mode, "{} changed mode", path.display());
+}
+
+/// Each case of `cases` (`;` between cases, arguments split at white space; an empty
+/// case is no argument at all) is refused by `program` with exit 2 and a message, never
+/// a panic.
+#[track_caller]
+pub fn assert_usage_errors(program: &str, cases: &str) {
+    use predicates::prelude::*;
+    for case in cases.split(';') {
+        tool(program)
+            .args(case.split_whitespace())
+            .assert()
+            .code(2)
+            .stderr(predicate::str::is_empty().not())
+            .stderr(predicate::str::contains("panicked").not());
+    }
+}
+
+/// Run `program ARGS` alone under the watchdog: it exits with `code` and its stderr says
+/// each of `says`. Returns the output for further checks.
+#[track_caller]
+pub fn assert_run(program: &str, args: &[&str], code: i32, says: &[&str]) -> Output {
+    let out = tool(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert_exit(&out, code, says);
+    out
+}
+
+/// `program --help` (and `SUB --help` when `sub` is given) exits 0 and mentions every
+/// word of `words` and every flag of `flags` (the latter from `SUB --help`).
+#[track_caller]
+pub fn assert_help(program: &str, words: &[&str], sub: Option<&str>, flags: &[&str]) {
+    use predicates::str::contains;
+    let mut top = tool(program).arg("--help").assert().code(0);
+    for word in words {
+        top = top.stdout(contains(*word));
+    }
+    let Some(sub) = sub else {
+        return;
+    };
+    let mut own = tool(program).args([sub, "--help"]).assert().code(0);
+    for flag in flags {
+        own = own.stdout(contains(*flag));
+    }
+}
+
+/// Two network namespaces ("hosts") joined by a veth pair, `SUBNET.1` in the first and
+/// `SUBNET.2` in the second, each with loopback up; both deleted on drop (passed or not).
+pub struct TwoHosts {
+    names: Vec<String>,
+}
+
+/// `ip ARGS`, its stderr as the error.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr);
+    Err(format!("ip {}: {}", args.join(" "), why.trim()))
+}
+
+impl TwoHosts {
+    /// `Err` when no namespace can be made here (no root, no `ip`, a container); any
+    /// later step that fails panics. `dev`: the veth names' prefix (`dev0`, `dev1`).
+    pub fn new(dev: &str, subnet: &str) -> Result<TwoHosts, String> {
+        let (a, b) = (unique(&format!("{dev}-a")), unique(&format!("{dev}-b")));
+        ip(&["netns", "add", &a])?;
+        let mut hosts = TwoHosts { names: vec![a] };
+        let must = |r: Result<(), String>| r.unwrap_or_else(|e| panic!("{e}"));
+        must(ip(&["netns", "add", &b]));
+        hosts.names.push(b);
+        let (a, b) = (&hosts.names[0], &hosts.names[1]);
+        let (dev0, dev1) = (format!("{dev}0"), format!("{dev}1"));
+        // Created straight inside the namespaces: nothing appears in this one.
+        must(ip(&[
+            "link", "add", &dev0, "netns", a, "type", "veth", "peer", "name", &dev1, "netns", b,
+        ]));
+        for (n, d, host) in [(a, &dev0, 1), (b, &dev1, 2)] {
+            must(ip(&[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{subnet}.{host}/24"),
+                "dev",
+                d,
+            ]));
+            must(ip(&["-n", n, "link", "set", d, "up"]));
+            must(ip(&["-n", n, "link", "set", "lo", "up"]));
+        }
+        Ok(hosts)
+    }
+
+    /// The workspace's `program`, to run in host `i` (0 or 1).
+    pub fn command(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.names[i]])
+            .arg(bin(program))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Delete both namespaces and check that they are gone.
+    #[track_caller]
+    pub fn remove(self) {
+        let names = self.names.clone();
+        drop(self);
+        let list = Command::new("ip").args(["netns", "list"]).output();
+        let list = list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let list = list.unwrap_or_else(|e| panic!("ip netns list: {e}"));
+        assert!(names.iter().all(|n| !list.contains(n.as_str())), "{list}");
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `out` (already collected) exited with `code` and its stderr says each of `says`:
+/// assert_cmd's checks, which show both streams when one fails.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32, says: &[&str]) {
+    use assert_cmd::assert::OutputAssertExt;
+    let mut a = out.clone().assert().code(code);
+    for s in says {
+        a = a.stderr(predicates::str::contains(*s));
+    }
 }

@@ -248,10 +248,7 @@ fn sysv_objects_the_project_did_not_make_survive_clean() {
         eprintln!("ipcmk missing: checking the queue only");
     }
     // And a crashed pair, so clean has something to remove.
-    let dead = unique("ctl-foreign");
-    let p = producer(t, &dead, "sysv");
-    wait_recorded(t, &dead, 2);
-    kill9(p);
+    crashed_sysv_producer(t, &unique("ctl-foreign"));
 
     let out = ctl(t, &["clean"]);
     let text = stdout(&out);
@@ -276,6 +273,17 @@ fn sysv_objects_the_project_did_not_make_survive_clean() {
     assert!(text.contains("removed sysv-shm"), "{text}");
 }
 
+/// A SysV producer named `dead`, killed once recorded: returns its segment's record.
+fn crashed_sysv_producer(t: &Path, dead: &str) -> serde_json::Value {
+    let p = producer(t, dead, "sysv");
+    let v = wait_recorded(t, dead, 2);
+    kill9(p);
+    objects_of(&v, dead)
+        .into_iter()
+        .find(|o| o["kind"] == "sysv-shm")
+        .expect("a sysv-shm object in the record")
+}
+
 fn libc_flags() -> i32 {
     // IPC_CREAT | IPC_EXCL | 0600
     0o1000 | 0o2000 | 0o600
@@ -286,13 +294,7 @@ fn dry_run_removes_nothing() {
     let tmp = tmpdir();
     let t = tmp.path();
     let dead = unique("ctl-dry");
-    let p = producer(t, &dead, "sysv");
-    let v = wait_recorded(t, &dead, 2);
-    kill9(p);
-    let seg = objects_of(&v, &dead)
-        .into_iter()
-        .find(|o| o["kind"] == "sysv-shm")
-        .unwrap();
+    let seg = crashed_sysv_producer(t, &dead);
     let out = ctl(t, &["clean", "--dry-run"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
@@ -340,13 +342,7 @@ fn another_users_objects_are_never_touched() {
     let t = tmp.path();
     // Root's crashed pair: its key file, given away to another user since, stays.
     let dead = unique("ctl-owner");
-    let p = producer(t, &dead, "sysv");
-    let v = wait_recorded(t, &dead, 2);
-    kill9(p);
-    let seg = objects_of(&v, &dead)
-        .into_iter()
-        .find(|o| o["kind"] == "sysv-shm")
-        .unwrap();
+    let seg = crashed_sysv_producer(t, &dead);
     let key = t.join(format!("{dead}.key"));
     nix::unistd::chown(&key, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
 

@@ -2,25 +2,20 @@
 //! longer than --size, queues made elsewhere with smaller limits, a slow SysV creator,
 //! an shm producer with the same --name, and a SysV queue orphaned by killing both sides.
 
+use integration_tests::mechanism::{Role, MQ_SYSV, SHM_SYSV};
 use integration_tests::*;
 use ipc_sys::mq as sysmq;
 use nix::mqueue::{mq_close, mq_open, mq_send, mq_unlink, MQ_OFlag, MqAttr};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const P: &str = "mq-pair";
 
 fn tmp(file: String) -> PathBuf {
     std::env::temp_dir().join(file)
-}
-
-/// ftok(path, 'I') as glibc computes it.
-fn ftok(path: &Path) -> u32 {
-    let m = std::fs::metadata(path).expect("key file");
-    (m.ino() as u32 & 0xffff) | ((m.dev() as u32 & 0xff) << 16) | (u32::from(b'I') << 24)
 }
 
 /// A POSIX queue made by "another program": this test, with its own limits.
@@ -142,39 +137,23 @@ fn a_sysv_queue_with_lowered_qbytes_is_exit_1_naming_its_limit() {
 
 #[test]
 fn a_slow_sysv_creator_is_waited_for_not_replaced() {
-    let name = unique("tmq-slow");
-    let key_file = tmp(format!("{name}.mq.key"));
+    let ep = MQ_SYSV.endpoint("slow");
+    let name = &ep.name;
+    let key_file = MQ_SYSV.object_named(name);
+    let side = |role| {
+        let mut c = MQ_SYSV.side(role, &ep);
+        c.args(["--timeout", "20", "--json"]);
+        c
+    };
     // The creator takes 1.5 s between making its key file and its queue (debug hook).
     let sender = start(
-        cmd(P)
-            .args([
-                "send",
-                "--api",
-                "sysv",
-                "--name",
-                &name,
-                "-n",
-                "5",
-                "-s",
-                "100",
-                "--timeout",
-                "20",
-                "--json",
-            ])
+        side(Role::Sender)
+            .args(["-n", "5", "-s", "100"])
             .env("IPC_TEST_DELAY_MSGGET_MS", "1500"),
     );
     wait_for_path(&key_file, Duration::from_secs(10));
     let key = ftok(&key_file);
-    let receiver = start(cmd(P).args([
-        "recv",
-        "--api",
-        "sysv",
-        "--name",
-        &name,
-        "--timeout",
-        "20",
-        "--json",
-    ]));
+    let receiver = start(&mut side(Role::Receiver));
     let r = finish_within(receiver, Duration::from_secs(40));
     let s = finish_within(sender, Duration::from_secs(40));
     assert_code(&r, 0);
@@ -185,81 +164,49 @@ fn a_slow_sysv_creator_is_waited_for_not_replaced() {
         "a live creator was taken for a crashed one: {}",
         stderr(&r)
     );
-    assert_no_leftovers(&name);
+    assert_no_leftovers(name);
     assert!(sysv_leftovers(&[key]).is_empty());
 }
 
 #[test]
 fn an_shm_producer_and_an_mq_pair_with_one_name_do_not_collide() {
-    let name = unique("tmq-shared");
-    let producer = start(cmd("shm-producer").args([
-        "--api",
-        "sysv",
-        "--name",
-        &name,
-        "-n",
-        "5",
-        "--timeout",
-        "30",
-        "--json",
-    ]));
-    let shm_key = tmp(format!("{name}.key"));
+    let ep = MQ_SYSV.endpoint("shared");
+    let shm_ep = SHM_SYSV.at(&ep.name);
+    let json = ["--timeout", "10", "--json"];
+    let producer = start(
+        SHM_SYSV
+            .side(Role::Sender, &shm_ep)
+            .args(["-n", "5"])
+            .args(json),
+    );
+    let shm_key = SHM_SYSV.object_named(&ep.name);
     wait_for_path(&shm_key, Duration::from_secs(10));
-    let mq = run(cmd(P).args([
-        "run",
-        "--api",
-        "sysv",
-        "--name",
-        &name,
-        "-n",
-        "5",
-        "--timeout",
-        "10",
-        "--json",
-    ]));
+    let mq = run(MQ_SYSV.run(&ep).args(["-n", "5"]).args(json));
     assert_code(&mq, 0);
     assert!(
         shm_key.exists(),
         "the mq pair removed the shm producer's key file: {}",
         stderr(&mq)
     );
-    let consumer = run(cmd("shm-consumer").args([
-        "--api",
-        "sysv",
-        "--name",
-        &name,
-        "--timeout",
-        "10",
-        "--json",
-    ]));
+    let consumer = run(SHM_SYSV.side(Role::Receiver, &shm_ep).args(json));
     let producer = finish_within(producer, Duration::from_secs(40));
     assert_code(&consumer, 0);
     assert_code(&producer, 0);
     assert_verified(&summary(&consumer), 5);
-    assert_no_leftovers(&name);
+    assert_no_leftovers(&ep.name);
 }
 
 #[test]
 fn a_sysv_queue_orphaned_by_killing_both_sides_is_removed_by_the_next_run() {
-    let name = unique("tmq-orphan");
-    let key_file = tmp(format!("{name}.mq.key"));
+    let ep = MQ_SYSV.endpoint("orphan");
+    let name = &ep.name;
+    let key_file = MQ_SYSV.object_named(name);
     let record = tmp(format!("{name}.mq.inuse.key"));
-    let recv = start(cmd(P).args(["recv", "--api", "sysv", "--name", &name, "--timeout", "20"]));
+    let recv = start(MQ_SYSV.side(Role::Receiver, &ep).args(["--timeout", "20"]));
     wait_for_path(&key_file, Duration::from_secs(10));
     let key = ftok(&key_file);
-    let send = start(cmd(P).args([
-        "send",
-        "--api",
-        "sysv",
-        "--name",
-        &name,
-        "-n",
-        "100000000",
-        "-s",
-        "4K",
-        "--timeout",
-        "20",
-    ]));
+    let mut send = MQ_SYSV.side(Role::Sender, &ep);
+    let send = start(send.args(["-n", "100000000", "-s", "4K", "--timeout", "20"]));
     // Attached once the key file has moved to the pair's record.
     let t = Instant::now();
     while key_file.exists() || !record.exists() {
@@ -277,20 +224,11 @@ fn a_sysv_queue_orphaned_by_killing_both_sides_is_removed_by_the_next_run() {
         !sysv_leftovers(&[key]).is_empty(),
         "the killed pair's queue should be there"
     );
-    let out = run(cmd(P).args([
-        "run",
-        "--api",
-        "sysv",
-        "--name",
-        &name,
-        "-n",
-        "3",
-        "--timeout",
-        "10",
-        "--json",
-    ]));
+    let out = run(MQ_SYSV
+        .run(&ep)
+        .args(["-n", "3", "--timeout", "10", "--json"]));
     assert_code(&out, 0);
     let left = sysv_leftovers(&[key]);
     assert!(left.is_empty(), "the orphan is still there: {left:?}");
-    assert_no_leftovers(&name);
+    assert_no_leftovers(name);
 }

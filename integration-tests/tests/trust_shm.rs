@@ -6,6 +6,7 @@
 //! The stop and crash points use debug-only test hooks of the binaries
 //! (`IPC_TEST_STOP_IN_CRITICAL`, `IPC_TEST_STOP_BEFORE_PUBLISH`).
 
+use integration_tests::mechanism::shm;
 use integration_tests::*;
 use nix::sys::signal::Signal;
 use std::io::Write;
@@ -23,17 +24,6 @@ fn side(bin: &str, api: &str, name: &str) -> Command {
     let mut c = cmd(bin);
     c.args(["--api", api, "--name", name]);
     c
-}
-
-/// The name that exists while a producer waits: the POSIX object, the SysV key file,
-/// the mapped file.
-fn object_path(api: &str, name: &str) -> PathBuf {
-    match api {
-        "posix" => Path::new("/dev/shm").join(name),
-        "sysv" => std::env::temp_dir().join(format!("{name}.key")),
-        "mmap" => std::env::temp_dir().join(format!("{name}.mmap")),
-        _ => unreachable!("api {api}"),
-    }
 }
 
 #[track_caller]
@@ -343,7 +333,7 @@ fn crashed_producer_then_consumer_first(api: &str, point: &str) {
     }
     kill(d);
     assert!(
-        std::fs::symlink_metadata(object_path(api, &name)).is_ok(),
+        std::fs::symlink_metadata(shm(api).object_named(&name)).is_ok(),
         "the killed producer left nothing to reclaim"
     );
     let mut cons = side(CONS, api, &name);
@@ -410,7 +400,7 @@ fn truncated_segment_ends_the_waiting_side_with_exit_1() {
             let seg = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(object_path(api, &name))
+                .open(shm(api).object_named(&name))
                 .expect("open the segment while it has a name");
             let mut cons = side(CONS, api, &name);
             cons.args(["--timeout", "10"]);

@@ -303,7 +303,8 @@ impl<'a> PoolLink<'a> {
                         "the {} is stopped or stuck; check it, or raise --timeout",
                         self.peer
                     ),
-                ));
+                )
+                .because(crate::error::Cause::Timeout));
             }
         }
     }

@@ -455,7 +455,8 @@ impl Ring<'_> {
                         "the {} is stopped or stuck; check it, or raise --timeout",
                         w.peer
                     ),
-                ));
+                )
+                .because(crate::error::Cause::Timeout));
             }
         }
     }

@@ -1,0 +1,138 @@
+//! The shared-memory ring in one process: a producer thread and a consumer thread over
+//! [`ShmLink`], for each sync kind. Frames of every length up to more than the ring
+//! holds, so writes wrap and large frames go in rounds; every frame must arrive once, in
+//! order, with its bytes.
+//!
+//! Each thread maps the same (unlinked) file itself, as two processes would: a
+//! [`Mapping`] is a handle of one thread, not shared between threads.
+
+use ipc_common::frame::{FrameKind, Header as Frame};
+use ipc_common::shm::layout::{
+    self, Api, Header, SyncKind, HEADER_SIZE, MAGIC, STATE_READY, VERSION,
+};
+use ipc_common::shm::ring::{ShmLink, Side, SyncQueues};
+use ipc_common::Link;
+use ipc_sys::shm::{Lock, Mapping};
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::time::Duration;
+
+/// Smaller than the largest frame, so frames wrap around and some go in rounds.
+const CAPACITY: u64 = 2048;
+const MESSAGES: u64 = 3000;
+/// No wait may hang the test: a stuck side fails with a timeout error instead.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Message `seq`: 1 to 3000 bytes, each depending on `seq` and its position.
+fn payload(seq: u64) -> Vec<u8> {
+    let len = (seq * 7919 % 3000 + 1) as usize;
+    (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
+}
+
+/// Initialise the header of a one-ring segment as the producer does, and publish it.
+fn publish(map: &Mapping, sync: SyncKind) -> layout::Checked {
+    let h: &Header = map.header();
+    h.producer_alive.init().expect("init producer alive");
+    h.consumer_alive.init().expect("init consumer alive");
+    for ring in &h.ring {
+        ring.lock.init().expect("init ring lock");
+        ring.not_empty.init().expect("init not_empty");
+        ring.not_full.init().expect("init not_full");
+        ring.data_sem.init(0).expect("init data semaphore");
+        ring.space_sem.init(0).expect("init space semaphore");
+    }
+    h.magic.store(MAGIC, Relaxed);
+    h.version.store(VERSION, Relaxed);
+    h.header_size.store(HEADER_SIZE as u32, Relaxed);
+    h.total_size.store(map.len() as u64, Relaxed);
+    h.ring_capacity.store(CAPACITY, Relaxed);
+    h.rings.store(1, Relaxed);
+    h.api.store(Api::Posix.code(), Relaxed);
+    h.sync.store(sync.code(), Relaxed);
+    h.state.store(STATE_READY, Release);
+    layout::check(h, map.len() as u64).expect("the header checks")
+}
+
+/// Map the segment's file anew in this thread, hold `side`'s alive mutex (the peer's
+/// sign of life) and run `f` over a link of that side.
+fn as_side<R>(
+    file: &std::fs::File,
+    side: Side,
+    checked: &layout::Checked,
+    queues: Option<SyncQueues>,
+    f: impl FnOnce(&mut ShmLink) -> R,
+) -> R {
+    let map = Mapping::map_shared(file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
+    let h: &Header = map.header();
+    let alive = match side {
+        Side::Producer => &h.producer_alive,
+        Side::Consumer => &h.consumer_alive,
+    };
+    assert_eq!(alive.lock().expect("lock"), Lock::Acquired);
+    let mut link = ShmLink::new(&map, "test ring".into(), side, checked, TIMEOUT, queues);
+    let r = f(&mut link);
+    alive.unlock();
+    r
+}
+
+fn produce(link: &mut ShmLink) {
+    for seq in 0..MESSAGES {
+        let p = payload(seq);
+        link.send(&Frame::for_payload(FrameKind::Data, seq, &p), &p)
+            .unwrap_or_else(|e| panic!("send {seq}: {e}"));
+    }
+    link.send(&Frame::for_payload(FrameKind::End, MESSAGES, &[]), &[])
+        .expect("send end");
+    link.flush().expect("flush");
+}
+
+/// Every frame, in order, intact, up to the end frame; returns how many.
+fn consume(link: &mut ShmLink) -> u64 {
+    let mut buf = Vec::new();
+    let mut seen = 0;
+    loop {
+        let frame = link
+            .recv(&mut buf, 1 << 20)
+            .unwrap_or_else(|e| panic!("recv after {seen}: {e}"))
+            .expect("a frame before the end");
+        if frame.kind == FrameKind::End {
+            assert_eq!(frame.seq, MESSAGES);
+            return seen;
+        }
+        assert_eq!(frame.seq, seen, "in order, none lost");
+        assert!(frame.payload_ok(&buf), "frame {seen} checks");
+        assert!(buf == payload(seen), "frame {seen} has its bytes");
+        seen += 1;
+    }
+}
+
+fn round_trip(sync: SyncKind) {
+    let file = tempfile::tempfile().expect("a temporary file");
+    file.set_len(HEADER_SIZE as u64 + CAPACITY)
+        .expect("size the segment");
+    let checked = publish(
+        &Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap"),
+        sync,
+    );
+    // `--sync mq`: the wake-up queues beside the segment, removed when `_guards` drops.
+    let name = format!("ipc-test-ring-{}-{}", std::process::id(), sync.as_str());
+    let (prod_q, cons_q, _guards) = if sync == SyncKind::Mq {
+        let (q, guards) = SyncQueues::create(&name, 1).expect("create the sync queues");
+        let c = SyncQueues::open(&name, 1, Side::Consumer).expect("open the sync queues");
+        (Some(q), Some(c), guards)
+    } else {
+        (None, None, Vec::new())
+    };
+    let received = std::thread::scope(|s| {
+        let consumer = s.spawn(|| as_side(&file, Side::Consumer, &checked, cons_q, consume));
+        s.spawn(|| as_side(&file, Side::Producer, &checked, prod_q, produce));
+        consumer.join().expect("the consumer thread")
+    });
+    assert_eq!(received, MESSAGES, "{}", sync.as_str());
+}
+
+#[test]
+fn every_sync_kind_carries_every_message() {
+    for sync in [SyncKind::Mutex, SyncKind::Sem, SyncKind::Mq, SyncKind::Spin] {
+        round_trip(sync);
+    }
+}
