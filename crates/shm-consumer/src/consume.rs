@@ -108,7 +108,11 @@ fn locate(args: &ConsumerArgs, common: &CommonArgs) -> Result<Spec> {
 /// One decision from one look under every API; `Ok(None)`: look again.
 fn choose<'a>(want: Option<Api>, looks: &[(&'a Spec, Found)]) -> Result<Option<&'a Spec>> {
     let with = |f: fn(Found) -> bool| -> Vec<&'a Spec> {
-        looks.iter().filter(|(_, x)| f(*x)).map(|(s, _)| *s).collect()
+        looks
+            .iter()
+            .filter(|(_, x)| f(*x))
+            .map(|(s, _)| *s)
+            .collect()
     };
     let present = with(|f| f != Found::Absent);
     let live = with(|f| f == Found::Live);

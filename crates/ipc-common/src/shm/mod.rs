@@ -138,6 +138,10 @@ pub struct Segment {
     pub file: Option<File>,
     /// What `--step` says to look at for this object.
     look: String,
+    /// An opener's calls, narrated only once the segment proves to be a live producer's
+    /// (see [`try_open`]); until then the segment is `quiet`, its unmapping too.
+    opened: Vec<(String, &'static str)>,
+    quiet: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -161,10 +165,21 @@ impl Drop for Segment {
             Some(Holder::Consumer) => h.consumer_alive.unlock(),
             None => {}
         }
+        if self.quiet {
+            return;
+        }
         // The mapping itself goes when the field drops, right after this.
         if !cleanup::interrupted() {
             narrate::step(
-                format_args!("{} of {}", if self.map.is_sysv() { "shmdt" } else { "munmap" }, self.object),
+                format_args!(
+                    "{} of {}",
+                    if self.map.is_sysv() {
+                        "shmdt"
+                    } else {
+                        "munmap"
+                    },
+                    self.object
+                ),
                 &self.look,
             );
         }
@@ -198,7 +213,17 @@ impl Segment {
             holds: None,
             file: None,
             look: spec.look(),
+            opened: Vec::new(),
+            quiet: false,
         }
+    }
+
+    /// Narrate the calls that opened this segment, now that it is the one used.
+    fn announce(&mut self) {
+        for (call, idea) in self.opened.drain(..) {
+            narrate::call(format_args!("{call}"), idea);
+        }
+        self.quiet = false;
     }
 
     fn with_file(mut self, file: File) -> Segment {
@@ -566,7 +591,10 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
             }
         })
     };
-    narrate::step(format_args!("ftruncate(fd, {total}): the object gets its size"), &look);
+    narrate::step(
+        format_args!("ftruncate(fd, {total}): the object gets its size"),
+        &look,
+    );
     file.set_len(total as u64).on(&obj, "ftruncate")?;
     narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_POSIX);
     step_mmap(total, &look);
@@ -634,7 +662,10 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
     if let Some(dir) = path.parent().and_then(Path::to_str) {
         check_room(dir, total, spec)?;
     }
-    narrate::step(format_args!("ftruncate(fd, {total}): the file gets its size"), &look);
+    narrate::step(
+        format_args!("ftruncate(fd, {total}): the file gets its size"),
+        &look,
+    );
     file.set_len(total as u64).on(&obj, "ftruncate")?;
     narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_MMAP);
     step_mmap(total, &look);
@@ -654,7 +685,10 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
     let kpath = key_path(&spec.name, None);
     let look = spec.look();
     narrate::step(
-        format_args!("create the key file {} and ftok it into a key", kpath.display()),
+        format_args!(
+            "create the key file {} and ftok it into a key",
+            kpath.display()
+        ),
         &look,
     );
     let key = match KeyFile::create(&kpath)? {
@@ -864,7 +898,10 @@ pub fn await_consumer(seg: &mut Segment, timeout: Duration, peer: &str) -> Resul
 pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Checked)> {
     let obj = spec.object();
     narrate::step(
-        format_args!("{}: attach to {obj} once the producer has published it", spec.open_call()),
+        format_args!(
+            "{}: attach to {obj} once the producer has published it",
+            spec.open_call()
+        ),
         &spec.look(),
     );
     let start = Instant::now();
@@ -930,6 +967,7 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    seg.announce();
     let h = seg.header();
     match h
         .consumer_alive
@@ -980,7 +1018,9 @@ pub fn mark_attached(seg: &Segment) -> Result<()> {
         })
 }
 
-/// One attempt to open the segment. `Ok(None)`: not there yet.
+/// One attempt to open the segment. `Ok(None)`: not there yet. The segment comes back
+/// quiet: the caller narrates its opening ([`Segment::announce`]) once it is the one
+/// used, so a consumer that looks again and again says so once.
 fn try_open(spec: &Spec) -> Result<Option<Segment>> {
     let obj = spec.object();
     let file_like = |file: File, call: &str| -> Result<Option<Segment>> {
@@ -990,14 +1030,19 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
             return Ok(None); // created but not sized yet
         }
         let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
-        narrate::call(
-            format_args!(
-                "{call}; mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
-                map.addr()
-            ),
-            IDEA_POSIX,
+        let mmap = format!(
+            "mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
+            map.addr()
         );
-        Ok(Some(Segment::new(map, spec, None).with_file(file)))
+        let idea = if spec.api == Api::Mmap {
+            IDEA_MMAP
+        } else {
+            IDEA_POSIX
+        };
+        let mut seg = Segment::new(map, spec, None).with_file(file);
+        seg.opened = vec![(call.to_string(), idea), (mmap, idea)];
+        seg.quiet = true;
+        Ok(Some(seg))
     };
     match spec.api {
         Api::Posix => {
@@ -1029,10 +1074,7 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
                 Err(e) => return Err(Error::os(&obj, "shmget", e)),
             };
-            narrate::call(
-                format_args!("shmget({:#010x}, 0, 0) = {id}", key.key),
-                IDEA_SYSV,
-            );
+            let shmget = format!("shmget({:#010x}, 0, 0) = {id}", key.key);
             let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
             if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
                 return Err(refuse(
@@ -1051,11 +1093,11 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
                 ));
             }
             let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
-            narrate::call(
-                format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
-                IDEA_SYSV,
-            );
-            Ok(Some(Segment::new(map, spec, None)))
+            let shmat = format!("shmat({id}, NULL, 0) = {:#x}", map.addr());
+            let mut seg = Segment::new(map, spec, None);
+            seg.opened = vec![(shmget, IDEA_SYSV), (shmat, IDEA_SYSV)];
+            seg.quiet = true;
+            Ok(Some(seg))
         }
     }
 }
@@ -1081,7 +1123,10 @@ pub fn probe(spec: &Spec) -> Found {
             let opened = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR, Mode::empty());
             narrate::repeated(
                 "look",
-                format_args!("shm_open({name:?}, O_RDWR) = {}", if opened.is_ok() { "fd" } else { "-1" }),
+                format_args!(
+                    "shm_open({name:?}, O_RDWR) = {}",
+                    if opened.is_ok() { "fd" } else { "-1" }
+                ),
                 "a consumer not told --api looks under every API",
             );
             match opened {
