@@ -1227,9 +1227,9 @@ mod corrupt {
             assert!(stdout(&out).contains("verified"), "{ctx}");
         } else {
             assert!(matches!(code(&out.status), 1 | 3 | 4), "{ctx}");
-            let errors = err.lines().filter(|l| l.contains("error:")).count();
+            let errors = err.lines().filter(|l| l.contains(": error[")).count();
             assert!(
-                errors == 1 && err.contains("shm-consumer: error:"),
+                errors == 1 && err.contains("shm-consumer: error["),
                 "one error line: {ctx}"
             );
         }
@@ -1373,7 +1373,7 @@ fn scribbled_ring_ends_the_transfer_cleanly() {
             "{target}: consumer exit {:?}: {err}",
             cons.status
         );
-        assert!(err.contains("shm-consumer: error:"), "{target}: {err}");
+        assert!(err.contains("shm-consumer: error["), "{target}: {err}");
         assert!(
             !stderr(&prod).is_empty() || code(&prod.status) == 0,
             "{target}: the producer says why it stopped"

@@ -45,11 +45,11 @@ pub fn consume(args: &ConsumerArgs, common: &CommonArgs) -> Result<Report> {
     // --file names a mapped file: only with --api mmap, checked before any waiting.
     spec(args.api.unwrap_or(Api::Posix), args.file.as_ref(), common)?;
     let start = Instant::now();
-    let spec = locate(args, common)?;
     let peer = format!(
         "shm-producer{}",
         naming_flags(args.api, args.file.as_ref(), common)
     );
+    let spec = locate(args, common, &peer)?;
     let left = common.timeout.saturating_sub(start.elapsed());
     let (seg, checked) = attach(&spec, left.max(Duration::from_millis(1)), &peer)?;
     // Refused here, the segment's drop gives the alive mutex back, so the next
@@ -76,7 +76,7 @@ pub fn consume(args: &ConsumerArgs, common: &CommonArgs) -> Result<Report> {
 /// API has a live producer of this name). Without: whichever API has something under
 /// the name; if several do, the one whose producer lives; if several producers live,
 /// the user must choose. Nothing anywhere yet: wait, up to --timeout.
-fn locate(args: &ConsumerArgs, common: &CommonArgs) -> Result<Spec> {
+fn locate(args: &ConsumerArgs, common: &CommonArgs, peer: &str) -> Result<Spec> {
     let specs: Vec<Spec> = <Api as clap::ValueEnum>::value_variants()
         .iter()
         .map(|&api| spec(api, args.file.as_ref().filter(|_| api == Api::Mmap), common))
@@ -93,11 +93,18 @@ fn locate(args: &ConsumerArgs, common: &CommonArgs) -> Result<Spec> {
             let api = args.api.unwrap_or(Api::Posix);
             return Ok(specs.into_iter().find(|s| s.api == api).expect("every api"));
         }
-        if !said && start.elapsed() >= GRACE && args.api.is_none() {
+        if !said && start.elapsed() >= GRACE {
+            let what = match args.api {
+                Some(api) => specs
+                    .iter()
+                    .find(|s| s.api == api)
+                    .expect("every api")
+                    .object(),
+                None => format!("{} under any API", specs[0].name),
+            };
             narrate::note(format_args!(
-                "waiting up to {:.0} s for a producer to create {} under any API (start `shm-producer` in another terminal)",
+                "waiting up to {:.0} s for a producer to create {what} (start `{peer}` in another terminal)",
                 common.timeout.as_secs_f64(),
-                common.name_or(ipc_common::shm::pair::DEFAULT_NAME)
             ));
             said = true;
         }

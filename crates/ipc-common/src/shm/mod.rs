@@ -1127,7 +1127,7 @@ pub fn probe(spec: &Spec) -> Found {
                     "shm_open({name:?}, O_RDWR) = {}",
                     if opened.is_ok() { "fd" } else { "-1" }
                 ),
-                "a consumer not told --api looks under every API",
+                LOOK,
             );
             match opened {
                 Ok(fd) => probe_file(&File::from(fd), spec),
@@ -1137,7 +1137,17 @@ pub fn probe(spec: &Spec) -> Found {
         }
         Api::Mmap => match open_existing_file(spec) {
             Ok(None) => return Found::Absent,
-            Ok(Some(f)) => probe_file(&f, spec),
+            Ok(Some(f)) => {
+                narrate::repeated(
+                    "look",
+                    format_args!(
+                        "open({:?}, O_RDWR|O_NOFOLLOW|O_NONBLOCK) = fd",
+                        spec.mmap_path()
+                    ),
+                    LOOK,
+                );
+                probe_file(&f, spec)
+            }
             Err(_) => None,
         },
         Api::Sysv => match probe_sysv(spec) {
@@ -1146,11 +1156,31 @@ pub fn probe(spec: &Spec) -> Found {
             Err(()) => None,
         },
     };
-    match map {
-        Some(m) if m.len() >= HEADER_SIZE && published_by_live(&m) => Found::Live,
-        _ => Found::Present,
+    let Some(map) = map else {
+        return Found::Present;
+    };
+    let (addr, len) = (map.addr(), map.len());
+    if map.is_sysv() {
+        narrate::repeated(
+            "look",
+            format_args!("shmat(id, NULL, 0) = {addr:#x} + shmdt({addr:#x}): a look at the header"),
+            LOOK,
+        );
+    } else {
+        narrate::repeated(
+            "look",
+            format_args!("mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {addr:#x} + munmap({addr:#x}, {len}) + close(fd): a look at the header"),
+            LOOK,
+        );
+    }
+    if map.len() >= HEADER_SIZE && published_by_live(&map) {
+        Found::Live
+    } else {
+        Found::Present
     }
 }
+
+const LOOK: &str = "a consumer not told --api looks under every API";
 
 fn probe_file(file: &File, spec: &Spec) -> Option<Mapping> {
     check_owner(file, spec).ok()?;
@@ -1176,7 +1206,7 @@ fn probe_sysv(spec: &Spec) -> std::result::Result<Option<Mapping>, ()> {
     narrate::repeated(
         "look",
         format_args!("ftok({kpath:?}, 'I') = {key:#010x}; shmget({key:#010x}, 0, 0) = {id}"),
-        "a consumer not told --api looks under every API",
+        LOOK,
     );
     let st = sys::shm_stat(id).map_err(drop)?;
     if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 || st.size < HEADER_SIZE {
