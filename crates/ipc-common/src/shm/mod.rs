@@ -4,8 +4,12 @@
 //!
 //! The creator initialises the whole header and publishes `STATE_READY` last; the opener
 //! waits for it, then checks magic, version and sizes. Once the consumer has attached,
-//! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`): the memory lives
-//! on while mapped, and even `kill -9` of either side leaves nothing behind.
+//! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`; with `--keep` only
+//! at exit): the memory lives on while mapped, and even `kill -9` of either side leaves
+//! nothing behind. A consumer not told the API looks under all three ([`probe`]).
+//!
+//! Every lifecycle call is narrated (`-v`) and, with `--step`, preceded by a pause that
+//! says what to look at (`ls -l /dev/shm`, `ipcs -m`, `ls -l FILE`).
 //!
 //! After a crash either side may still start first: the consumer attaches only to a
 //! published segment whose producer lives (its alive mutex is busy), and the next producer
@@ -909,54 +913,11 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
     // What was there at the last look, for the timeout message.
     let mut found: Option<String> = None;
     let (mut seg, checked) = loop {
-        if let Some(seg) = try_open(spec)? {
-            let h = seg.header();
-            // The creator publishes READY last; until then nothing else may be trusted.
-            if h.state.load(Ordering::Acquire) == STATE_INIT {
-                found = Some("it exists but was never published".into());
-            } else {
-                let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
-                    Error::new(
-                        Kind::Verify,
-                        &obj,
-                        format!("refused: {e}"),
-                        "both sides must run the same build; remove the object if it is a leftover",
-                    )
-                })?;
-                // A crashed producer's segment is no producer to attach to: wait for a
-                // live one, which replaces it.
-                if ring::peer_alive(&h.producer_alive) {
-                    break (seg, checked);
-                }
-                if found.is_none() {
-                    narrate::note(format_args!(
-                        "{obj} was left by a dead producer (pid {}); waiting for a live producer to replace it",
-                        checked.creator_pid
-                    ));
-                }
-                found = Some(format!(
-                    "only a dead producer's (pid {}) was there",
-                    checked.creator_pid
-                ));
-            }
+        if let Some(live) = look_for_live(spec, &mut found)? {
+            break live;
         }
         if start.elapsed() >= timeout {
-            let what = match &found {
-                Some(f) => format!(
-                    "no live producer published it within {:.1} s ({f})",
-                    timeout.as_secs_f64()
-                ),
-                None => format!(
-                    "no producer created it within {:.1} s",
-                    timeout.as_secs_f64()
-                ),
-            };
-            return Err(Error::peer(
-                &obj,
-                what,
-                format!("start `{peer}` within --timeout, or raise --timeout"),
-            )
-            .because(Cause::Timeout));
+            return Err(no_producer(&obj, timeout, found.as_deref(), peer));
         }
         if !said && start.elapsed() >= GRACE {
             narrate::note(format_args!(
@@ -968,33 +929,99 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
         std::thread::sleep(Duration::from_millis(5));
     };
     seg.announce();
+    take_consumer_alive(&mut seg)?;
+    Ok((seg, checked))
+}
+
+/// One look: the segment and its checked header if a live producer published it;
+/// otherwise `found` says what was there (for the timeout message).
+fn look_for_live(spec: &Spec, found: &mut Option<String>) -> Result<Option<(Segment, Checked)>> {
+    let Some(seg) = try_open(spec)? else {
+        return Ok(None);
+    };
     let h = seg.header();
+    // The creator publishes READY last; until then nothing else may be trusted.
+    if h.state.load(Ordering::Acquire) == STATE_INIT {
+        *found = Some("it exists but was never published".into());
+        return Ok(None);
+    }
+    let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
+        Error::new(
+            Kind::Verify,
+            spec.object(),
+            format!("refused: {e}"),
+            "both sides must run the same build; remove the object if it is a leftover",
+        )
+    })?;
+    // A crashed producer's segment is no producer to attach to: wait for a live one,
+    // which replaces it.
+    if ring::peer_alive(&h.producer_alive) {
+        return Ok(Some((seg, checked)));
+    }
+    if found.is_none() {
+        narrate::note(format_args!(
+            "{} was left by a dead producer (pid {}); waiting for a live producer to replace it",
+            spec.object(),
+            checked.creator_pid
+        ));
+    }
+    *found = Some(format!(
+        "only a dead producer's (pid {}) was there",
+        checked.creator_pid
+    ));
+    Ok(None)
+}
+
+fn no_producer(obj: &str, timeout: Duration, found: Option<&str>, peer: &str) -> Error {
+    let what = match found {
+        Some(f) => format!(
+            "no live producer published it within {:.1} s ({f})",
+            timeout.as_secs_f64()
+        ),
+        None => format!(
+            "no producer created it within {:.1} s",
+            timeout.as_secs_f64()
+        ),
+    };
+    Error::peer(
+        obj,
+        what,
+        format!("start `{peer}` within --timeout, or raise --timeout"),
+    )
+    .because(Cause::Timeout)
+}
+
+/// Take the consumer's alive mutex: one consumer per segment, and the producer's sign
+/// that its consumer lives.
+fn take_consumer_alive(seg: &mut Segment) -> Result<()> {
+    let h = seg.header();
+    let obj = &seg.object;
     match h
         .consumer_alive
         .try_lock()
-        .on(&obj, "pthread_mutex_trylock(consumer alive)")?
+        .on(obj, "pthread_mutex_trylock(consumer alive)")?
     {
-        Lock::Acquired => seg.holds = Some(Holder::Consumer),
+        Lock::Acquired => {
+            seg.holds = Some(Holder::Consumer);
+            Ok(())
+        }
         Lock::OwnerDied => {
             h.consumer_alive.make_consistent();
             h.consumer_alive.unlock();
-            return Err(Error::peer(
-                &obj,
+            Err(Error::peer(
+                obj,
                 "a previous consumer died attached to it",
                 "start a new producer and consumer",
             )
-            .because(Cause::Stale));
+            .because(Cause::Stale))
         }
-        _ => {
-            return Err(Error::new(
-                Kind::Runtime,
-                &obj,
-                "already has a consumer",
-                "one consumer per producer; start another pair with --name",
-            ))
-        }
+        _ => Err(Error::new(
+            Kind::Runtime,
+            obj,
+            "already has a consumer",
+            "one consumer per producer; start another pair with --name",
+        )),
     }
-    Ok((seg, checked))
 }
 
 /// Consumer: tell the producer we are attached (after opening any helper objects).
@@ -1063,43 +1090,47 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
                 None => Ok(None),
             }
         }
-        Api::Sysv => {
-            let kpath = key_path(&spec.name, None);
-            if !kpath.exists() {
-                return Ok(None);
-            }
-            let key = KeyFile::open(&kpath)?;
-            let id = match sys::shmget(key.key, 0, 0) {
-                Ok(id) => id,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-                Err(e) => return Err(Error::os(&obj, "shmget", e)),
-            };
-            let shmget = format!("shmget({:#010x}, 0, 0) = {id}", key.key);
-            let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
-            if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
-                return Err(refuse(
-                    spec,
-                    format!(
-                        "segment id {id} belongs to uid {} with mode {:03o}",
-                        st.uid,
-                        st.mode & 0o777
-                    ),
-                ));
-            }
-            if st.size < HEADER_SIZE {
-                return Err(refuse(
-                    spec,
-                    format!("segment id {id} has only {} bytes", st.size),
-                ));
-            }
-            let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
-            let shmat = format!("shmat({id}, NULL, 0) = {:#x}", map.addr());
-            let mut seg = Segment::new(map, spec, None);
-            seg.opened = vec![(shmget, IDEA_SYSV), (shmat, IDEA_SYSV)];
-            seg.quiet = true;
-            Ok(Some(seg))
-        }
+        Api::Sysv => open_sysv(spec),
     }
+}
+
+/// [`try_open`] for SysV: the key from the key file, the segment, checked to be ours.
+fn open_sysv(spec: &Spec) -> Result<Option<Segment>> {
+    let obj = spec.object();
+    let kpath = key_path(&spec.name, None);
+    if !kpath.exists() {
+        return Ok(None);
+    }
+    let key = KeyFile::open(&kpath)?;
+    let id = match sys::shmget(key.key, 0, 0) {
+        Ok(id) => id,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(Error::os(&obj, "shmget", e)),
+    };
+    let shmget = format!("shmget({:#010x}, 0, 0) = {id}", key.key);
+    let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+    if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
+        return Err(refuse(
+            spec,
+            format!(
+                "segment id {id} belongs to uid {} with mode {:03o}",
+                st.uid,
+                st.mode & 0o777
+            ),
+        ));
+    }
+    if st.size < HEADER_SIZE {
+        return Err(refuse(
+            spec,
+            format!("segment id {id} has only {} bytes", st.size),
+        ));
+    }
+    let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
+    let shmat = format!("shmat({id}, NULL, 0) = {:#x}", map.addr());
+    let mut seg = Segment::new(map, spec, None);
+    seg.opened = vec![(shmget, IDEA_SYSV), (shmat, IDEA_SYSV)];
+    seg.quiet = true;
+    Ok(Some(seg))
 }
 
 /// What one look under an API found (see [`probe`]).
