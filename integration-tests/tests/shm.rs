@@ -510,15 +510,11 @@ fn consumer_with_another_segment_size_is_refused() {
 #[test]
 fn help_lists_the_shm_flags() {
     for bin in [PROD, CONS] {
-        let words = [
-            "--api",
-            "--file",
-            "--sync",
-            "--segment-size",
-            "--name",
-            "--timeout",
-            "Exit codes",
-        ];
+        // The consumer learns --sync and --segment-size from the segment.
+        let mut words = vec!["--api", "--file", "--name", "--timeout", "Exit codes"];
+        if bin == PROD {
+            words.extend(["--sync", "--segment-size"]);
+        }
         assert_help(bin, &words, None, &[]);
     }
 }

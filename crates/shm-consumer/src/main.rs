@@ -1,36 +1,50 @@
-//! shm-consumer: attaches to the segment `shm-producer` created, checks every byte it
-//! receives through the ring, and prints the summary.
+//! shm-consumer: finds the segment `shm-producer` published, attaches to it, checks
+//! every byte it receives through the ring, and prints the summary.
+
+mod consume;
 
 use clap::Parser;
+use consume::{consume, ConsumerArgs};
 use ipc_common::args::Role;
 use ipc_common::cli::{run_main, Outcome};
-use ipc_common::shm::pair::{consume, ShmArgs};
 use ipc_common::CommonArgs;
 use std::process::ExitCode;
 
 const PROG: &str = "shm-consumer";
 
 const EXAMPLES: &str = "\
-Examples:
-  shm-consumer                                  terminal 2 (with `shm-producer` in terminal 1)
-  shm-consumer --api sysv                       attach to a SysV segment
-  shm-consumer --output copy.iso                write the received bytes to a file
-  shm-consumer --json                           the summary as one JSON object
+Examples (terminal 1 runs the producer, terminal 2 the consumer):
+  1$ shm-producer                               2$ shm-consumer
+  1$ shm-producer --api sysv --sync sem         2$ shm-consumer     (finds the SysV segment)
+  1$ shm-producer --api mmap --file /tmp/seg.bin
+                                                2$ shm-consumer --api mmap --file /tmp/seg.bin
+  1$ shm-producer --input big.iso               2$ shm-consumer --output copy.iso
+  1$ shm-producer -n 100                        2$ shm-consumer --json
+  1$ shm-producer --step --keep -v -n 3         2$ shm-consumer --step -v
+     (pause before each attach, unmap and removal; watch ls -l /dev/shm or ipcs -m)
 
-The consumer learns the sync kind, mode and sizes from the segment and the sender.";
+The consumer learns the API (it looks under all three), the sync kind, the sizes, the
+mode and the workload from the segment and the producer's hello: give those to the
+producer only.";
 
 #[derive(Parser)]
 #[command(
     name = PROG,
     version,
     about = "Shared memory, consumer side: attach to the producer's segment, check every byte",
-    long_about = "Shared memory, consumer side: attach to the segment shm-producer created (waiting for it \
-if need be), check its header, and receive and verify the workload from the ring in it.",
-    after_help = ipc_common::cli::after_help(EXAMPLES)
+    long_about = "Shared memory, consumer side: find the segment shm-producer published (POSIX, SysV \
+or a mapped file, waiting for it if need be), attach to it, check its header, and receive and verify \
+the workload from the ring in it.",
+    after_help = ipc_common::cli::after_help(EXAMPLES),
+    mut_arg("count", |a| a.hide(true)),
+    mut_arg("size", |a| a.hide(true)),
+    mut_arg("input", |a| a.hide(true)),
+    mut_arg("interval", |a| a.hide(true)),
+    mut_arg("mode", |a| a.hide(true))
 )]
 struct Cli {
     #[command(flatten)]
-    shm: ShmArgs,
+    shm: ConsumerArgs,
     #[command(flatten)]
     common: CommonArgs,
 }

@@ -1,23 +1,29 @@
 //! shm-producer: creates a shared-memory segment, waits for `shm-consumer` to attach,
 //! and sends the workload through a ring in the segment.
 
+mod produce;
+
 use clap::Parser;
 use ipc_common::args::Role;
 use ipc_common::cli::{run_main, Outcome};
-use ipc_common::shm::pair::{produce, ShmArgs};
 use ipc_common::CommonArgs;
+use produce::{produce, ProducerArgs};
 use std::process::ExitCode;
 
 const PROG: &str = "shm-producer";
 
 const EXAMPLES: &str = "\
-Examples:
-  shm-producer                                  terminal 1 (then `shm-consumer` in terminal 2)
-  shm-producer --api sysv --sync sem -n 100000  a SysV segment (see ipcs -m), semaphores
-  shm-producer --sync spin --mode pingpong      round trips with spinning sides
-  shm-producer --api mmap --file /tmp/seg.bin   the lecture's memory-mapped file
-  shm-producer --input big.iso --segment-size 64K   a file in rounds through a small segment
-  shm-producer -v -n 3                          narrate each system call";
+Examples (terminal 1 runs the producer, terminal 2 the consumer):
+  1$ shm-producer                               2$ shm-consumer
+  1$ shm-producer --api sysv --sync sem -n 100000
+                                                2$ shm-consumer     (it finds the SysV segment; ipcs -m shows it)
+  1$ shm-producer --sync spin --mode pingpong   2$ shm-consumer
+  1$ shm-producer --api mmap --file /tmp/seg.bin
+                                                2$ shm-consumer --api mmap --file /tmp/seg.bin
+  1$ shm-producer --input big.iso --segment-size 64K
+                                                2$ shm-consumer --output copy.iso
+  1$ shm-producer --step --keep -v -n 3         2$ shm-consumer --step -v
+     (pause before each create, map, unmap and removal; watch ls -l /dev/shm meanwhile)";
 
 #[derive(Parser)]
 #[command(
@@ -26,12 +32,14 @@ Examples:
     about = "Shared memory, producer side: create a segment, wait for the consumer, send through a ring in it",
     long_about = "Shared memory, producer side: create a segment (POSIX, SysV or a mapped file), \
 wait for shm-consumer to attach, and send the workload through a byte ring in the segment. \
-No system call is made per message; the sides wait for each other with --sync.",
-    after_help = ipc_common::cli::after_help(EXAMPLES)
+No system call is made per message; the sides wait for each other with --sync. The producer \
+chooses the API, sync kind, sizes and workload; the consumer learns them from the segment.",
+    after_help = ipc_common::cli::after_help(EXAMPLES),
+    mut_arg("output", |a| a.hide(true))
 )]
 struct Cli {
     #[command(flatten)]
-    shm: ShmArgs,
+    shm: ProducerArgs,
     #[command(flatten)]
     common: CommonArgs,
 }

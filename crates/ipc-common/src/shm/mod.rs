@@ -4,8 +4,12 @@
 //!
 //! The creator initialises the whole header and publishes `STATE_READY` last; the opener
 //! waits for it, then checks magic, version and sizes. Once the consumer has attached,
-//! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`): the memory lives
-//! on while mapped, and even `kill -9` of either side leaves nothing behind.
+//! the producer removes the name (`shm_unlink`, `IPC_RMID`, `unlink`; with `--keep` only
+//! at exit): the memory lives on while mapped, and even `kill -9` of either side leaves
+//! nothing behind. A consumer not told the API looks under all three ([`probe`]).
+//!
+//! Every lifecycle call is narrated (`-v`) and, with `--step`, preceded by a pause that
+//! says what to look at (`ls -l /dev/shm`, `ipcs -m`, `ls -l FILE`).
 //!
 //! After a crash either side may still start first: the consumer attaches only to a
 //! published segment whose producer lives (its alive mutex is busy), and the next producer
@@ -23,7 +27,7 @@ pub mod queue;
 pub mod ring;
 
 use crate::cleanup::{self, Guard};
-use crate::error::{Context, Error, Kind, Result};
+use crate::error::{Cause, Context, Error, Kind, Result};
 use crate::narrate;
 use crate::record;
 use crate::sysv::{key_path, KeyFile};
@@ -89,6 +93,27 @@ impl Spec {
         }
     }
 
+    /// How the consumer opens the object, for `--step`.
+    fn open_call(&self) -> String {
+        match self.api {
+            Api::Posix => format!("shm_open(\"/{}\", O_RDWR) and mmap", self.name),
+            Api::Sysv => format!(
+                "ftok({}), shmget(key, 0, 0) and shmat",
+                key_path(&self.name, None).display()
+            ),
+            Api::Mmap => format!("open({}, O_RDWR) and mmap", self.mmap_path().display()),
+        }
+    }
+
+    /// What to look at in another terminal to see this object come and go (`--step`).
+    pub fn look(&self) -> String {
+        match self.api {
+            Api::Posix => "ls -l /dev/shm".into(),
+            Api::Sysv => format!("ipcs -m; ls -l {}", key_path(&self.name, None).display()),
+            Api::Mmap => format!("ls -l {}", self.mmap_path().display()),
+        }
+    }
+
     /// The command that removes a leftover by hand.
     fn remove_command(&self) -> String {
         match self.api {
@@ -115,6 +140,12 @@ pub struct Segment {
     /// `--api posix|mmap`: the object's descriptor, kept open. The creator holds its
     /// creator lock (`flock`) on it for life, and both sides check its size on it.
     pub file: Option<File>,
+    /// What `--step` says to look at for this object.
+    look: String,
+    /// An opener's calls, narrated only once the segment proves to be a live producer's
+    /// (see [`try_open`]); until then the segment is `quiet`, its unmapping too.
+    opened: Vec<(String, &'static str)>,
+    quiet: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -138,7 +169,24 @@ impl Drop for Segment {
             Some(Holder::Consumer) => h.consumer_alive.unlock(),
             None => {}
         }
+        if self.quiet {
+            return;
+        }
         // The mapping itself goes when the field drops, right after this.
+        if !cleanup::interrupted() {
+            narrate::step(
+                format_args!(
+                    "{} of {}",
+                    if self.map.is_sysv() {
+                        "shmdt"
+                    } else {
+                        "munmap"
+                    },
+                    self.object
+                ),
+                &self.look,
+            );
+        }
         if self.map.is_sysv() {
             narrate::call(
                 format_args!("shmdt({:#x}) = 0", self.map.addr()),
@@ -150,19 +198,36 @@ impl Drop for Segment {
                 "shared memory: unmap; the pages go when the last mapping and the name are gone",
             );
         }
+        if self.file.is_some() {
+            narrate::call(
+                format_args!("close(fd) = 0"),
+                "the descriptor was only needed to map the object (and to watch its size)",
+            );
+        }
     }
 }
 
 impl Segment {
-    fn new(map: Mapping, object: String, remover: Option<Guard>) -> Segment {
+    fn new(map: Mapping, spec: &Spec, remover: Option<Guard>) -> Segment {
         Segment {
             map,
-            object,
+            object: spec.object(),
             remover,
             helpers: Vec::new(),
             holds: None,
             file: None,
+            look: spec.look(),
+            opened: Vec::new(),
+            quiet: false,
         }
+    }
+
+    /// Narrate the calls that opened this segment, now that it is the one used.
+    fn announce(&mut self) {
+        for (call, idea) in self.opened.drain(..) {
+            narrate::call(format_args!("{call}"), idea);
+        }
+        self.quiet = false;
     }
 
     fn with_file(mut self, file: File) -> Segment {
@@ -178,7 +243,11 @@ impl Segment {
     /// The helper queues' names go first: a queue name then never outlives its
     /// segment's name while its producer lives, so whoever holds the segment name may
     /// take a queue left under the derived name as a dead producer's.
+    /// With `--keep` the names stay until exit, for the student to see.
     pub fn remove_name(&mut self) {
+        if !cleanup::early_removal() {
+            return;
+        }
         self.helpers.clear();
         self.remover.take();
     }
@@ -225,6 +294,7 @@ fn refuse(spec: &Spec, what: String) -> Error {
         what,
         format!("not touching it; if it is a leftover of yours, remove it ({}) or choose another --name", spec.remove_command()),
     )
+    .because(Cause::NotOurs)
 }
 
 /// Refuse a too-large segment before mapping it: touching pages /dev/shm cannot back
@@ -240,9 +310,24 @@ fn check_room(dir: &str, total: usize, spec: &Spec) -> Result<()> {
             spec.object(),
             format!("needs {total} bytes but {dir} has {free} free"),
             format!("lower --segment-size, free space in {dir}, or enlarge it (in a container: --shm-size)"),
-        ));
+        )
+        .because(Cause::Limit));
     }
     Ok(())
+}
+
+/// `--step` before a name is removed; not on Ctrl-C, whose cleanup must not wait.
+fn step_before_removal(call: std::fmt::Arguments<'_>, look: &str) {
+    if !cleanup::interrupted() {
+        narrate::step(format_args!("{call}: the name goes"), look);
+    }
+}
+
+fn step_mmap(len: usize, look: &str) {
+    narrate::step(
+        format_args!("mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0): the pages enter this process (see /proc/PID/maps)"),
+        look,
+    );
 }
 
 /// What a mapped segment that already exists under our name is.
@@ -475,6 +560,11 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
     let obj = spec.object();
     let name = format!("/{}", spec.name);
     check_room("/dev/shm", total, spec)?;
+    let look = spec.look();
+    narrate::step(
+        format_args!("shm_open({name:?}, O_CREAT|O_EXCL|O_RDWR, 0600): an empty object appears"),
+        &look,
+    );
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
     let fd = match nix::sys::mman::shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR) {
         Err(Errno::EEXIST) => {
@@ -499,13 +589,19 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
     let remover = {
         let n = name.clone();
         cleanup::on_exit_recorded(obj.clone(), record::Object::posix_shm(&name), move || {
+            step_before_removal(format_args!("shm_unlink({n:?})"), "ls -l /dev/shm");
             if nix::sys::mman::shm_unlink(n.as_str()).is_ok() {
                 narrate::call(format_args!("shm_unlink({n:?}) = 0"), IDEA_EARLY);
             }
         })
     };
+    narrate::step(
+        format_args!("ftruncate(fd, {total}): the object gets its size"),
+        &look,
+    );
     file.set_len(total as u64).on(&obj, "ftruncate")?;
     narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_POSIX);
+    step_mmap(total, &look);
     let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
     narrate::call(
         format_args!(
@@ -514,7 +610,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         "shared memory: the same physical pages, mapped at each process's own address",
     );
-    Ok(Segment::new(map, obj, Some(remover)).with_file(file))
+    Ok(Segment::new(map, spec, Some(remover)).with_file(file))
 }
 
 fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
@@ -529,6 +625,11 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
             .mode(0o600)
             .open(&path)
     };
+    let look = spec.look();
+    narrate::step(
+        format_args!("open({path:?}, O_CREAT|O_EXCL|O_RDWR, 0600): an empty file appears"),
+        &look,
+    );
     let file = match open_new() {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let Some(file) = open_existing_file(spec)? else {
@@ -554,7 +655,9 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
     let remover = {
         let p = path.clone();
         let rec = record::Object::path(record::Kind::MappedFile, &path);
+        let look = look.clone();
         cleanup::on_exit_recorded(obj.clone(), rec, move || {
+            step_before_removal(format_args!("unlink({p:?})"), &look);
             if std::fs::remove_file(&p).is_ok() {
                 narrate::call(format_args!("unlink({p:?}) = 0"), IDEA_EARLY);
             }
@@ -563,8 +666,13 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
     if let Some(dir) = path.parent().and_then(Path::to_str) {
         check_room(dir, total, spec)?;
     }
+    narrate::step(
+        format_args!("ftruncate(fd, {total}): the file gets its size"),
+        &look,
+    );
     file.set_len(total as u64).on(&obj, "ftruncate")?;
     narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_MMAP);
+    step_mmap(total, &look);
     let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
     narrate::call(
         format_args!(
@@ -573,12 +681,20 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
         ),
         IDEA_MMAP,
     );
-    Ok(Segment::new(map, obj, Some(remover)).with_file(file))
+    Ok(Segment::new(map, spec, Some(remover)).with_file(file))
 }
 
 fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
     let obj = spec.object();
     let kpath = key_path(&spec.name, None);
+    let look = spec.look();
+    narrate::step(
+        format_args!(
+            "create the key file {} and ftok it into a key",
+            kpath.display()
+        ),
+        &look,
+    );
     let key = match KeyFile::create(&kpath)? {
         Some(k) => k,
         None => {
@@ -592,6 +708,13 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
         }
     };
     let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600;
+    narrate::step(
+        format_args!(
+            "shmget({:#010x}, {total}, IPC_CREAT|IPC_EXCL|0600): the segment appears, attached 0 times",
+            key.key
+        ),
+        &look,
+    );
     let id = match sys::shmget(key.key, total, flags) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             // A segment with this key but no key file: another key file's inode
@@ -610,7 +733,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
             _ => "",
         };
         let err = Error::os(&obj, format!("shmget(key {:#010x}, {total}, IPC_CREAT|IPC_EXCL|0600)", key.key), e);
-        if remedy.is_empty() { err } else { err.with_remedy(remedy) }
+        if remedy.is_empty() { err } else { err.with_remedy(remedy).because(Cause::Limit) }
     })?;
     narrate::call(
         format_args!(
@@ -625,18 +748,23 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
         let rec = record::Object::sysv(record::Kind::SysvShm, key.key, id);
         cleanup::on_exit_recorded(object, rec, move || {
             let mut key = key;
+            step_before_removal(format_args!("shmctl({id}, IPC_RMID)"), "ipcs -m");
             if sys::shm_rmid(id).is_ok() {
                 narrate::call(format_args!("shmctl({id}, IPC_RMID) = 0"), IDEA_EARLY);
             }
             key.remove();
         })
     };
+    narrate::step(
+        format_args!("shmat({id}, NULL, 0): nattch goes to 1"),
+        &look,
+    );
     let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
     narrate::call(
         format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
         IDEA_SYSV,
     );
-    Ok(Segment::new(map, obj, Some(remover)))
+    Ok(Segment::new(map, spec, Some(remover)))
 }
 
 fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
@@ -752,7 +880,8 @@ pub fn await_consumer(seg: &mut Segment, timeout: Duration, peer: &str) -> Resul
                 &seg.object,
                 format!("no consumer attached within {:.1} s", timeout.as_secs_f64()),
                 format!("start `{peer}` within --timeout, or raise --timeout"),
-            ));
+            )
+            .because(Cause::Timeout));
         }
         if !said && start.elapsed() >= GRACE {
             narrate::note(format_args!(
@@ -772,58 +901,23 @@ pub fn await_consumer(seg: &mut Segment, timeout: Duration, peer: &str) -> Resul
 /// appear and be published; check its header; take the consumer's alive mutex.
 pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Checked)> {
     let obj = spec.object();
+    narrate::step(
+        format_args!(
+            "{}: attach to {obj} once the producer has published it",
+            spec.open_call()
+        ),
+        &spec.look(),
+    );
     let start = Instant::now();
     let mut said = false;
     // What was there at the last look, for the timeout message.
     let mut found: Option<String> = None;
     let (mut seg, checked) = loop {
-        if let Some(seg) = try_open(spec)? {
-            let h = seg.header();
-            // The creator publishes READY last; until then nothing else may be trusted.
-            if h.state.load(Ordering::Acquire) == STATE_INIT {
-                found = Some("it exists but was never published".into());
-            } else {
-                let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
-                    Error::new(
-                        Kind::Verify,
-                        &obj,
-                        format!("refused: {e}"),
-                        "both sides must run the same build; remove the object if it is a leftover",
-                    )
-                })?;
-                // A crashed producer's segment is no producer to attach to: wait for a
-                // live one, which replaces it.
-                if ring::peer_alive(&h.producer_alive) {
-                    break (seg, checked);
-                }
-                if found.is_none() {
-                    narrate::note(format_args!(
-                        "{obj} was left by a dead producer (pid {}); waiting for a live producer to replace it",
-                        checked.creator_pid
-                    ));
-                }
-                found = Some(format!(
-                    "only a dead producer's (pid {}) was there",
-                    checked.creator_pid
-                ));
-            }
+        if let Some(live) = look_for_live(spec, &mut found)? {
+            break live;
         }
         if start.elapsed() >= timeout {
-            let what = match &found {
-                Some(f) => format!(
-                    "no live producer published it within {:.1} s ({f})",
-                    timeout.as_secs_f64()
-                ),
-                None => format!(
-                    "no producer created it within {:.1} s",
-                    timeout.as_secs_f64()
-                ),
-            };
-            return Err(Error::peer(
-                &obj,
-                what,
-                format!("start `{peer}` within --timeout, or raise --timeout"),
-            ));
+            return Err(no_producer(&obj, timeout, found.as_deref(), peer));
         }
         if !said && start.elapsed() >= GRACE {
             narrate::note(format_args!(
@@ -834,32 +928,100 @@ pub fn attach(spec: &Spec, timeout: Duration, peer: &str) -> Result<(Segment, Ch
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    seg.announce();
+    take_consumer_alive(&mut seg)?;
+    Ok((seg, checked))
+}
+
+/// One look: the segment and its checked header if a live producer published it;
+/// otherwise `found` says what was there (for the timeout message).
+fn look_for_live(spec: &Spec, found: &mut Option<String>) -> Result<Option<(Segment, Checked)>> {
+    let Some(seg) = try_open(spec)? else {
+        return Ok(None);
+    };
     let h = seg.header();
+    // The creator publishes READY last; until then nothing else may be trusted.
+    if h.state.load(Ordering::Acquire) == STATE_INIT {
+        *found = Some("it exists but was never published".into());
+        return Ok(None);
+    }
+    let checked = layout::check(h, seg.map.len() as u64).map_err(|e| {
+        Error::new(
+            Kind::Verify,
+            spec.object(),
+            format!("refused: {e}"),
+            "both sides must run the same build; remove the object if it is a leftover",
+        )
+    })?;
+    // A crashed producer's segment is no producer to attach to: wait for a live one,
+    // which replaces it.
+    if ring::peer_alive(&h.producer_alive) {
+        return Ok(Some((seg, checked)));
+    }
+    if found.is_none() {
+        narrate::note(format_args!(
+            "{} was left by a dead producer (pid {}); waiting for a live producer to replace it",
+            spec.object(),
+            checked.creator_pid
+        ));
+    }
+    *found = Some(format!(
+        "only a dead producer's (pid {}) was there",
+        checked.creator_pid
+    ));
+    Ok(None)
+}
+
+fn no_producer(obj: &str, timeout: Duration, found: Option<&str>, peer: &str) -> Error {
+    let what = match found {
+        Some(f) => format!(
+            "no live producer published it within {:.1} s ({f})",
+            timeout.as_secs_f64()
+        ),
+        None => format!(
+            "no producer created it within {:.1} s",
+            timeout.as_secs_f64()
+        ),
+    };
+    Error::peer(
+        obj,
+        what,
+        format!("start `{peer}` within --timeout, or raise --timeout"),
+    )
+    .because(Cause::Timeout)
+}
+
+/// Take the consumer's alive mutex: one consumer per segment, and the producer's sign
+/// that its consumer lives.
+fn take_consumer_alive(seg: &mut Segment) -> Result<()> {
+    let h = seg.header();
+    let obj = &seg.object;
     match h
         .consumer_alive
         .try_lock()
-        .on(&obj, "pthread_mutex_trylock(consumer alive)")?
+        .on(obj, "pthread_mutex_trylock(consumer alive)")?
     {
-        Lock::Acquired => seg.holds = Some(Holder::Consumer),
+        Lock::Acquired => {
+            seg.holds = Some(Holder::Consumer);
+            Ok(())
+        }
         Lock::OwnerDied => {
             h.consumer_alive.make_consistent();
             h.consumer_alive.unlock();
-            return Err(Error::peer(
-                &obj,
+            Err(Error::peer(
+                obj,
                 "a previous consumer died attached to it",
                 "start a new producer and consumer",
-            ));
+            )
+            .because(Cause::Stale))
         }
-        _ => {
-            return Err(Error::new(
-                Kind::Runtime,
-                &obj,
-                "already has a consumer",
-                "one consumer per producer; start another pair with --name",
-            ))
-        }
+        _ => Err(Error::new(
+            Kind::Runtime,
+            obj,
+            "already has a consumer",
+            "one consumer per producer; start another pair with --name",
+        )),
     }
-    Ok((seg, checked))
 }
 
 /// Consumer: tell the producer we are attached (after opening any helper objects).
@@ -883,7 +1045,9 @@ pub fn mark_attached(seg: &Segment) -> Result<()> {
         })
 }
 
-/// One attempt to open the segment. `Ok(None)`: not there yet.
+/// One attempt to open the segment. `Ok(None)`: not there yet. The segment comes back
+/// quiet: the caller narrates its opening ([`Segment::announce`]) once it is the one
+/// used, so a consumer that looks again and again says so once.
 fn try_open(spec: &Spec) -> Result<Option<Segment>> {
     let obj = spec.object();
     let file_like = |file: File, call: &str| -> Result<Option<Segment>> {
@@ -893,14 +1057,19 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
             return Ok(None); // created but not sized yet
         }
         let map = Mapping::map_shared(&file, len).on(&obj, "mmap")?;
-        narrate::call(
-            format_args!(
-                "{call}; mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
-                map.addr()
-            ),
-            IDEA_POSIX,
+        let mmap = format!(
+            "mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
+            map.addr()
         );
-        Ok(Some(Segment::new(map, obj.clone(), None).with_file(file)))
+        let idea = if spec.api == Api::Mmap {
+            IDEA_MMAP
+        } else {
+            IDEA_POSIX
+        };
+        let mut seg = Segment::new(map, spec, None).with_file(file);
+        seg.opened = vec![(call.to_string(), idea), (mmap, idea)];
+        seg.quiet = true;
+        Ok(Some(seg))
     };
     match spec.api {
         Api::Posix => {
@@ -921,44 +1090,166 @@ fn try_open(spec: &Spec) -> Result<Option<Segment>> {
                 None => Ok(None),
             }
         }
-        Api::Sysv => {
-            let kpath = key_path(&spec.name, None);
-            if !kpath.exists() {
-                return Ok(None);
-            }
-            let key = KeyFile::open(&kpath)?;
-            let id = match sys::shmget(key.key, 0, 0) {
-                Ok(id) => id,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-                Err(e) => return Err(Error::os(&obj, "shmget", e)),
-            };
-            narrate::call(
-                format_args!("shmget({:#010x}, 0, 0) = {id}", key.key),
-                IDEA_SYSV,
-            );
-            let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
-            if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
-                return Err(refuse(
-                    spec,
-                    format!(
-                        "segment id {id} belongs to uid {} with mode {:03o}",
-                        st.uid,
-                        st.mode & 0o777
-                    ),
-                ));
-            }
-            if st.size < HEADER_SIZE {
-                return Err(refuse(
-                    spec,
-                    format!("segment id {id} has only {} bytes", st.size),
-                ));
-            }
-            let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
-            narrate::call(
-                format_args!("shmat({id}, NULL, 0) = {:#x}", map.addr()),
-                IDEA_SYSV,
-            );
-            Ok(Some(Segment::new(map, obj, None)))
-        }
+        Api::Sysv => open_sysv(spec),
     }
+}
+
+/// [`try_open`] for SysV: the key from the key file, the segment, checked to be ours.
+fn open_sysv(spec: &Spec) -> Result<Option<Segment>> {
+    let obj = spec.object();
+    let kpath = key_path(&spec.name, None);
+    if !kpath.exists() {
+        return Ok(None);
+    }
+    let key = KeyFile::open(&kpath)?;
+    let id = match sys::shmget(key.key, 0, 0) {
+        Ok(id) => id,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(Error::os(&obj, "shmget", e)),
+    };
+    let shmget = format!("shmget({:#010x}, 0, 0) = {id}", key.key);
+    let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+    if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
+        return Err(refuse(
+            spec,
+            format!(
+                "segment id {id} belongs to uid {} with mode {:03o}",
+                st.uid,
+                st.mode & 0o777
+            ),
+        ));
+    }
+    if st.size < HEADER_SIZE {
+        return Err(refuse(
+            spec,
+            format!("segment id {id} has only {} bytes", st.size),
+        ));
+    }
+    let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
+    let shmat = format!("shmat({id}, NULL, 0) = {:#x}", map.addr());
+    let mut seg = Segment::new(map, spec, None);
+    seg.opened = vec![(shmget, IDEA_SYSV), (shmat, IDEA_SYSV)];
+    seg.quiet = true;
+    Ok(Some(seg))
+}
+
+/// What one look under an API found (see [`probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing under that name.
+    Absent,
+    /// Something: not published, a dead producer's, or not ours (attaching says which).
+    Present,
+    /// A segment published by a producer that lives (its alive mutex is held).
+    Live,
+}
+
+/// Look whether `spec` names a segment, and whether a live producer published it,
+/// changing nothing: for a consumer that was not told the API. Looks repeat while the
+/// consumer waits, so they are narrated as repeated calls.
+pub fn probe(spec: &Spec) -> Found {
+    let map = match spec.api {
+        Api::Posix => {
+            let name = format!("/{}", spec.name);
+            let opened = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR, Mode::empty());
+            narrate::repeated(
+                "look",
+                format_args!(
+                    "shm_open({name:?}, O_RDWR) = {}",
+                    if opened.is_ok() { "fd" } else { "-1" }
+                ),
+                LOOK,
+            );
+            match opened {
+                Ok(fd) => probe_file(&File::from(fd), spec),
+                Err(Errno::ENOENT) => return Found::Absent,
+                Err(_) => None,
+            }
+        }
+        Api::Mmap => match open_existing_file(spec) {
+            Ok(None) => return Found::Absent,
+            Ok(Some(f)) => {
+                narrate::repeated(
+                    "look",
+                    format_args!(
+                        "open({:?}, O_RDWR|O_NOFOLLOW|O_NONBLOCK) = fd",
+                        spec.mmap_path()
+                    ),
+                    LOOK,
+                );
+                probe_file(&f, spec)
+            }
+            Err(_) => None,
+        },
+        Api::Sysv => match probe_sysv(spec) {
+            Ok(None) => return Found::Absent,
+            Ok(Some(map)) => Some(map),
+            Err(()) => None,
+        },
+    };
+    let Some(map) = map else {
+        return Found::Present;
+    };
+    let (addr, len) = (map.addr(), map.len());
+    if map.is_sysv() {
+        narrate::repeated(
+            "look",
+            format_args!("shmat(id, NULL, 0) = {addr:#x} + shmdt({addr:#x}): a look at the header"),
+            LOOK,
+        );
+    } else {
+        narrate::repeated(
+            "look",
+            format_args!("mmap(NULL, {len}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {addr:#x} + munmap({addr:#x}, {len}) + close(fd): a look at the header"),
+            LOOK,
+        );
+    }
+    if map.len() >= HEADER_SIZE && published_by_live(&map) {
+        Found::Live
+    } else {
+        Found::Present
+    }
+}
+
+const LOOK: &str = "a consumer not told --api looks under every API";
+
+fn probe_file(file: &File, spec: &Spec) -> Option<Mapping> {
+    check_owner(file, spec).ok()?;
+    let len = file.metadata().ok()?.len() as usize;
+    (len >= HEADER_SIZE).then(|| Mapping::map_shared(file, len).ok())?
+}
+
+/// The SysV look: key file, key, segment of ours, attached. `Ok(None)`: no segment.
+fn probe_sysv(spec: &Spec) -> std::result::Result<Option<Mapping>, ()> {
+    let kpath = key_path(&spec.name, None);
+    match std::fs::symlink_metadata(&kpath) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(()),
+        Ok(m) if !m.is_file() || m.uid() != nix::unistd::geteuid().as_raw() => return Err(()),
+        Ok(_) => {}
+    }
+    let key = ipc_sys::ftok(&kpath, crate::sysv::PROJECT_ID).map_err(drop)?;
+    let id = match sys::shmget(key, 0, 0) {
+        Ok(id) => id,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    narrate::repeated(
+        "look",
+        format_args!("ftok({kpath:?}, 'I') = {key:#010x}; shmget({key:#010x}, 0, 0) = {id}"),
+        LOOK,
+    );
+    let st = sys::shm_stat(id).map_err(drop)?;
+    if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 || st.size < HEADER_SIZE {
+        return Err(());
+    }
+    Mapping::attach_sysv(id).map(Some).map_err(drop)
+}
+
+/// Is this mapping a published segment of this program whose producer lives?
+fn published_by_live(map: &Mapping) -> bool {
+    let h = map.header();
+    h.state.load(Ordering::Acquire) != STATE_INIT
+        && layout::check(h, map.len() as u64).is_ok()
+        && ring::peer_alive(&h.producer_alive)
 }

@@ -11,7 +11,7 @@ use super::layout::{Checked, SyncKind, HEADER_SIZE, MAX_POOL, MIN_RING};
 use super::queue::Queue;
 use super::ring::{peer_alive, peer_died, SLICE};
 use super::{attach, await_consumer, create, mark_attached, publish, Segment, Spec};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Cause, Error, Kind, Result};
 use crate::frame::{check_len, Header as Frame, HEADER_LEN};
 use crate::link::Link;
 use crate::narrate;
@@ -114,6 +114,38 @@ pub fn create_pool(
     timeout: Duration,
     peer: &str,
 ) -> Result<Pool> {
+    let part = check_pool(n, size)?;
+    let member = Checked {
+        rings: 1,
+        capacity: part as u64,
+        api: spec.api,
+        sync: SyncKind::Mq,
+        creator_pid: std::process::id(),
+        zero_copy: false,
+        pool: 0,
+    };
+    let mut members = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut seg = create(&spec.pool_member(i), size)?;
+        publish(&mut seg, &member)?;
+        members.push(seg);
+    }
+    let mut main = create_main(spec, n, pingpong, &member)?;
+    let queues = Queues::open(&spec.name, true, pingpong)?;
+    await_consumer(&mut main, timeout, peer)?;
+    // The consumer attached every member before the main segment: all names can go.
+    members.iter_mut().for_each(Segment::remove_name);
+    Ok(Pool {
+        main,
+        members,
+        part,
+        queues,
+        producer: true,
+    })
+}
+
+/// Check the pool's flags against the queue limit; the data bytes per member.
+fn check_pool(n: u32, size: usize) -> Result<usize> {
     if n == 0 || n > MAX_POOL {
         return Err(Error::usage(
             format!("--segments {n}"),
@@ -128,7 +160,8 @@ pub fn create_pool(
         return Err(Error::usage(
             format!("--segments {n}: the free-id queue must hold every id, and queues hold at most {msg_max} messages"),
             "use fewer segments, or raise /proc/sys/fs/mqueue/msg_max",
-        ));
+        )
+        .because(Cause::Limit));
     }
     let part = (size.saturating_sub(HEADER_SIZE)) & !63;
     if (part as u64) < MIN_RING {
@@ -137,60 +170,29 @@ pub fn create_pool(
             format!("give at least {} bytes", HEADER_SIZE as u64 + MIN_RING),
         ));
     }
-    let member_checked = Checked {
-        rings: 1,
-        capacity: part as u64,
-        api: spec.api,
-        sync: SyncKind::Mq,
-        creator_pid: std::process::id(),
-        zero_copy: false,
-        pool: 0,
-    };
-    let mut members = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let mut seg = create(&spec.pool_member(i), size)?;
-        publish(&mut seg, &member_checked)?;
-        members.push(seg);
-    }
-    // The main segment carries no data; its ring count tells the consumer about pingpong.
+    Ok(part)
+}
+
+/// The main segment carries no data: its header announces the pool, and its ring count
+/// tells the consumer about pingpong. Its queues are removed with its name.
+fn create_main(spec: &Spec, n: u32, pingpong: bool, member: &Checked) -> Result<Segment> {
     let rings = if pingpong { 2 } else { 1 };
     let mut main = create(spec, HEADER_SIZE + rings * MIN_RING as usize)?;
     let [free, full, back] = names(&spec.name);
-    main.add_helper(Queue::create(&free, i64::from(n), 4, IDEA_POOL)?);
-    main.add_helper(Queue::create(
-        &full,
-        i64::from(n),
-        DESC_LEN as i64,
-        IDEA_POOL,
-    )?);
+    let depth = i64::from(n);
+    main.add_helper(Queue::create(&free, depth, 4, IDEA_POOL)?);
+    main.add_helper(Queue::create(&full, depth, DESC_LEN as i64, IDEA_POOL)?);
     if pingpong {
-        main.add_helper(Queue::create(
-            &back,
-            i64::from(n),
-            DESC_LEN as i64,
-            IDEA_POOL,
-        )?);
+        main.add_helper(Queue::create(&back, depth, DESC_LEN as i64, IDEA_POOL)?);
     }
-    publish(
-        &mut main,
-        &Checked {
-            rings,
-            capacity: MIN_RING,
-            pool: n,
-            ..member_checked
-        },
-    )?;
-    let queues = Queues::open(&spec.name, true, pingpong)?;
-    await_consumer(&mut main, timeout, peer)?;
-    // The consumer attached every member before the main segment: all names can go.
-    members.iter_mut().for_each(Segment::remove_name);
-    Ok(Pool {
-        main,
-        members,
-        part,
-        queues,
-        producer: true,
-    })
+    let announce = Checked {
+        rings,
+        capacity: MIN_RING,
+        pool: n,
+        ..*member
+    };
+    publish(&mut main, &announce)?;
+    Ok(main)
 }
 
 /// Consumer: attach the members the main segment announces, open the queues, hand every

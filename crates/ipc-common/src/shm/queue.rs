@@ -2,7 +2,7 @@
 //! "ready"/"ok" messages (`--sync mq`) and the pool's free and full segment ids.
 
 use crate::cleanup::{self, Guard};
-use crate::error::{Context, Error, Kind, Result};
+use crate::error::{Cause, Context, Error, Kind, Result};
 use crate::narrate;
 use nix::errno::Errno;
 use nix::mqueue::{
@@ -20,10 +20,18 @@ pub struct Queue {
 impl Drop for Queue {
     fn drop(&mut self) {
         if let Some(q) = self.mqd.take() {
-            let _ = mq_close(q);
+            if mq_close(q).is_ok() {
+                narrate::call(
+                    format_args!("mq_close({:?}) = 0", self.name),
+                    "this side is done with the queue; the name goes with its creator",
+                );
+            }
         }
     }
 }
+
+/// What `--step` says to look at for the queues (the mount is optional).
+const LOOK: &str = "ls -l /dev/mqueue (where mounted)";
 
 fn object(name: &str) -> String {
     format!("queue {name} (/dev/mqueue{name})")
@@ -61,7 +69,8 @@ fn check_leftover(name: &str) -> Result<()> {
             obj,
             format!("exists and belongs to uid {} with mode {mode:03o}; this program's queues are yours with mode 0600", st.st_uid),
             "not touching it; if it is a leftover of yours, remove it (make clean-ipc), or choose another --name",
-        ));
+        )
+        .because(Cause::NotOurs));
     }
     Ok(())
 }
@@ -80,6 +89,12 @@ impl Queue {
         let attr = MqAttr::new(0, maxmsg, msgsize, 0);
         let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
         let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+        narrate::step(
+            format_args!(
+                "mq_open({name:?}, O_CREAT|O_EXCL, 0600): a queue beside the segment appears"
+            ),
+            LOOK,
+        );
         let made = match mq_open(name, flags, mode, Some(&attr)) {
             Err(Errno::EEXIST) => {
                 check_leftover(name)?;
@@ -100,7 +115,12 @@ impl Queue {
                 Errno::EMFILE | Errno::ENOSPC => "the queue limit (/proc/sys/fs/mqueue/queues_max) is reached; remove leftovers (make clean-ipc)".into(),
                 _ => "check that /dev/mqueue is mounted and usable".into(),
             };
-            Error::os(object(name), "mq_open(O_CREAT|O_EXCL, 0600)", e.into()).with_remedy(remedy)
+            let err = Error::os(object(name), "mq_open(O_CREAT|O_EXCL, 0600)", e.into())
+                .with_remedy(remedy);
+            match e {
+                Errno::EINVAL | Errno::EMFILE | Errno::ENOSPC => err.because(Cause::Limit),
+                _ => err,
+            }
         })?;
         let _ = mq_close(made);
         narrate::call(
@@ -112,6 +132,9 @@ impl Queue {
         let n = name.to_string();
         let rec = crate::record::Object::posix_mq(name);
         Ok(cleanup::on_exit_recorded(object(name), rec, move || {
+            if !cleanup::interrupted() {
+                narrate::step(format_args!("mq_unlink({n:?}): the name goes"), LOOK);
+            }
             if mq_unlink(n.as_str()).is_ok() {
                 narrate::call(
                     format_args!("mq_unlink({n:?}) = 0"),
@@ -121,8 +144,12 @@ impl Queue {
         }))
     }
 
-    fn open(name: &str, flags: MQ_OFlag) -> Result<Queue> {
+    fn open(name: &str, flags: MQ_OFlag, how: &str) -> Result<Queue> {
         let mqd = mq_open(name, flags, Mode::empty(), None).on(&object(name), "mq_open")?;
+        narrate::call(
+            format_args!("mq_open({name:?}, {how}) = mqd"),
+            "each side opens the queue by name; the kernel keeps the messages",
+        );
         Ok(Queue {
             mqd: Some(mqd),
             name: name.to_string(),
@@ -131,12 +158,16 @@ impl Queue {
 
     /// The sending end: never blocks (a full queue is reported, not waited on).
     pub fn open_sender(name: &str) -> Result<Queue> {
-        Queue::open(name, MQ_OFlag::O_WRONLY | MQ_OFlag::O_NONBLOCK)
+        Queue::open(
+            name,
+            MQ_OFlag::O_WRONLY | MQ_OFlag::O_NONBLOCK,
+            "O_WRONLY|O_NONBLOCK",
+        )
     }
 
     /// The receiving end: waits in timed slices.
     pub fn open_receiver(name: &str) -> Result<Queue> {
-        Queue::open(name, MQ_OFlag::O_RDONLY)
+        Queue::open(name, MQ_OFlag::O_RDONLY, "O_RDONLY")
     }
 
     /// How many messages the queue holds at most.
