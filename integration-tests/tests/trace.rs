@@ -55,6 +55,26 @@ fn rows(name: &str) -> Vec<Row> {
             ],
         },
         Row {
+            label: "SysV queue (mq-pair run --api sysv)",
+            sides: vec![("mq-pair", n(&["run", "--api", "sysv"]))],
+            lecture: &["msgget", "msgsnd", "msgrcv", "msgctl", "wait4"],
+        },
+        Row {
+            label: "Unix stream socket (socket-pair recv + send)",
+            sides: vec![("socket-pair", n(&["recv"])), ("socket-pair", n(&["send"]))],
+            lecture: &[
+                "socket", "bind", "listen", "accept4", "connect", "unlink", "writev", "read",
+            ],
+        },
+        Row {
+            label: "Unix datagram socket (socket-pair recv + send --type dgram)",
+            sides: vec![
+                ("socket-pair", n(&["recv", "--type", "dgram"])),
+                ("socket-pair", n(&["send", "--type", "dgram"])),
+            ],
+            lecture: &["socket", "bind", "connect", "unlink", "sendmsg", "recvmsg"],
+        },
+        Row {
             label: "socketpair (socket-pair run)",
             sides: vec![("socket-pair", strings(&["run"]))],
             lecture: &["socketpair", "writev", "wait4"],
@@ -63,6 +83,14 @@ fn rows(name: &str) -> Vec<Row> {
             label: "POSIX shared memory (shm-consumer + shm-producer)",
             sides: vec![("shm-consumer", n(&[])), ("shm-producer", n(&[]))],
             lecture: &["ftruncate", "munmap"],
+        },
+        Row {
+            label: "SysV shared memory, --sync mq (shm-consumer + shm-producer)",
+            sides: vec![
+                ("shm-consumer", n(&[])),
+                ("shm-producer", n(&["--api", "sysv", "--sync", "mq"])),
+            ],
+            lecture: &["shmget", "shmat", "shmdt", "shmctl", "mq_open", "mq_unlink"],
         },
     ]
 }
@@ -92,6 +120,22 @@ fn syscalls_of(narrated: &str) -> &'static [&'static str] {
         "mq_notify" => &["mq_notify"],
         "mq_timedsend" => &["mq_timedsend"],
         "mq_timedreceive" => &["mq_timedreceive"],
+        "msgget" => &["msgget"],
+        "msgsnd" => &["msgsnd"],
+        "msgrcv" => &["msgrcv"],
+        "msgctl" => &["msgctl"],
+        "shmget" => &["shmget"],
+        "shmat" => &["shmat"],
+        "shmdt" => &["shmdt"],
+        "shmctl" => &["shmctl"],
+        "socket" => &["socket"],
+        "bind" => &["bind"],
+        "listen" => &["listen"],
+        "accept" => &["accept4", "accept"],
+        "connect" => &["connect"],
+        "shutdown" => &["shutdown"],
+        "sendmsg" => &["sendmsg"],
+        "recvmsg" => &["recvmsg"],
         _ => &[],
     }
 }

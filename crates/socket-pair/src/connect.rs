@@ -73,6 +73,9 @@ impl Sender<'_> {
 
     /// Until a receiver of this user's accepts, or the time is up.
     fn connect_retrying(&self, w: &mut Waiting, obj: &str) -> Result<OwnedFd> {
+        if self.ty != SocketType::Stream {
+            datagram::check_fits(obj, self.payload)?;
+        }
         let addr = self.addr()?;
         let mut first = true;
         loop {

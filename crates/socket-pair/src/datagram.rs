@@ -163,6 +163,20 @@ pub fn reserve(fd: &OwnedFd, object: &str, payload: usize) -> Result<()> {
     Ok(())
 }
 
+/// Refuse at once, before waiting for a receiver, a message no socket here can carry:
+/// the kernel never gives a socket more than twice /proc/sys/net/core/wmem_max. (What
+/// fits under that is settled by [`reserve`] on the real socket.)
+pub fn check_fits(object: &str, payload: usize) -> Result<()> {
+    let Ok(max) = wmem_max().parse::<usize>() else {
+        return Ok(());
+    };
+    let cap = max.saturating_mul(2);
+    if HEADER_LEN + payload + UNIX_DGRAM_OVERHEAD > cap {
+        return Err(too_big(object, HEADER_LEN + payload, cap));
+    }
+    Ok(())
+}
+
 fn too_big(object: &str, datagram: usize, sndbuf: usize) -> Error {
     let limit = sndbuf.saturating_sub(UNIX_DGRAM_OVERHEAD);
     Error::new(

@@ -406,7 +406,7 @@ fn judge_unpublished_sysv(id: i32, spec: &Spec) -> Result<Existing> {
         if look > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+        let st = stat_sysv(id, &obj)?;
         if st.attached > 0 {
             return Err(refuse(
                 spec,
@@ -769,7 +769,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
 
 fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
     let obj = spec.object();
-    let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+    let st = stat_sysv(id, &obj)?;
     if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
         return Err(refuse(
             spec,
@@ -1108,7 +1108,7 @@ fn open_sysv(spec: &Spec) -> Result<Option<Segment>> {
         Err(e) => return Err(Error::os(&obj, "shmget", e)),
     };
     let shmget = format!("shmget({:#010x}, 0, 0) = {id}", key.key);
-    let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+    let st = stat_sysv(id, &obj)?;
     if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
         return Err(refuse(
             spec,
@@ -1239,7 +1239,7 @@ fn probe_sysv(spec: &Spec) -> std::result::Result<Option<Mapping>, ()> {
         format_args!("ftok({kpath:?}, 'I') = {key:#010x}; shmget({key:#010x}, 0, 0) = {id}"),
         LOOK,
     );
-    let st = sys::shm_stat(id).map_err(drop)?;
+    let st = stat_sysv(id, "SysV segment").map_err(drop)?;
     if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 || st.size < HEADER_SIZE {
         return Err(());
     }
@@ -1252,4 +1252,19 @@ fn published_by_live(map: &Mapping) -> bool {
     h.state.load(Ordering::Acquire) != STATE_INIT
         && layout::check(h, map.len() as u64).is_ok()
         && ring::peer_alive(&h.producer_alive)
+}
+
+/// `shmctl(IPC_STAT)`: who owns a SysV segment, its mode, size and attach count (the
+/// checks before trusting or replacing one), narrated.
+fn stat_sysv(id: i32, obj: &str) -> Result<sys::ShmStat> {
+    let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
+    narrate::repeated(
+        "shmctl-stat",
+        format_args!(
+            "shmctl({id}, IPC_STAT) = 0: uid {}, mode {:03o}, {} bytes, {} attached",
+            st.uid, st.mode, st.size, st.attached
+        ),
+        "SysV shm: the kernel keeps each segment's owner, mode and attach count (ipcs -m shows them)",
+    );
+    Ok(st)
 }
