@@ -27,8 +27,10 @@ fn quick_pass_writes_tables_json_markdown_and_plots() {
     for want in [
         "Stream: MiB/s",
         "Pingpong: round trip p50",
-        "Targets",
+        "Goals",
         "cache-line round trip",
+        "Bare ring",
+        "fraction of the bare ring",
         "futex wake-up round trip",
         "shm-posix-spin",
         "Copy vs map",
@@ -44,6 +46,7 @@ fn quick_pass_writes_tables_json_markdown_and_plots() {
     assert!(b["atomic_rtt"]["p50_ns"].as_u64().unwrap() > 0, "{b}");
     assert!(b["futex_rtt"]["p999_ns"].as_u64().unwrap() > 0, "{b}");
     assert!(b["memcpy_mib_s"]["4096"].as_f64().unwrap() > 0.0, "{b}");
+    assert!(b["bare_ring_msgs_s"]["4096"].as_f64().unwrap() > 0.0, "{b}");
     let cells = v["cells"].as_array().expect("cells");
     // 4 mechanisms x 2 modes; zero-copy has no pingpong.
     assert_eq!(cells.len(), 8, "{cells:?}");
@@ -73,14 +76,17 @@ fn quick_pass_writes_tables_json_markdown_and_plots() {
     }
     let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
     assert!(
-        md.contains("| mechanism |") && md.contains("### Targets"),
+        md.contains("| mechanism |") && md.contains("### Goals") && !md.contains("MISSED"),
         "{md}"
     );
-    for svg in ["throughput.svg", "latency.svg"] {
-        let s = std::fs::read_to_string(out.path().join(svg)).expect(svg);
+    assert!(!stdout.contains("MISSED"), "{stdout}");
+    for png in ["throughput.png", "latency.png", "fastest.png"] {
+        let b = std::fs::read(out.path().join(png)).expect(png);
+        // A PNG, and not an empty canvas: a 1400x820 white image compresses to a few KiB.
         assert!(
-            s.starts_with("<svg") && s.contains("shm-posix-spin"),
-            "{svg}"
+            b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 20_000,
+            "{png}: {} bytes",
+            b.len()
         );
     }
     // Nothing of the bench's is left behind: its objects are ipc-bench-<pid>-<n>.

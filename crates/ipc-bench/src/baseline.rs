@@ -3,7 +3,11 @@
 //! - a two-process atomic ping-pong on one cache line of a shared mapping: the
 //!   cache-coherence round trip, the floor for any shared-memory round trip;
 //! - a two-process futex ping-pong: the kernel wake-up round trip that every blocking
-//!   mechanism pays when its peer sleeps.
+//!   mechanism pays when its peer sleeps;
+//! - a bare ring: two processes, the shm pairs' segment and ring layout (the same
+//!   header, `head` and `tail` on their own cache lines, the data after the header
+//!   page), memcpy in and memcpy out, no payload generation, no frame header, no
+//!   check: what a copying transfer through this ring can reach on this machine.
 //!
 //! Each runs as hidden `ipc-bench baseline-child` processes pinned like the pairs. The
 //! two ping-pong sides share one page of a POSIX shared-memory object that the parent
@@ -12,6 +16,7 @@
 use crate::run::{run_pair, summary};
 use clap::{Args, ValueEnum};
 use ipc_common::args::pin_to_cpu;
+use ipc_common::shm::layout::HEADER_SIZE;
 use ipc_sys::bench::shared_word;
 use ipc_sys::shm::{futex_wait, futex_wake, Mapping};
 use serde::Serialize;
@@ -27,6 +32,7 @@ pub enum Kind {
     Memcpy,
     Atomic,
     Futex,
+    BareRing,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +63,9 @@ pub struct ChildArgs {
     sizes: Vec<usize>,
     #[arg(long, default_value = "0.05")]
     secs: f64,
+    /// bare-ring: the ring's capacity in bytes.
+    #[arg(long, default_value = "0")]
+    capacity: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -73,6 +82,8 @@ pub struct Baselines {
     pub memcpy_mib_s: BTreeMap<usize, f64>,
     pub atomic_rtt: Rtt,
     pub futex_rtt: Rtt,
+    /// Size -> messages/s of the bare ring (memcpy in, memcpy out, nothing else).
+    pub bare_ring_msgs_s: BTreeMap<usize, f64>,
     /// Were the two sides on distinct CPUs?
     pub pinned: bool,
 }
@@ -89,6 +100,7 @@ pub fn child_main(a: &ChildArgs) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string(&out)?);
         }
+        Kind::BareRing => bare_ring(a)?,
         Kind::Atomic | Kind::Futex => {
             let fd = a.fd.ok_or_else(|| anyhow::anyhow!("--fd missing"))?;
             let file = std::fs::File::from(ipc_sys::adopt_inherited_fd(fd)?);
@@ -153,6 +165,73 @@ fn await_value(word: &AtomicU32, v: u32, futex: bool, deadline: Instant) -> anyh
             anyhow::bail!("the other side of the ping-pong never answered");
         }
     }
+}
+
+/// One side of the bare ring: the client writes `count` messages of `sizes[0]` bytes
+/// after a tenth as many for warm-up, the server reads them and prints messages/s.
+/// `head` is published after every message, as a plain C ring does.
+fn bare_ring(a: &ChildArgs) -> anyhow::Result<()> {
+    let fd = a.fd.ok_or_else(|| anyhow::anyhow!("--fd missing"))?;
+    let size = *a
+        .sizes
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--sizes missing"))?;
+    let file = std::fs::File::from(ipc_sys::adopt_inherited_fd(fd)?);
+    let cap = a.capacity;
+    anyhow::ensure!(
+        cap >= size as u64,
+        "ring of {cap} bytes for {size}-byte messages"
+    );
+    let map = Mapping::map_shared(&file, HEADER_SIZE + cap as usize)?;
+    let ctl = &map.header().ring[0];
+    let (head, tail) = (&ctl.writer.head, &ctl.reader.tail);
+    let mut buf: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let total = u64::from(a.count) + u64::from(a.count / 10);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut pos, mut seen, mut t0) = (0u64, 0u64, Instant::now());
+    for i in 0..total {
+        if i == u64::from(a.count / 10) {
+            t0 = Instant::now();
+        }
+        let n = size as u64;
+        let at = (pos % cap) as usize;
+        let first = size.min(cap as usize - at);
+        let mut spins = 0u32;
+        if a.role == Role::Client {
+            while cap - (pos - seen) < n {
+                seen = tail.load(Ordering::Acquire);
+                spin_or_give_up(&mut spins, deadline)?;
+            }
+            map.copy_in(HEADER_SIZE + at, &buf[..first]);
+            map.copy_in(HEADER_SIZE, &buf[first..]);
+            pos += n;
+            head.store(pos, Ordering::Release);
+        } else {
+            while seen - pos < n {
+                seen = head.load(Ordering::Acquire);
+                spin_or_give_up(&mut spins, deadline)?;
+            }
+            map.copy_out(HEADER_SIZE + at, &mut buf[..first]);
+            map.copy_out(HEADER_SIZE, &mut buf[first..]);
+            std::hint::black_box(&mut buf);
+            pos += n;
+            tail.store(pos, Ordering::Release);
+        }
+    }
+    if a.role == Role::Server {
+        let rate = f64::from(a.count) / t0.elapsed().as_secs_f64();
+        println!("{}", serde_json::json!({ "msgs_per_sec": rate }));
+    }
+    Ok(())
+}
+
+fn spin_or_give_up(spins: &mut u32, deadline: Instant) -> anyhow::Result<()> {
+    std::hint::spin_loop();
+    *spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(4096) && Instant::now() > deadline {
+        anyhow::bail!("the other side of the bare ring made no progress for 30 s");
+    }
+    Ok(())
 }
 
 /// One core copying `size` bytes again and again between two buffers for `secs`.
@@ -226,16 +305,56 @@ pub fn measure(
         (count / 10).max(500),
         &format!("{base_name}-futex"),
     )?;
+    for &size in sizes {
+        let rate = bare_ring_rate(exe, size, cpus, &format!("{base_name}-ring-{size}"))?;
+        b.bare_ring_msgs_s.insert(size, rate);
+    }
     Ok(b)
 }
 
-fn pingpong(
+/// The bare ring at `size`, in the stream segment the pairs use at that size.
+fn bare_ring_rate(
     exe: &Path,
-    kind: Kind,
+    size: usize,
     cpus: Option<(usize, usize)>,
-    count: u32,
     name: &str,
-) -> anyhow::Result<Rtt> {
+) -> anyhow::Result<f64> {
+    let seg = crate::mechs::segment_size(size);
+    let capacity = (seg - HEADER_SIZE) as u64 & !63;
+    // 1 GiB or 4 M messages: a fraction of a second here, seconds on a busy machine.
+    let count = ((1u64 << 30) / size as u64).clamp(500, 4_000_000) as u32;
+    let fd = shared_object(name, seg)?;
+    let side = |role: &str, cpu: Option<usize>| {
+        let mut c = Command::new(exe);
+        c.args(["baseline-child", "--kind", "bare-ring", "--role", role])
+            .args(["--count", &count.to_string(), "--sizes", &size.to_string()])
+            .args(["--capacity", &capacity.to_string(), "--fd"])
+            .arg(fd.as_raw_fd().to_string());
+        if let Some(cpu) = cpu {
+            c.args(["--cpu", &cpu.to_string()]);
+        }
+        c
+    };
+    let sides = run_pair(
+        Some(side("server", cpus.map(|c| c.1))),
+        side("client", cpus.map(|c| c.0)),
+    )?;
+    drop(fd);
+    let v = summary(&sides[0]).ok_or_else(|| {
+        anyhow::anyhow!(
+            "bare ring at {size} B failed: {} {}",
+            sides[0].stderr,
+            sides[1].stderr
+        )
+    })?;
+    v["msgs_per_sec"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("bare ring at {size} B printed no rate"))
+}
+
+/// A POSIX shared-memory object of `len` bytes, unlinked at once (nothing can be left
+/// behind) and inheritable, for the children to map by descriptor.
+fn shared_object(name: &str, len: usize) -> anyhow::Result<std::os::fd::OwnedFd> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
     let shm_name = format!("/{name}");
@@ -245,10 +364,20 @@ fn pingpong(
         Mode::S_IRUSR | Mode::S_IWUSR,
     )
     .map_err(|e| anyhow::anyhow!("shm_open {shm_name}: {e}"))?;
-    // The children get the descriptor; the name is not needed any more.
     let _ = nix::sys::mman::shm_unlink(shm_name.as_str());
-    nix::unistd::ftruncate(&fd, 4096)?;
-    ipc_common::stream::set_cloexec(fd.as_fd(), false, "baseline page")?;
+    nix::unistd::ftruncate(&fd, len as i64)?;
+    ipc_common::stream::set_cloexec(fd.as_fd(), false, "baseline object")?;
+    Ok(fd)
+}
+
+fn pingpong(
+    exe: &Path,
+    kind: Kind,
+    cpus: Option<(usize, usize)>,
+    count: u32,
+    name: &str,
+) -> anyhow::Result<Rtt> {
+    let fd = shared_object(name, 4096)?;
     let side = |role: &str, cpu: Option<usize>| {
         let mut c = Command::new(exe);
         c.args(["baseline-child", "--kind"])

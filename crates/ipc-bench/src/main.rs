@@ -1,7 +1,7 @@
 //! ipc-bench: which IPC mechanism is faster? Every pair of the workspace runs as real
 //! processes (the release binaries beside this one), across message sizes, in stream
 //! and pingpong mode, next to hardware baselines measured in the same run. The answer
-//! is a table, `results.json`, a markdown table and SVG plots.
+//! is a table, `results.json`, a markdown table and PNG plots.
 
 mod baseline;
 mod mechs;
@@ -607,10 +607,11 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
     let md_path = o.out.join("results.md");
     std::fs::write(&md_path, results.markdown())
         .with_context(|| format!("writing {}", md_path.display()))?;
-    plot::throughput(&results, &o.out.join("throughput.svg"))?;
-    plot::latency(&results, &o.out.join("latency.svg"))?;
+    plot::throughput(&results, &o.out.join("throughput.png"))?;
+    plot::latency(&results, &o.out.join("latency.png"))?;
+    plot::fastest(&results, &o.out.join("fastest.png"))?;
     println!(
-        "\nwrote {}, {}, throughput.svg and latency.svg in {} ({:.0} s; payloads up to {})",
+        "\nwrote {}, {}, throughput.png, latency.png and fastest.png in {} ({:.0} s; payloads up to {})",
         json_path.display(),
         md_path.display(),
         o.out.display(),

@@ -236,6 +236,18 @@ impl Ring<'_> {
         }
     }
 
+    /// Before the reader waits for data: publish the tail if the writer may be short
+    /// of space, that is if more than half the ring was taken since the last
+    /// publication, as far as the head just read says. A writer that waits for space
+    /// has published its head and found the ring full, so the reader, having read that
+    /// head, publishes. Otherwise the tail stays put: the writer keeps its copy of the
+    /// tail's line, and a round trip moves one line fewer each way.
+    fn publish_tail_if_short(&mut self, w: &Waits) {
+        if self.seen - self.published > self.capacity / 2 {
+            self.publish_tail(w);
+        }
+    }
+
     /// A message was taken: publish the tail if a quarter of the ring was freed since
     /// the last publication or the writer waits for space (its flag is on the line the
     /// reader reads anyway). Never a lost wake-up: a writer waits only on a full ring,
@@ -250,6 +262,7 @@ impl Ring<'_> {
 
     /// Wake the peer sleeping for `want`. Best effort: it re-checks every slice anyway.
     fn wake(&self, w: &Waits, want: Want) {
+        narrate_wake(w.sync, want);
         let c = self.ctl;
         match w.sync {
             SyncKind::Spin => {
@@ -518,6 +531,9 @@ impl Ring<'_> {
     /// Write every part, in rounds when the ring fills; publish at the end if `urgent`
     /// or a batch is complete (see `published`).
     fn write(&mut self, parts: &[&[u8]], w: &Waits, urgent: bool) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        // (rounds so far, bytes of the frame written) for -v; only counted when on.
+        let mut rounds = (0u32, 0usize, 0usize);
         for part in parts {
             let mut done = 0;
             while done < part.len() {
@@ -526,6 +542,11 @@ impl Ring<'_> {
                     self.refresh_tail(w)?;
                     free = self.capacity - (self.pos - self.seen);
                     if free == 0 {
+                        if narrate::verbose() {
+                            rounds.0 += 1;
+                            narrate_round(self.index, rounds.0, rounds.2, rounds.1, total, true);
+                            rounds.2 = 0;
+                        }
                         // Let the reader drain what is there, then wait for room.
                         self.publish_head(w);
                         self.wait(w, Want::Space)?;
@@ -535,7 +556,22 @@ impl Ring<'_> {
                 let n = (free as usize).min(part.len() - done);
                 self.put(&part[done..done + n]);
                 done += n;
+                rounds.1 += n;
+                rounds.2 += n;
             }
+        }
+        if rounds.0 > 0 {
+            narrate_round(self.index, rounds.0 + 1, rounds.2, total, total, false);
+        } else {
+            narrate::repeated(
+                "ring write",
+                format_args!(
+                    "copy {total} bytes into ring {} at offset {}",
+                    self.index,
+                    (self.pos - total as u64) % self.capacity
+                ),
+                IDEA_RING,
+            );
         }
         self.written(w, urgent);
         Ok(())
@@ -558,7 +594,7 @@ impl Ring<'_> {
                 self.refresh_head(w)?;
                 avail = self.seen - self.pos;
                 if avail == 0 {
-                    self.publish_tail(w);
+                    self.publish_tail_if_short(w);
                     self.wait(w, Want::Data)?;
                     continue;
                 }
@@ -569,6 +605,51 @@ impl Ring<'_> {
         }
         Ok(())
     }
+}
+
+/// With -v: what the waking side calls, as the sleeper's narration shows its waits.
+/// Only reached when the peer raised its waiting flag, never per message.
+fn narrate_wake(sync: SyncKind, want: Want) {
+    if !narrate::verbose() {
+        return;
+    }
+    let (cond, sem, word) = match want {
+        Want::Data => ("not_empty", "data_sem", "data_signal"),
+        Want::Space => ("not_full", "space_sem", "space_signal"),
+    };
+    match sync {
+        SyncKind::Spin => narrate::repeated(
+            "futex wake",
+            format_args!("futex(FUTEX_WAKE, {word}, 1)"),
+            "the sleeper raised its flag: bump its word and wake it",
+        ),
+        SyncKind::Mutex => narrate::repeated(
+            "cond_signal",
+            format_args!(
+                "pthread_mutex_lock(ring); pthread_cond_signal({cond}); pthread_mutex_unlock; futex(FUTEX_WAKE, {word})"
+            ),
+            "condition: signal under the lock the sleeper checks under",
+        ),
+        SyncKind::Sem => narrate::repeated(
+            "sem_post",
+            format_args!("sem_post({sem})"),
+            "semaphore: post once for the sleeper",
+        ),
+        // `notify` narrates the mq_send itself.
+        SyncKind::Mq => {}
+    }
+}
+
+/// With -v: one line per round of a frame larger than the free space.
+fn narrate_round(ring: usize, round: u32, n: usize, done: usize, total: usize, waits: bool) {
+    narrate::repeated(
+        "ring round",
+        format_args!(
+            "round {round}: {n} B into ring {ring} ({done} of {total} B){}",
+            if waits { ", waits for space" } else { ", done" }
+        ),
+        "a message larger than the free space goes in rounds; head and tail are the progress",
+    );
 }
 
 /// Test hook (debug builds only): with `IPC_TEST_STOP_IN_CRITICAL=1`, stop this process
@@ -630,16 +711,6 @@ impl Link for ShmLink<'_> {
         let Some(tx) = self.tx.as_mut() else {
             return Err(self.no_ring("send on"));
         };
-        narrate::repeated(
-            "ring write",
-            format_args!(
-                "copy {} bytes into ring {} at offset {}",
-                HEADER_LEN + payload.len(),
-                tx.index,
-                tx.pos % tx.capacity
-            ),
-            IDEA_RING,
-        );
         // Data may wait for a batch; a hello, an end or an echo goes at once.
         let urgent = header.kind != FrameKind::Data;
         tx.write(&[&header.encode(), payload], &self.waits, urgent)
@@ -772,7 +843,7 @@ impl Link for ShmLink<'_> {
                 rx.refresh_head(w)?;
                 avail = rx.seen - rx.pos;
                 if avail == 0 {
-                    rx.publish_tail(w);
+                    rx.publish_tail_if_short(w);
                     rx.wait(w, Want::Data)?;
                     continue;
                 }
