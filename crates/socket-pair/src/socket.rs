@@ -652,7 +652,12 @@ fn connect_to_first_sender(fd: &OwnedFd, w: &mut Waiting) -> Result<()> {
                     continue;
                 }
                 if let Some(a) = from {
-                    so::connect(fd.as_raw_fd(), &a).on(&w.object(), "connect (to the sender)")?;
+                    // A quick sender may have sent everything and closed already: its
+                    // datagrams are still queued here, and only replies needed the connect.
+                    match so::connect(fd.as_raw_fd(), &a) {
+                        Err(Errno::ECONNREFUSED) => return Ok(()),
+                        r => r.on(&w.object(), "connect (to the sender)")?,
+                    }
                     narrate::call(
                         format_args!("connect(fd {}, the sender's {a}) = 0", fd.as_raw_fd()),
                         "sockets: a datagram socket connected to its one peer: replies go there",
