@@ -295,9 +295,12 @@ pub fn leftovers(name: &str) -> Vec<PathBuf> {
 
 /// SysV objects (`ipcs -m -q -s`) whose key is in `keys`.
 pub fn sysv_leftovers(keys: &[u32]) -> Vec<String> {
-    let Ok(out) = Command::new("ipcs").args(["-m", "-q", "-s"]).output() else {
-        return Vec::new();
-    };
+    // A leak check that cannot look fails: an empty list would say "no leaks".
+    let out = Command::new("ipcs")
+        .args(["-m", "-q", "-s"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ipcs (util-linux) to look for leftovers: {e}"));
+    assert!(out.status.success(), "ipcs -m -q -s failed: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| {
@@ -542,4 +545,42 @@ pub fn assert_file_received(recv: &Output, output: &Path, data: &[u8], chunk: us
         "{} differs from the input",
         output.display()
     );
+}
+
+/// Whether `test` may go on: `missing` is `None` when what it needs is there. Otherwise
+/// the test is skipped, visibly with the reason; under CI (env `CI=true`), where
+/// everything must be installed and the tests run as root, it fails instead.
+#[track_caller]
+pub fn require(test: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run under CI=true: {why}"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// [`require`] a program on PATH: `tool arg` (e.g. `socat -V`) must run and succeed.
+#[track_caller]
+pub fn require_tool(test: &str, tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(
+        test,
+        (!ok).then(|| format!("{tool} is not installed (.ci/run installs it)")),
+    )
+}
+
+/// [`require`] root, for what only root may do (`why`).
+#[track_caller]
+pub fn require_root(test: &str, why: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    require(test, (!root).then(|| format!("needs root {why}")))
 }

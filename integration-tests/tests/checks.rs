@@ -285,7 +285,7 @@ fn run_scenario(sc: Scenario) {
     };
     let spec = format!("{}:{AT}", sc.tamper);
     let env = [("IPC_TEST_TAMPER", spec.as_str())];
-    for m in mechanisms() {
+    for m in only(mechanisms(), |m| m.label.to_string()) {
         // --zero-copy builds generated, framed payloads only.
         if (sc.raw && !m.raw) || ((sc.file || sc.raw) && m.zero_copy) {
             continue;
@@ -360,4 +360,16 @@ fn raw_bytes_that_differ_are_corrupted() {
         file: false,
         expect: Expect::Counts(N - 1, 0, 0, 1),
     });
+}
+
+/// `CHECKS_ONLY=WORD`: only the mechanisms whose label contains WORD (printed), to
+/// rerun one quickly; all of them otherwise.
+fn only<M>(all: Vec<M>, label: impl Fn(&M) -> String) -> Vec<M> {
+    let Ok(word) = std::env::var("CHECKS_ONLY") else {
+        return all;
+    };
+    eprintln!("CHECKS_ONLY={word}: only the mechanisms whose label contains it");
+    all.into_iter()
+        .filter(|m| label(m).contains(&word))
+        .collect()
 }

@@ -9,7 +9,6 @@
 use integration_tests::*;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -261,7 +260,7 @@ fn kill_each(dead: Side) {
     let _serial = serial();
     let mut rng = Rng::from_env();
     let mut failed = Vec::new();
-    for m in mechanisms() {
+    for m in only(mechanisms(), |m| m.label.to_string()) {
         let n = 1 + rng.below(200);
         let timeout = if timeout_only(&m.label, dead) {
             SHORT
@@ -292,4 +291,16 @@ fn a_killed_sender_is_reported_gone_not_timed_out() {
 #[test]
 fn a_killed_receiver_is_reported_gone_not_timed_out() {
     kill_each(Side::Receiver);
+}
+
+/// `CHECKS_ONLY=WORD`: only the mechanisms whose label contains WORD (printed), to
+/// rerun one quickly; all of them otherwise.
+fn only<M>(all: Vec<M>, label: impl Fn(&M) -> String) -> Vec<M> {
+    let Ok(word) = std::env::var("CHECKS_ONLY") else {
+        return all;
+    };
+    eprintln!("CHECKS_ONLY={word}: only the mechanisms whose label contains it");
+    all.into_iter()
+        .filter(|m| label(m).contains(&word))
+        .collect()
 }
