@@ -457,7 +457,7 @@ fn trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng) -> String {
     }
     let v = finish_within(victim_child, SURVIVOR_WATCHDOG);
     let s = finish_within(survivor, SURVIVOR_WATCHDOG);
-    assert_victim(&label, &v, sig);
+    assert_victim(&format!("{label}\nsurvivor: {}", stderr(&s)), &v, sig);
     assert_survivor(&label, &s, victim);
     assert_clean(&m.name, &keys);
     format!("{label}: {}", progress(&stderr(&s)).unwrap_or(0))
