@@ -19,6 +19,7 @@ pub fn bin(name: &str) -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
+    let dir = build_bins_once(dir).unwrap_or_else(|| dir.to_path_buf());
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -26,6 +27,37 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// With `IPC_TEST_BUILD_BINS=1` (`make mutants`), build the workspace's binaries from
+/// this test's own source tree before the first use, and return where they are: a
+/// mutation tester builds only the tests, and the binaries the tests run must carry the
+/// mutation too. They go to a target directory of their own (`cargo test` holds its own).
+fn build_bins_once(profile_dir: &Path) -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if std::env::var("IPC_TEST_BUILD_BINS").as_deref() != Ok("1") {
+        return None;
+    }
+    let dir = BUILT.get_or_init(|| {
+        let target = profile_dir.join("bins-for-tests");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--workspace",
+                "--bins",
+                "--quiet",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        target.join("debug")
+    });
+    Some(dir.clone())
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
