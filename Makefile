@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: build release test run-all bench bench-quick clean-ipc lint fmt clean fuzz soak
+.PHONY: build release test run-all bench bench-quick clean-ipc lint fmt clean fuzz soak mutants
 
 build:
 	$(CARGO) build --workspace --bins
@@ -68,3 +68,13 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# Mutation testing of the code that checks, frames, parses and detects liveness (not part
+# of `make test`; needs `cargo install cargo-mutants`; long: each mutant rebuilds the
+# binaries, which the tests run). See docs/testing.md for the last results.
+MUTANTS_FILES ?= crates/ipc-common/src/frame.rs crates/ipc-common/src/workload.rs
+MUTANTS_TESTS ?= --test checks --test trust_frames
+mutants:
+	IPC_TEST_BUILD_BINS=1 $(CARGO) mutants -j1 --test-package integration-tests \
+	  $(foreach f,$(MUTANTS_FILES),--file $(f)) --exclude-re 'test_hooks|narrate|Progress' \
+	  -- $(MUTANTS_TESTS)

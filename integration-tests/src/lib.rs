@@ -22,6 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
+    let dir = build_bins_once(dir).unwrap_or_else(|| dir.to_path_buf());
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -29,6 +30,37 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// With `IPC_TEST_BUILD_BINS=1` (`make mutants`), build the workspace's binaries from
+/// this test's own source tree before the first use, and return where they are: a
+/// mutation tester builds only the tests, and the binaries the tests run must carry the
+/// mutation too. They go to a target directory of their own (`cargo test` holds its own).
+fn build_bins_once(profile_dir: &Path) -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if std::env::var("IPC_TEST_BUILD_BINS").as_deref() != Ok("1") {
+        return None;
+    }
+    let dir = BUILT.get_or_init(|| {
+        let target = profile_dir.join("bins-for-tests");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--workspace",
+                "--bins",
+                "--quiet",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        target.join("debug")
+    });
+    Some(dir.clone())
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -311,9 +343,12 @@ pub fn sysv_leftovers(keys: &[u32]) -> Vec<String> {
 
 /// The lines of `ipcs FLAGS` whose key is in `keys`.
 fn ipcs(flags: &[&str], keys: &[u32]) -> Vec<String> {
-    let Ok(out) = Command::new("ipcs").args(flags).output() else {
-        return Vec::new();
-    };
+    // A leak check that cannot look fails: an empty list would say "no leaks".
+    let out = Command::new("ipcs")
+        .args(flags)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ipcs (util-linux) to look for leftovers: {e}"));
+    assert!(out.status.success(), "ipcs {flags:?} failed: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| {
@@ -819,4 +854,42 @@ pub fn assert_exit(out: &Output, code: i32, says: &[&str]) {
     for s in says {
         a = a.stderr(predicates::str::contains(*s));
     }
+}
+
+/// Whether `test` may go on: `missing` is `None` when what it needs is there. Otherwise
+/// the test is skipped, visibly with the reason; under CI (env `CI=true`), where
+/// everything must be installed and the tests run as root, it fails instead.
+#[track_caller]
+pub fn require(test: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run under CI=true: {why}"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// [`require`] a program on PATH: `tool arg` (e.g. `socat -V`) must run and succeed.
+#[track_caller]
+pub fn require_tool(test: &str, tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(
+        test,
+        (!ok).then(|| format!("{tool} is not installed (.ci/run installs it)")),
+    )
+}
+
+/// [`require`] root, for what only root may do (`why`).
+#[track_caller]
+pub fn require_root(test: &str, why: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    require(test, (!root).then(|| format!("needs root {why}")))
 }

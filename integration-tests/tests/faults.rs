@@ -5,7 +5,9 @@
 //! Every test here takes one lock: spinning shared-memory sides (`--sync spin`) must not
 //! share this 2-core machine with other heavy transfers, or they starve and time out.
 //! Kill points are seeded: `FAULTS_SEED=N` reproduces a run (the seed is printed), and
-//! `FAULTS_TRIALS=N` sets the SIGKILL trials per mechanism and side (default 2).
+//! `FAULTS_TRIALS=N` sets the SIGKILL trials per mechanism and side (default 2). A SIGKILL
+//! lands after a seeded number of messages (the victim kills itself there through the
+//! debug-only `IPC_TEST_KILL_AFTER` hook), so a printed seed replays the same trial.
 
 use integration_tests::*;
 use nix::sys::signal::Signal;
@@ -86,9 +88,11 @@ type SysvId = (char, i32);
 fn ipcs_all() -> Vec<(char, u32, i32)> {
     let mut v = Vec::new();
     for kind in ['m', 'q', 's'] {
-        let Ok(out) = Command::new("ipcs").arg(format!("-{kind}")).output() else {
-            continue;
-        };
+        // A leak check that cannot look fails: an empty list would say "no leaks".
+        let out = Command::new("ipcs")
+            .arg(format!("-{kind}"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ipcs (util-linux) to look for leftovers: {e}"));
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let mut f = line.split_whitespace();
             let (Some(k), Some(id)) = (f.next(), f.next()) else {
@@ -369,10 +373,23 @@ fn assert_victim(label: &str, out: &Output, sig: Signal) {
 }
 
 /// Start the two sides of `m` and return (sender, receiver, SysV ids) once data flows.
-fn start_transfer(m: &Mech, rng: &mut Rng) -> (Child, Child, Vec<SysvId>) {
+/// `kill_after`: the `IPC_TEST_KILL_AFTER` hook both sides get (the victim then dies by
+/// itself at that message); without it, a seeded pause lets some messages flow first.
+fn start_transfer(
+    m: &Mech,
+    rng: &mut Rng,
+    kill_after: Option<&str>,
+) -> (Child, Child, Vec<SysvId>) {
     let (first, second) = match m.creator {
         Side::Sender => (&m.sender, &m.receiver),
         Side::Receiver => (&m.receiver, &m.sender),
+    };
+    let command = |argv: &[String]| {
+        let mut c = command(argv);
+        if let Some(spec) = kill_after {
+            c.env("IPC_TEST_KILL_AFTER", spec);
+        }
+        c
     };
     let a = start(&mut command(first));
     let mut keys = Vec::new();
@@ -403,7 +420,9 @@ fn start_transfer(m: &Mech, rng: &mut Rng) -> (Child, Child, Vec<SysvId>) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    std::thread::sleep(Duration::from_millis(150 + rng.below(200)));
+    if kill_after.is_none() {
+        std::thread::sleep(Duration::from_millis(150 + rng.below(200)));
+    }
     match m.creator {
         Side::Sender => (a, b, keys),
         Side::Receiver => (b, a, keys),
@@ -416,15 +435,29 @@ fn trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng) -> String {
     if m.run {
         return run_trial(m, victim, sig, rng, &label);
     }
-    let (sender, receiver, keys) = start_transfer(m, rng);
+    // SIGKILL: the victim kills itself after a seeded message count.
+    let kill_after = (sig == Signal::SIGKILL).then(|| {
+        let who = match victim {
+            Side::Sender => "sender",
+            Side::Receiver => "receiver",
+        };
+        format!("{who}:{}", 1 + rng.below(2000))
+    });
+    let label = match &kill_after {
+        Some(spec) => format!("{label} (IPC_TEST_KILL_AFTER={spec})"),
+        None => label,
+    };
+    let (sender, receiver, keys) = start_transfer(m, rng, kill_after.as_deref());
     let (victim_child, survivor) = match victim {
         Side::Sender => (sender, receiver),
         Side::Receiver => (receiver, sender),
     };
-    signal(&victim_child, sig);
+    if kill_after.is_none() {
+        signal(&victim_child, sig);
+    }
     let v = finish_within(victim_child, SURVIVOR_WATCHDOG);
     let s = finish_within(survivor, SURVIVOR_WATCHDOG);
-    assert_victim(&label, &v, sig);
+    assert_victim(&format!("{label}\nsurvivor: {}", stderr(&s)), &v, sig);
     assert_survivor(&label, &s, victim);
     assert_clean(&m.name, &keys);
     format!("{label}: {}", progress(&stderr(&s)).unwrap_or(0))

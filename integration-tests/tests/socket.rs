@@ -41,17 +41,8 @@ fn tcp_receiver_on_port_0_says_which_port() {
     assert_verified(&summary(&out), 100);
 }
 
-fn have_socat() -> bool {
-    let ok = Command::new("socat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: socat is not installed (apt-get install socat; .ci/run does)");
-    }
-    ok
+fn have_socat(test: &str) -> bool {
+    require_tool(test, "socat", "-V")
 }
 
 /// socat is the sender, socket-pair --raw the receiver.
@@ -112,7 +103,7 @@ fn raw_to_socat(socat_addr: &str, ours: &[&str], wait: impl Fn()) {
 
 #[test]
 fn raw_unix_with_socat_on_either_side() {
-    if !have_socat() {
+    if !have_socat("raw_unix_with_socat_on_either_side") {
         return;
     }
     let name = unique("raw-unix-in");
@@ -137,7 +128,7 @@ fn raw_unix_with_socat_on_either_side() {
 
 #[test]
 fn raw_tcp_with_socat_on_either_side() {
-    if !have_socat() {
+    if !have_socat("raw_tcp_with_socat_on_either_side") {
         return;
     }
     let addr = format!("127.0.0.1:{}", free_port());
@@ -318,18 +309,14 @@ fn verbose_narrates_the_socket_calls() {
 /// its own with its own address. The addresses exist only inside those namespaces.
 #[test]
 fn tcp_between_two_network_namespaces() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED tcp_between_two_network_namespaces: needs root to create network namespaces"
-        );
+    const T: &str = "tcp_between_two_network_namespaces";
+    if !require_root(T, "to create network namespaces") {
         return;
     }
     let hosts = match TwoHosts::new("ipc", "10.200.0") {
         Ok(hosts) => hosts,
         Err(e) => {
-            eprintln!(
-                "SKIPPED tcp_between_two_network_namespaces: cannot create a network namespace ({e})"
-            );
+            require(T, Some(format!("cannot create a network namespace ({e})")));
             return;
         }
     };

@@ -398,13 +398,15 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
     let start = Instant::now();
     // Shared memory with --zero-copy: each message is generated straight into the segment.
     let in_place = link.in_place() && input.is_none() && !args.raw && mode == Mode::Stream;
+    let mut hooks = test_hooks::Hooks::from_env()?;
     while seq < count {
-        if in_place {
+        if in_place && !hooks.tampers(seq) {
             link.send_in_place(seed, seq, size)
                 .map_err(|e| e.after("receiver", seq))?;
             seq += 1;
             bytes += size as u64;
             progress.advance(size as u64);
+            hooks.maybe_die(link, "sender", seq);
             continue;
         }
         let n = match input.as_mut() {
@@ -427,7 +429,16 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         }
         let msg = &buf[..n];
         if args.raw {
-            link.send_raw(msg).map_err(|e| e.after("receiver", seq))?;
+            // Raw: no frame goes out; the header only tells the test hooks the sequence.
+            let header = Header {
+                kind: FrameKind::Data,
+                len: n as u32,
+                crc: 0,
+                seq,
+            };
+            hooks
+                .send(link, &header, msg, true)
+                .map_err(|e| e.after("receiver", seq))?;
         } else {
             // A generated payload is regenerated and compared byte for byte by the
             // receiver (the hello gave it the seed): a CRC would be a pass nobody reads.
@@ -442,7 +453,8 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
             };
             // Only a round trip is timed: a clock read per streamed message is not free.
             let t0 = (mode == Mode::Pingpong).then(Instant::now);
-            link.send(&header, msg)
+            hooks
+                .send(link, &header, msg, false)
                 .map_err(|e| e.after("receiver", seq))?;
             if let Some(t0) = t0 {
                 let reply = link
@@ -457,6 +469,7 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
         seq += 1;
         bytes += n as u64;
         progress.advance(n as u64);
+        hooks.maybe_die(link, "sender", seq);
         if seq < count {
             pause(link, args, seq)?;
         }
@@ -549,6 +562,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
         Tally::default()
     };
     let mut bytes = 0u64;
+    let hooks = test_hooks::Hooks::from_env()?;
     let start = Instant::now();
     loop {
         let mut checked_in_place = None;
@@ -584,6 +598,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
                         write_out(o.as_mut(), &buf, size, args)?;
                     }
                 }
+                hooks.maybe_die(link, "receiver", tally.integrity.received);
                 if hello.mode == Mode::Pingpong {
                     let echo = Header {
                         kind: FrameKind::Echo,
@@ -695,6 +710,7 @@ fn receive_raw(
     let mut expect = vec![0u8; if seed.is_some() { size } else { 0 }];
     let mut tally = Tally::default();
     let (mut seq, mut bytes) = (0u64, 0u64);
+    let hooks = test_hooks::Hooks::from_env()?;
     let mut start = None;
     while args.count.is_none_or(|c| seq < c) {
         let n = link
@@ -715,6 +731,7 @@ fn receive_raw(
         seq += 1;
         bytes += n as u64;
         progress.advance(n as u64);
+        hooks.maybe_die(link, "receiver", seq);
     }
     let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
     progress.finish();
@@ -772,6 +789,198 @@ pub fn finish(prog: &str, args: &CommonArgs, result: Result<Option<Report>>) -> 
             eprintln!("{prog}: error[{}]: {e}", e.cause.tag());
             e.exit_code()
         }
+    }
+}
+
+/// Test-only hooks, read from the environment by debug builds only (a release build
+/// ignores them). They turn a side into a peer that lies or dies at a chosen message, so
+/// the integration tests can check that the other side notices, on every mechanism:
+///
+/// - `IPC_TEST_KILL_AFTER=<side>:<n>`, side `sender` or `receiver`: that side SIGKILLs
+///   itself right after it sent (received) its `n`th data message.
+/// - `IPC_TEST_TAMPER=<what>:<seq>`: the sender garbles data message `seq`, where
+///   `what` is one of [`Tamper`]'s names (`flip`, `crc`, `drop`, `dup`, `swap`,
+///   `magic`, `length`, `truncate`). With `--raw` only `flip`, `drop`, `dup` and `swap`
+///   apply (raw bytes have no header to garble).
+pub mod test_hooks {
+    use crate::error::{Error, Result};
+    use crate::frame::{FrameKind, Header};
+    use crate::link::Link;
+
+    /// How the sender garbles one message.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Tamper {
+        /// One payload byte past the first word flipped, the CRC made over the flipped bytes.
+        Flip,
+        /// The CRC off by one bit.
+        Crc,
+        /// Not sent.
+        Drop,
+        /// Sent twice.
+        Dup,
+        /// Sent after the next message.
+        Swap,
+        /// The header's magic wrong.
+        Magic,
+        /// The header announces one byte more than the frame carries.
+        Length,
+        /// The header announces the whole payload; half of it follows.
+        Truncate,
+    }
+
+    const NAMES: [(&str, Tamper); 8] = [
+        ("flip", Tamper::Flip),
+        ("crc", Tamper::Crc),
+        ("drop", Tamper::Drop),
+        ("dup", Tamper::Dup),
+        ("swap", Tamper::Swap),
+        ("magic", Tamper::Magic),
+        ("length", Tamper::Length),
+        ("truncate", Tamper::Truncate),
+    ];
+
+    /// The hooks this process was started with; none in a release build.
+    #[derive(Clone, Debug, Default)]
+    pub struct Hooks {
+        kill_after: Option<(String, u64)>,
+        tamper: Option<(Tamper, u64)>,
+        /// A swapped message, held back until the next one has gone.
+        held: Option<(Header, Vec<u8>)>,
+    }
+
+    fn pair(var: &str) -> Result<Option<(String, u64)>> {
+        let Ok(v) = std::env::var(var) else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::usage(
+                format!("{var}={v} is not WORD:N"),
+                "see workload.rs's test hooks",
+            )
+        };
+        let (word, n) = v.split_once(':').ok_or_else(bad)?;
+        let n = n.parse().map_err(|_| bad())?;
+        Ok(Some((word.to_string(), n)))
+    }
+
+    impl Hooks {
+        /// Read the environment (debug builds only).
+        pub fn from_env() -> Result<Hooks> {
+            if !cfg!(debug_assertions) {
+                return Ok(Hooks::default());
+            }
+            let tamper = match pair("IPC_TEST_TAMPER")? {
+                None => None,
+                Some((what, seq)) => {
+                    let t = NAMES.iter().find(|(n, _)| *n == what).ok_or_else(|| {
+                        Error::usage(
+                            format!("IPC_TEST_TAMPER: unknown {what}"),
+                            "see workload.rs's test hooks",
+                        )
+                    })?;
+                    Some((t.1, seq))
+                }
+            };
+            Ok(Hooks {
+                kill_after: pair("IPC_TEST_KILL_AFTER")?,
+                tamper,
+                held: None,
+            })
+        }
+
+        /// Is message `seq` to be garbled, or one held back to go after it?
+        pub fn tampers(&self, seq: u64) -> bool {
+            self.held.is_some() || self.tamper.is_some_and(|(_, at)| at == seq)
+        }
+
+        /// `role` has now handled `done` data messages: die here if told to. What was
+        /// sent is made visible first, so the peer sees exactly `done` messages.
+        pub fn maybe_die(&self, link: &mut dyn Link, role: &str, done: u64) {
+            if self
+                .kill_after
+                .as_ref()
+                .is_some_and(|(r, n)| r == role && *n == done)
+            {
+                let _ = link.flush();
+                eprintln!("test hook: the {role} kills itself after {done} messages");
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+
+        /// Send data message `seq` (`raw`: the bare bytes), garbled if it is the one.
+        pub fn send(
+            &mut self,
+            link: &mut dyn Link,
+            header: &Header,
+            msg: &[u8],
+            raw: bool,
+        ) -> Result<()> {
+            let (header, seq) = (*header, header.seq);
+            let what = self.tamper.filter(|&(_, at)| at == seq).map(|(t, _)| t);
+            match what {
+                None => put(link, &header, msg, raw)?,
+                Some(Tamper::Drop) => {}
+                Some(Tamper::Dup) => {
+                    put(link, &header, msg, raw)?;
+                    put(link, &header, msg, raw)?;
+                }
+                Some(Tamper::Swap) => {
+                    self.held = Some((header, msg.to_vec()));
+                    return Ok(());
+                }
+                Some(Tamper::Flip) => {
+                    let mut bad = msg.to_vec();
+                    let at = (bad.len() / 2).max(8).min(bad.len() - 1);
+                    bad[at] ^= 0x01;
+                    put(
+                        link,
+                        &Header::for_payload(FrameKind::Data, seq, &bad),
+                        &bad,
+                        raw,
+                    )?;
+                }
+                Some(t) if raw => {
+                    // No header to garble: sent as it is.
+                    let _ = t;
+                    put(link, &header, msg, raw)?;
+                }
+                Some(Tamper::Magic) => {
+                    let mut v = header.encode().to_vec();
+                    v[0] ^= 0x20;
+                    v.extend_from_slice(msg);
+                    link.send_raw(&v)?;
+                }
+                Some(t) => {
+                    let (h, body) = garbled(t, &header, msg);
+                    link.send(&h, body)?;
+                }
+            }
+            if let Some((h, m)) = self.held.take() {
+                put(link, &h, &m, raw)?;
+            }
+            Ok(())
+        }
+    }
+
+    fn put(link: &mut dyn Link, header: &Header, msg: &[u8], raw: bool) -> Result<()> {
+        if raw {
+            link.send_raw(msg)
+        } else {
+            link.send(header, msg)
+        }
+    }
+
+    /// A header that lies in the way `t` says, and the payload bytes that go with it.
+    fn garbled<'a>(t: Tamper, header: &Header, msg: &'a [u8]) -> (Header, &'a [u8]) {
+        let mut h = *header;
+        let mut body = msg;
+        match t {
+            Tamper::Crc => h.crc ^= 1,
+            Tamper::Length => h.len += 1,
+            Tamper::Truncate => body = &msg[..msg.len() / 2],
+            _ => {}
+        }
+        (h, body)
     }
 }
 
