@@ -187,7 +187,7 @@ pub const UNIX_DGRAM: Mechanism = Mechanism {
     // No connection: a dead sender looks like a silent one, a dead receiver is a
     // refused sendmsg.
     sender_gone: (TIMEOUT, &["no datagram arrived", "after "]),
-    receiver_gone: ("error[os]", &["closed its", "after "]),
+    receiver_gone: (PEER_GONE, &["closed its", "after "]),
     ..UNIX
 };
 

@@ -233,7 +233,7 @@ pub fn no_peer_times_out_with_exit_4(m: &Mechanism) {
             .timeout(WATCHDOG)
             .assert()
             .code(4)
-            .stderr(contains("error[peer-gone]"))
+            .stderr(contains("error[timeout]"))
             .stderr(contains(ep.named()))
             .stderr(contains("within 0.5 s"));
         assert_all_gone(&ep.name, &stderr(out.get_output()), &[]);

@@ -94,5 +94,6 @@ impl Waiting {
             format!("{what} within {:.1} s", self.timeout.as_secs_f64()),
             format!("start `{}` within --timeout, or raise --timeout", self.peer),
         )
+        .because(crate::error::Cause::Timeout)
     }
 }

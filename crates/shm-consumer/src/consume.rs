@@ -89,9 +89,11 @@ fn locate(args: &ConsumerArgs, common: &CommonArgs, peer: &str) -> Result<Spec> 
             return Ok(found.clone());
         }
         if start.elapsed() >= common.timeout {
-            // Let attach name what it waited for, as it always has.
             let api = args.api.unwrap_or(Api::Posix);
-            return Ok(specs.into_iter().find(|s| s.api == api).expect("every api"));
+            let spec = specs.iter().find(|s| s.api == api).expect("every api");
+            let w =
+                ipc_common::wait::Waiting::new(&spec.object(), peer.to_string(), common.timeout);
+            return Err(w.gave_up("no producer created it"));
         }
         if !said && start.elapsed() >= GRACE {
             let what = match args.api {
@@ -103,7 +105,7 @@ fn locate(args: &ConsumerArgs, common: &CommonArgs, peer: &str) -> Result<Spec> 
                 None => format!("{} under any API", specs[0].name),
             };
             narrate::note(format_args!(
-                "waiting up to {:.0} s for a producer to create {what} (start `{peer}` in another terminal)",
+                "waiting up to {:.1} s for a producer to create {what} (start `{peer}` in another terminal)",
                 common.timeout.as_secs_f64(),
             ));
             said = true;
