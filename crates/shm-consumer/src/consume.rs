@@ -91,8 +91,7 @@ fn locate(args: &ConsumerArgs, common: &CommonArgs, peer: &str) -> Result<Spec> 
         if start.elapsed() >= common.timeout {
             let api = args.api.unwrap_or(Api::Posix);
             let spec = specs.iter().find(|s| s.api == api).expect("every api");
-            let w =
-                ipc_common::wait::Waiting::new(&spec.object(), peer.to_string(), common.timeout);
+            let w = ipc_common::wait::Waiting::new(spec.object(), peer.to_string(), common.timeout);
             return Err(w.gave_up("no producer created it"));
         }
         if !said && start.elapsed() >= GRACE {
