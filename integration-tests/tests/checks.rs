@@ -261,7 +261,7 @@ fn check(label: &str, sc: &Scenario, s: &Output, r: &Output) {
         Expect::Refused(needles) => {
             assert!(needles.iter().any(|n| err.contains(n)), "{what}: {err}")
         }
-        Expect::Exit3 => assert!(err.contains(": error: "), "{what}: {err}"),
+        Expect::Exit3 => assert!(err.contains(": error[corrupt]: "), "{what}: {err}"),
     }
     // The sender did its part: 0, or 4 when the receiver stopped reading early.
     let sc_code = code(&s.status);

@@ -223,9 +223,9 @@ fn check(
     }
     let line = err
         .lines()
-        .find(|l| l.contains(": error: "))
+        .find(|l| l.contains(": error["))
         .ok_or_else(|| format!("{what}: no error line\n{err}"))?;
-    let timed_out = line.contains(&format!("{timeout}.0 s"));
+    let timed_out = line.contains(&format!("{timeout}.0 s")) || line.contains("error[timeout]");
     if timeout == LONG {
         if timed_out {
             return Err(format!(
