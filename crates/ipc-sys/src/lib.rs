@@ -63,3 +63,4 @@ pub mod mq;
 pub mod peek;
 pub mod segment;
 pub mod shm;
+pub mod sync;

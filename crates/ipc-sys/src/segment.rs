@@ -6,7 +6,7 @@
 //! its own mapping are defined behaviour. The meaning of the fields (magic, states,
 //! flags) belongs to the layer above.
 
-use crate::shm::{PCond, PMutex, Sem};
+use crate::sync::{PCond, PMutex, Sem};
 use crossbeam_utils::CachePadded;
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};

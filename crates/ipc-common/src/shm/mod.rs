@@ -1225,7 +1225,14 @@ fn probe_sysv(spec: &Spec) -> std::result::Result<Option<Mapping>, ()> {
     match std::fs::symlink_metadata(&kpath) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(_) => return Err(()),
-        Ok(m) if !m.is_file() || m.uid() != nix::unistd::geteuid().as_raw() => return Err(()),
+        // Not a key file of ours: something is there, and attaching says what.
+        Ok(m)
+            if !m.is_file()
+                || m.uid() != nix::unistd::geteuid().as_raw()
+                || m.mode() & 0o077 != 0 =>
+        {
+            return Err(())
+        }
         Ok(_) => {}
     }
     let key = ipc_sys::ftok(&kpath, crate::sysv::PROJECT_ID).map_err(drop)?;
