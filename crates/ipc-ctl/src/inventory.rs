@@ -304,10 +304,16 @@ const SHM_DIR: &str = "/dev/shm";
 const MQ_DIR: &str = "/dev/mqueue";
 
 pub fn mqueue_mounted() -> bool {
-    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
-        m.lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(MQ_DIR) && l.starts_with("mqueue"))
-    })
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| mqueue_in(&m))
+}
+
+/// Does this mount table (`/proc/self/mounts`) mount an mqueue file system on /dev/mqueue?
+fn mqueue_in(mounts: &str) -> bool {
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        // The file system's type, not its source: `mount -t mqueue none ...` is usual.
+        .any(|f| f.get(1) == Some(&MQ_DIR) && f.get(2) == Some(&"mqueue"))
 }
 
 /// Take the inventory. `lock_dead`: keep the locks of dead records (for `clean`).
@@ -718,4 +724,16 @@ pub fn describe(it: &Item) -> String {
         s.push_str(&format!(" id {id}"));
     }
     s
+}
+
+#[cfg(test)]
+mod mount_tests {
+    #[test]
+    fn the_type_decides_whatever_the_source() {
+        let mounted = |t: &str| super::mqueue_in(t);
+        assert!(mounted("none /dev/mqueue mqueue rw,relatime 0 0\n"));
+        assert!(mounted("mqueue /dev/mqueue mqueue rw 0 0\n"));
+        assert!(!mounted("mqueue /dev/shm tmpfs rw 0 0\n"));
+        assert!(!mounted("tmpfs /dev/mqueue tmpfs rw 0 0\n"));
+    }
 }
