@@ -1,4 +1,4 @@
-//! Faults and hostile input across every pair (issue 7): the kill matrix, signals on
+//! Faults and hostile input across every pair: the kill matrix, signals on
 //! either side, stale objects of a crashed run, squatters, modes, names, limits and bad
 //! flags, for every mechanism at once.
 //!

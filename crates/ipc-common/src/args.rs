@@ -1,4 +1,4 @@
-//! The common flags of DESIGN.md's command-line contract, flattened into every binary.
+//! The common flags of the command line (README, Flags), flattened into every binary.
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;

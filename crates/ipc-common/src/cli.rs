@@ -8,7 +8,7 @@ use crate::report::Report;
 use crate::workload::finish;
 use std::process::ExitCode;
 
-/// The exit codes of DESIGN.md, for `--help`.
+/// The exit codes (docs/design.md), for `--help`.
 pub const EXIT_CODES: &str = "\
 Exit codes: 0 done and verified, 1 runtime error, 2 usage error,
 3 data failed verification, 4 peer gone or timed out, 128+N killed by signal N

@@ -1,5 +1,5 @@
 //! One error type for every pair. Each error names the object, the failing call and
-//! the remedy, and maps to the exit codes of DESIGN.md.
+//! the remedy, and maps to the exit codes of docs/design.md.
 
 use std::fmt;
 use std::io;

@@ -752,7 +752,7 @@ fn receive_raw(
 }
 
 /// Print the summary (stdout, or stderr when stdout carries the data) or the error,
-/// and return the exit code DESIGN.md gives it.
+/// and return the exit code docs/design.md gives it.
 pub fn finish(prog: &str, args: &CommonArgs, result: Result<Option<Report>>) -> i32 {
     match result {
         // `run` in pingpong: the sender prints the summary with the round trips.
