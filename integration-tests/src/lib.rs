@@ -893,3 +893,15 @@ pub fn require_root(test: &str, why: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     require(test, (!root).then(|| format!("needs root {why}")))
 }
+
+/// `CHECKS_ONLY=WORD`: only the mechanisms whose label contains WORD (printed), to
+/// rerun one quickly; all of them otherwise.
+pub fn only<M>(all: Vec<M>, label: impl Fn(&M) -> String) -> Vec<M> {
+    let Ok(word) = std::env::var("CHECKS_ONLY") else {
+        return all;
+    };
+    eprintln!("CHECKS_ONLY={word}: only the mechanisms whose label contains it");
+    all.into_iter()
+        .filter(|m| label(m).contains(&word))
+        .collect()
+}

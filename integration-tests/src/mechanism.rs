@@ -13,6 +13,23 @@ pub enum Role {
 }
 
 impl Role {
+    /// The side's name in the programs' messages and the test hooks (`sender`, `receiver`).
+    pub fn hook(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+
+    /// The words a survivor's message may use for this side (queues and sockets say
+    /// sender and receiver, shared memory producer and consumer).
+    pub fn words(self) -> [&'static str; 2] {
+        match self {
+            Role::Sender => ["sender", "producer"],
+            Role::Receiver => ["receiver", "consumer"],
+        }
+    }
+
     pub fn other(self) -> Role {
         match self {
             Role::Sender => Role::Receiver,

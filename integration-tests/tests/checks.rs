@@ -362,18 +362,6 @@ fn raw_bytes_that_differ_are_corrupted() {
     });
 }
 
-/// `CHECKS_ONLY=WORD`: only the mechanisms whose label contains WORD (printed), to
-/// rerun one quickly; all of them otherwise.
-fn only<M>(all: Vec<M>, label: impl Fn(&M) -> String) -> Vec<M> {
-    let Ok(word) = std::env::var("CHECKS_ONLY") else {
-        return all;
-    };
-    eprintln!("CHECKS_ONLY={word}: only the mechanisms whose label contains it");
-    all.into_iter()
-        .filter(|m| label(m).contains(&word))
-        .collect()
-}
-
 /// A hello that announces a message size of 0, or one over the largest, written into a
 /// receiver's FIFO by hand: refused (exit 3) naming the field, before any data.
 #[test]

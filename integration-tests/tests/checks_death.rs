@@ -6,6 +6,7 @@
 //!
 //! The kill points come from `CHECKS_SEED` (printed; set it to replay a run).
 
+use integration_tests::mechanism::Role;
 use integration_tests::*;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -20,29 +21,6 @@ fn serial() -> MutexGuard<'static, ()> {
 const LONG: &str = "30";
 /// For the cases only the timeout can tell.
 const SHORT: &str = "3";
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Side {
-    Sender,
-    Receiver,
-}
-
-impl Side {
-    fn hook(self) -> &'static str {
-        match self {
-            Side::Sender => "sender",
-            Side::Receiver => "receiver",
-        }
-    }
-
-    /// The words a survivor's message may use for this side.
-    fn words(self) -> [&'static str; 2] {
-        match self {
-            Side::Sender => ["sender", "producer"],
-            Side::Receiver => ["receiver", "consumer"],
-        }
-    }
-}
 
 /// One mechanism: the two command lines (program and flags, `--name` added here).
 struct Mech {
@@ -116,15 +94,15 @@ fn mechanisms() -> Vec<Mech> {
 /// ends by its timeout. A datagram receiver has no connection to see close; a message
 /// queue outlives both its users, so a receiver sees an empty queue and a sender a
 /// full one, as with a stopped peer.
-const TIMEOUT_ONLY: [(&str, Side); 5] = [
-    ("mq posix", Side::Sender),
-    ("mq posix", Side::Receiver),
-    ("mq sysv", Side::Sender),
-    ("mq sysv", Side::Receiver),
-    ("unix dgram", Side::Sender),
+const TIMEOUT_ONLY: [(&str, Role); 5] = [
+    ("mq posix", Role::Sender),
+    ("mq posix", Role::Receiver),
+    ("mq sysv", Role::Sender),
+    ("mq sysv", Role::Receiver),
+    ("unix dgram", Role::Sender),
 ];
 
-fn timeout_only(label: &str, dead: Side) -> bool {
+fn timeout_only(label: &str, dead: Role) -> bool {
     TIMEOUT_ONLY.contains(&(label, dead))
 }
 
@@ -169,7 +147,7 @@ fn free_port() -> u16 {
 }
 
 /// Run `m` with `dead` killing itself after `n` messages; return (victim, survivor).
-fn trial(m: &Mech, dead: Side, n: u64, timeout: &str) -> (Output, Output) {
+fn trial(m: &Mech, dead: Role, n: u64, timeout: &str) -> (Output, Output) {
     let name = unique("chkd");
     let addr = format!("127.0.0.1:{}", free_port());
     let common = |argv: &[String]| {
@@ -192,15 +170,15 @@ fn trial(m: &Mech, dead: Side, n: u64, timeout: &str) -> (Output, Output) {
     let (so, ro) = (finish_within(sc, WATCHDOG), finish_within(rc, WATCHDOG));
     assert_no_leftovers(&name);
     match dead {
-        Side::Sender => (so, ro),
-        Side::Receiver => (ro, so),
+        Role::Sender => (so, ro),
+        Role::Receiver => (ro, so),
     }
 }
 
 /// What is wrong with the outcome of one trial, if anything.
 fn check(
     label: &str,
-    dead: Side,
+    dead: Role,
     n: u64,
     victim: &Output,
     survivor: &Output,
@@ -245,7 +223,7 @@ fn check(
     let got = progress(line).ok_or_else(|| format!("{what}: no 'after N messages': {line}"))?;
     // Everything a dead sender sent was made visible before it died; a dead receiver's
     // sender may have sent more than it took.
-    let ok = if dead == Side::Sender {
+    let ok = if dead == Role::Sender {
         got == n
     } else {
         got >= n
@@ -256,7 +234,7 @@ fn check(
     Ok(())
 }
 
-fn kill_each(dead: Side) {
+fn kill_each(dead: Role) {
     let _serial = serial();
     let mut rng = Rng::from_env();
     let mut failed = Vec::new();
@@ -285,22 +263,10 @@ fn kill_each(dead: Side) {
 
 #[test]
 fn a_killed_sender_is_reported_gone_not_timed_out() {
-    kill_each(Side::Sender);
+    kill_each(Role::Sender);
 }
 
 #[test]
 fn a_killed_receiver_is_reported_gone_not_timed_out() {
-    kill_each(Side::Receiver);
-}
-
-/// `CHECKS_ONLY=WORD`: only the mechanisms whose label contains WORD (printed), to
-/// rerun one quickly; all of them otherwise.
-fn only<M>(all: Vec<M>, label: impl Fn(&M) -> String) -> Vec<M> {
-    let Ok(word) = std::env::var("CHECKS_ONLY") else {
-        return all;
-    };
-    eprintln!("CHECKS_ONLY={word}: only the mechanisms whose label contains it");
-    all.into_iter()
-        .filter(|m| label(m).contains(&word))
-        .collect()
+    kill_each(Role::Receiver);
 }

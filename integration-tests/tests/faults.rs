@@ -9,6 +9,7 @@
 //! lands after a seeded number of messages (the victim kills itself there through the
 //! debug-only `IPC_TEST_KILL_AFTER` hook), so a printed seed replays the same trial.
 
+use integration_tests::mechanism::Role;
 use integration_tests::*;
 use nix::sys::signal::Signal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -149,22 +150,6 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Side {
-    Sender,
-    Receiver,
-}
-
-impl Side {
-    /// The words the survivor's message uses for this side.
-    fn words(self) -> [&'static str; 2] {
-        match self {
-            Side::Sender => ["sender", "producer"],
-            Side::Receiver => ["receiver", "consumer"],
-        }
-    }
-}
-
 /// One mechanism and variant of the matrix, with a fresh name.
 struct Mech {
     label: String,
@@ -172,7 +157,7 @@ struct Mech {
     sender: Vec<String>,
     receiver: Vec<String>,
     /// The side that creates the object and waits; the other attaches.
-    creator: Side,
+    creator: Role,
     /// The name that exists while the creator waits and goes once both are attached
     /// (the evidence that the transfer runs). None: TCP (no name) or `run`.
     object: Option<PathBuf>,
@@ -209,7 +194,7 @@ fn mechanisms() -> Vec<Mech> {
                 ]
                 .concat(),
                 receiver: [strings(&["shm-consumer", "--api", api]), common(&name)].concat(),
-                creator: Side::Sender,
+                creator: Role::Sender,
                 object: Some(object),
                 key_file,
                 run: false,
@@ -227,7 +212,7 @@ fn mechanisms() -> Vec<Mech> {
         ]
         .concat(),
         receiver: [strings(&["shm-consumer"]), common(&name)].concat(),
-        creator: Side::Sender,
+        creator: Role::Sender,
         object: Some(Path::new("/dev/shm").join(&name)),
         key_file: None,
         run: false,
@@ -250,7 +235,7 @@ fn mechanisms() -> Vec<Mech> {
             ]
             .concat(),
             receiver: [strings(&["mq-pair", "recv", "--api", api]), common(&name)].concat(),
-            creator: Side::Receiver,
+            creator: Role::Receiver,
             object: Some(object),
             key_file,
             run: false,
@@ -262,7 +247,7 @@ fn mechanisms() -> Vec<Mech> {
         label: "FIFO".into(),
         sender: [strings(&["pipe-pair", "send"]), flow.clone(), common(&name)].concat(),
         receiver: [strings(&["pipe-pair", "recv"]), common(&name)].concat(),
-        creator: Side::Receiver,
+        creator: Role::Receiver,
         object: Some(tmp(&name)),
         key_file: None,
         run: false,
@@ -278,7 +263,7 @@ fn mechanisms() -> Vec<Mech> {
         ]
         .concat(),
         receiver: Vec::new(),
-        creator: Side::Sender,
+        creator: Role::Sender,
         object: None,
         key_file: None,
         run: true,
@@ -299,7 +284,7 @@ fn mechanisms() -> Vec<Mech> {
                 common(&name),
             ]
             .concat(),
-            creator: Side::Receiver,
+            creator: Role::Receiver,
             object: Some(tmp(&name)),
             key_file: None,
             run: false,
@@ -312,7 +297,7 @@ fn mechanisms() -> Vec<Mech> {
         label: "TCP 127.0.0.1".into(),
         sender: [strings(&["socket-pair", "send"]), flow, t.clone()].concat(),
         receiver: [strings(&["socket-pair", "recv"]), t].concat(),
-        creator: Side::Receiver,
+        creator: Role::Receiver,
         object: None,
         key_file: None,
         run: false,
@@ -334,7 +319,7 @@ fn progress(text: &str) -> Option<u64> {
 
 /// The survivor's verdict: exit 4, a message naming the dead peer and how far it got.
 #[track_caller]
-fn assert_survivor(label: &str, out: &Output, dead: Side) {
+fn assert_survivor(label: &str, out: &Output, dead: Role) {
     let err = stderr(out);
     assert_eq!(
         code(&out.status),
@@ -381,8 +366,8 @@ fn start_transfer(
     kill_after: Option<&str>,
 ) -> (Child, Child, Vec<SysvId>) {
     let (first, second) = match m.creator {
-        Side::Sender => (&m.sender, &m.receiver),
-        Side::Receiver => (&m.receiver, &m.sender),
+        Role::Sender => (&m.sender, &m.receiver),
+        Role::Receiver => (&m.receiver, &m.sender),
     };
     let command = |argv: &[String]| {
         let mut c = command(argv);
@@ -424,13 +409,13 @@ fn start_transfer(
         std::thread::sleep(Duration::from_millis(150 + rng.below(200)));
     }
     match m.creator {
-        Side::Sender => (a, b, keys),
-        Side::Receiver => (b, a, keys),
+        Role::Sender => (a, b, keys),
+        Role::Receiver => (b, a, keys),
     }
 }
 
 /// One trial: signal `victim` mid-transfer; check both sides and the leftovers.
-fn trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng) -> String {
+fn trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng) -> String {
     let label = format!("{} / {sig} to the {victim:?}", m.label);
     if m.run {
         return run_trial(m, victim, sig, rng, &label);
@@ -438,8 +423,8 @@ fn trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng) -> String {
     // SIGKILL: the victim kills itself after a seeded message count.
     let kill_after = (sig == Signal::SIGKILL).then(|| {
         let who = match victim {
-            Side::Sender => "sender",
-            Side::Receiver => "receiver",
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
         };
         format!("{who}:{}", 1 + rng.below(2000))
     });
@@ -449,8 +434,8 @@ fn trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng) -> String {
     };
     let (sender, receiver, keys) = start_transfer(m, rng, kill_after.as_deref());
     let (victim_child, survivor) = match victim {
-        Side::Sender => (sender, receiver),
-        Side::Receiver => (receiver, sender),
+        Role::Sender => (sender, receiver),
+        Role::Receiver => (receiver, sender),
     };
     if kill_after.is_none() {
         signal(&victim_child, sig);
@@ -466,7 +451,7 @@ fn trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng) -> String {
 /// The receiver of `pipe-pair run` is its child. This process is a child subreaper, so
 /// the receiver orphaned by a killed `run` is handed to us and its exit code is ours to
 /// read.
-fn run_trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng, label: &str) -> String {
+fn run_trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng, label: &str) -> String {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
     let run = start(&mut command(&m.sender));
@@ -483,11 +468,11 @@ fn run_trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng, label: &str) ->
     };
     std::thread::sleep(Duration::from_millis(300 + rng.below(200)));
     match victim {
-        Side::Receiver => {
+        Role::Receiver => {
             nix::sys::signal::kill(child, sig).expect("kill");
             let out = finish_within(run, SURVIVOR_WATCHDOG);
             if sig == Signal::SIGKILL {
-                assert_survivor(label, &out, Side::Receiver);
+                assert_survivor(label, &out, Role::Receiver);
                 assert!(stderr(&out).contains("killed by SIGKILL"), "{label}");
             } else {
                 // The interrupted receiver said so and exited 128 + sig; `run` passes
@@ -496,7 +481,7 @@ fn run_trial(m: &Mech, victim: Side, sig: Signal, rng: &mut Rng, label: &str) ->
             }
             format!("{label}: {}", progress(&stderr(&out)).unwrap_or(0))
         }
-        Side::Sender => {
+        Role::Sender => {
             signal(&run, sig);
             let t = Instant::now();
             let child_code = loop {
@@ -538,7 +523,7 @@ fn kill_matrix_sigkill_either_side_at_seeded_points() {
     let mut rng = Rng::from_env("kill matrix");
     let mut done = 0;
     for t in 0..trials() {
-        for victim in [Side::Sender, Side::Receiver] {
+        for victim in [Role::Sender, Role::Receiver] {
             for m in mechanisms() {
                 let line = trial(&m, victim, Signal::SIGKILL, &mut rng);
                 eprintln!("trial {t}: {line} messages before the kill");
@@ -555,15 +540,15 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
     let mut rng = Rng::from_env("signal matrix");
     // Every mechanism gets both signals and both sides: SIGINT to one side, SIGTERM to
     // the other, swapped from one mechanism to the next.
-    let sig = |i: usize, side: Side| {
-        if i.is_multiple_of(2) == (side == Side::Sender) {
+    let sig = |i: usize, side: Role| {
+        if i.is_multiple_of(2) == (side == Role::Sender) {
             Signal::SIGINT
         } else {
             Signal::SIGTERM
         }
     };
     let mut done = 0;
-    for victim in [Side::Sender, Side::Receiver] {
+    for victim in [Role::Sender, Role::Receiver] {
         for (i, m) in mechanisms().into_iter().enumerate() {
             eprintln!("{}", trial(&m, victim, sig(i, victim), &mut rng));
             done += 1;

@@ -323,23 +323,17 @@ fn bare_ring_rate(
     let capacity = (seg - HEADER_SIZE) as u64 & !63;
     // 1 GiB or 4 M messages: a fraction of a second here, seconds on a busy machine.
     let count = ((1u64 << 30) / size as u64).clamp(500, 4_000_000) as u32;
-    let fd = shared_object(name, seg)?;
-    let side = |role: &str, cpu: Option<usize>| {
-        let mut c = Command::new(exe);
-        c.args(["baseline-child", "--kind", "bare-ring", "--role", role])
-            .args(["--count", &count.to_string(), "--sizes", &size.to_string()])
-            .args(["--capacity", &capacity.to_string(), "--fd"])
-            .arg(fd.as_raw_fd().to_string());
-        if let Some(cpu) = cpu {
-            c.args(["--cpu", &cpu.to_string()]);
-        }
-        c
-    };
-    let sides = run_pair(
-        Some(side("server", cpus.map(|c| c.1))),
-        side("client", cpus.map(|c| c.0)),
-    )?;
-    drop(fd);
+    let args = [
+        "--kind".to_string(),
+        "bare-ring".into(),
+        "--count".into(),
+        count.to_string(),
+        "--sizes".into(),
+        size.to_string(),
+        "--capacity".into(),
+        capacity.to_string(),
+    ];
+    let sides = run_children(exe, shared_object(name, seg)?, cpus, &args)?;
     let v = summary(&sides[0]).ok_or_else(|| {
         anyhow::anyhow!(
             "bare ring at {size} B failed: {} {}",
@@ -350,6 +344,31 @@ fn bare_ring_rate(
     v["msgs_per_sec"]
         .as_f64()
         .ok_or_else(|| anyhow::anyhow!("bare ring at {size} B printed no rate"))
+}
+
+/// Run a baseline's two children over the shared object `fd` (its server pinned to the
+/// second CPU, its client to the first): `baseline-child ARGS --role R --fd N [--cpu C]`.
+fn run_children(
+    exe: &Path,
+    fd: std::os::fd::OwnedFd,
+    cpus: Option<(usize, usize)>,
+    args: &[String],
+) -> anyhow::Result<Vec<crate::run::Side>> {
+    let side = |role: &str, cpu: Option<usize>| {
+        let mut c = Command::new(exe);
+        c.arg("baseline-child")
+            .args(args)
+            .args(["--role", role, "--fd"])
+            .arg(fd.as_raw_fd().to_string());
+        if let Some(cpu) = cpu {
+            c.args(["--cpu", &cpu.to_string()]);
+        }
+        c
+    };
+    run_pair(
+        Some(side("server", cpus.map(|c| c.1))),
+        side("client", cpus.map(|c| c.0)),
+    )
 }
 
 /// A POSIX shared-memory object of `len` bytes, unlinked at once (nothing can be left
@@ -377,26 +396,17 @@ fn pingpong(
     count: u32,
     name: &str,
 ) -> anyhow::Result<Rtt> {
-    let fd = shared_object(name, 4096)?;
-    let side = |role: &str, cpu: Option<usize>| {
-        let mut c = Command::new(exe);
-        c.args(["baseline-child", "--kind"])
-            .arg(match kind {
-                Kind::Atomic => "atomic",
-                _ => "futex",
-            })
-            .args(["--role", role, "--count", &count.to_string(), "--fd"])
-            .arg(fd.as_raw_fd().to_string());
-        if let Some(cpu) = cpu {
-            c.args(["--cpu", &cpu.to_string()]);
-        }
-        c
+    let kind_arg = match kind {
+        Kind::Atomic => "atomic",
+        _ => "futex",
     };
-    let sides = run_pair(
-        Some(side("server", cpus.map(|c| c.1))),
-        side("client", cpus.map(|c| c.0)),
-    )?;
-    drop(fd);
+    let args = [
+        "--kind".to_string(),
+        kind_arg.into(),
+        "--count".into(),
+        count.to_string(),
+    ];
+    let sides = run_children(exe, shared_object(name, 4096)?, cpus, &args)?;
     let client = &sides[1];
     let v = summary(client).ok_or_else(|| {
         anyhow::anyhow!(
