@@ -205,6 +205,18 @@ pub fn assert_verified(v: &serde_json::Value, messages: u64) {
     assert_eq!(v["corrupted"], 0, "{v}");
 }
 
+/// The human summary on `out`'s stdout: all `messages` arrived once and intact.
+#[track_caller]
+pub fn assert_verified_line(out: &Output, messages: u64) {
+    let line = format!("{messages} received, 0 lost, 0 duplicated, 0 corrupted: verified");
+    assert!(
+        stdout(out).contains(&line),
+        "no {line:?}\nstdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
 /// Where POSIX queues show as files when the mqueue file system is mounted. Tests name a
 /// queue `/dev/mqueue/NAME` either way: the helpers below find it with `mq_open` when
 /// the directory is not mounted (the queues work without it).

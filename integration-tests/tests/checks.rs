@@ -393,12 +393,7 @@ fn a_hello_with_an_impossible_message_size_is_refused() {
             let _ = w.write_all(&bytes);
         }
         let out = finish_within(child, WATCHDOG);
-        assert_code(&out, 3);
-        assert!(
-            stderr(&out).contains("hello has an invalid message size"),
-            "size {size}: {}",
-            stderr(&out)
-        );
+        assert_exit(&out, 3, &["hello has an invalid message size"]);
         assert!(!fifo.exists(), "the FIFO was left behind");
     }
 }

@@ -59,31 +59,6 @@ fn raw_receiver_fed_by_a_plain_writer() {
 }
 
 #[test]
-fn receiver_flags_must_match_the_sender() {
-    let ep = FIFO.endpoint("mismatch");
-    let p = transfer(
-        &FIFO,
-        &ep,
-        Role::Receiver,
-        &["-n", "10", "-s", "128"],
-        &["-s", "64"],
-    );
-    assert_code(&p.receiver, 2);
-    let err = stderr(&p.receiver);
-    assert!(
-        err.contains("error[mismatch]") && err.contains("--size 64 but the sender sends 128"),
-        "{err}"
-    );
-    // The sender may have finished into the pipe's buffer before the receiver refused.
-    assert!(
-        matches!(code(&p.sender.status), 0 | 4),
-        "{}",
-        stderr(&p.sender)
-    );
-    p.assert_all_gone(&ep);
-}
-
-#[test]
 fn bad_flags_exit_2_with_a_message() {
     assert_usage_errors(
         P,

@@ -37,14 +37,9 @@ fn second_is_refused(api: &str, verb: &str) {
     let other = if verb == "send" { "recv" } else { "send" };
     let peer = side(other, api, &name, &["-n", "5"]).finish();
     let first = first.finish();
-    assert_code(&peer, 0);
-    assert_code(&first, 0);
+    assert_both_ok(&peer, &first);
     let summary = if verb == "recv" { &first } else { &peer };
-    assert!(
-        stdout(summary).contains("5 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
-        "{api}: {}",
-        stdout(summary)
-    );
+    assert_verified_line(summary, 5);
     assert_no_leftovers(&name);
 }
 
@@ -176,13 +171,8 @@ fn keep_leaves_the_name_while_the_pair_runs() {
         signal(recv.child(), Signal::SIGCONT);
         let (send, recv) = (send.finish(), recv.finish());
         assert!(present, "{api}: --keep removed the name while the pair ran");
-        assert_code(&send, 0);
-        assert_code(&recv, 0);
-        assert!(
-            stdout(&recv).contains("20 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
-            "{api}: {}",
-            stdout(&recv)
-        );
+        assert_both_ok(&send, &recv);
+        assert_verified_line(&recv, 20);
         assert_no_leftovers(&name);
     }
 }
