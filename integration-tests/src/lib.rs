@@ -63,6 +63,20 @@ fn build_bins_once(profile_dir: &Path) -> Option<PathBuf> {
     Some(dir.clone())
 }
 
+/// One `#[test]` per row, each running `check(item, arg)` for every item of `over`:
+/// `tests_over!(APIS => a_second_sender_is_refused: second_is_refused("send"));`.
+#[macro_export]
+macro_rules! tests_over {
+    ($over:expr => $($test:ident: $check:ident($arg:expr)),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            for item in $over {
+                $check(item, $arg);
+            }
+        }
+    )*};
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name no other test (or run of the suite) uses: `ipc-test-<tag>-<pid>-<n>`.
@@ -904,6 +918,13 @@ pub fn require_tool(test: &str, tool: &str, arg: &str) -> bool {
 pub fn require_root(test: &str, why: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     require(test, (!root).then(|| format!("needs root {why}")))
+}
+
+/// [`require`] root and `setpriv` (util-linux), to run a process as another user.
+#[track_caller]
+pub fn require_other_user(test: &str) -> bool {
+    require_root(test, "to run a process as another user")
+        && require_tool(test, "setpriv", "--version")
 }
 
 /// `CHECKS_ONLY=WORD`: only the mechanisms whose label contains WORD (printed), to

@@ -560,20 +560,12 @@ fn verbose_narrates_the_system_calls() {
     ];
     for &(api, prod_calls, cons_calls) in cases {
         let name = unique(&format!("narrate-{api}"));
-        let (prod, cons, pids) = pair(
-            cmd(PROD).args([
-                "--api",
-                api,
-                "--name",
-                &name,
-                "-v",
-                "-n",
-                "3",
-                "--timeout",
-                "30",
-            ]),
-            cmd(CONS).args(["--api", api, "--name", &name, "-v", "--timeout", "30"]),
-        );
+        let narrated = |bin: &str| {
+            let mut c = cmd(bin);
+            c.args(["--api", api, "--name", &name, "-v", "--timeout", "30"]);
+            c
+        };
+        let (prod, cons, pids) = pair(narrated(PROD).args(["-n", "3"]), &mut narrated(CONS));
         assert_both_ok(&prod, &cons);
         let (pe, ce) = (stderr(&prod), stderr(&cons));
         for call in prod_calls {

@@ -2,6 +2,7 @@
 //! refused, naming the first), `-v` narration of split messages and of who created the
 //! queue, and `--help` that offers each side only its own flags.
 
+use integration_tests::mechanism::mq;
 use integration_tests::*;
 use std::time::Duration;
 
@@ -43,19 +44,10 @@ fn second_is_refused(api: &str, verb: &str) {
     assert_no_leftovers(&name);
 }
 
-#[test]
-fn a_second_sender_is_refused() {
-    for api in APIS {
-        second_is_refused(api, "send");
-    }
-}
-
-#[test]
-fn a_second_receiver_is_refused() {
-    for api in APIS {
-        second_is_refused(api, "recv");
-    }
-}
+tests_over!(APIS =>
+    a_second_sender_is_refused: second_is_refused("send"),
+    a_second_receiver_is_refused: second_is_refused("recv"),
+);
 
 /// `run -v` with messages larger than the queue's: each part narrated with its number,
 /// the creator's and the opener's queue calls told apart, and the child said to open
@@ -64,20 +56,11 @@ fn a_second_receiver_is_refused() {
 fn run_narrates_parts_creator_and_opener() {
     for api in APIS {
         let name = unique("teach-narr");
-        let out = run(cmd(P).args([
-            "run",
-            "--api",
-            api,
-            "--name",
-            &name,
-            "-v",
-            "-n",
-            "2",
-            "-s",
-            "20000",
-            "--timeout",
-            "20",
-        ]));
+        let m = mq(api);
+        let out =
+            run(m
+                .run(&m.at(&name))
+                .args(["-v", "-n", "2", "-s", "20000", "--timeout", "20"]));
         assert_code(&out, 0);
         let err = stderr(&out);
         let (send, recv) = if api == "sysv" {

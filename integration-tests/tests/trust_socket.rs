@@ -126,30 +126,21 @@ c.close()
 /// Can this test run? Needs root (to act as another user), setpriv and a python3 that
 /// uid 65534 may run. A missing piece skips with the reason, or fails under CI=true.
 fn can_run(test: &str) -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
-        Some("needs root to run a peer as another user (setpriv)".to_string())
-    } else if !as_nobody(Command::new(python()).args(["-c", "pass"]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        Some(format!(
-            "cannot run `setpriv ... {} -c pass` as uid {NOBODY} (install util-linux and python3)",
-            python()
-        ))
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} cannot run under CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
+    require_other_user(test) && {
+        let runs = as_nobody(Command::new(python()).args(["-c", "pass"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        require(
+            test,
+            (!runs).then(|| {
+                format!(
+                    "cannot run `{} -c pass` as uid {NOBODY} (install python3)",
+                    python()
+                )
+            }),
+        )
     }
 }
 
