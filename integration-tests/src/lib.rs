@@ -677,10 +677,19 @@ pub fn assert_file_received(recv: &Output, output: &Path, data: &[u8], chunk: us
     assert_eq!(v["payload"], "file", "{v}");
     assert_eq!(v["bytes"], data.len() as u64, "{v}");
     assert_verified(&v, data.len().div_ceil(chunk) as u64);
+    assert_holds(output, data);
+}
+
+/// The file at `path` holds exactly `data` (a transfer's output, byte for byte).
+#[track_caller]
+pub fn assert_holds(path: &Path, data: &[u8]) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     assert!(
-        std::fs::read(output).expect("read the output") == data,
-        "{} differs from the input",
-        output.display()
+        got == data,
+        "{} differs from the input ({} bytes, {} expected)",
+        path.display(),
+        got.len(),
+        data.len()
     );
 }
 

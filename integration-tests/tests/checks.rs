@@ -5,6 +5,7 @@
 //! Each scenario is written once and runs over every mechanism of the table below;
 //! a check that is removed or weakened turns at least one row red.
 
+use integration_tests::mechanism::free_port;
 use integration_tests::*;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -122,13 +123,6 @@ fn mechanisms() -> Vec<Mech> {
         &["--api", "posix", "--sync", "spin", "--zero-copy"],
     ));
     v
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Run `m` with `both` flags on both sides, `sender_only` flags and `env` on the sender;

@@ -171,10 +171,7 @@ fn raw_receiver_fed_by_a_foreign_program() {
         assert_code(&fed, 0);
         let recv = finish(recv);
         assert_code(&recv, 0);
-        assert!(
-            std::fs::read(&output).unwrap() == data,
-            "{api}: raw output differs"
-        );
+        assert_holds(&output, &data);
         let s = stdout(&recv);
         assert!(
             s.contains("payload=raw") && s.contains("40 messages"),

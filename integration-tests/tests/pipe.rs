@@ -50,10 +50,7 @@ fn raw_receiver_fed_by_a_plain_writer() {
         .unwrap();
     let recv = finish(recv);
     assert_code(&recv, 0);
-    assert!(
-        std::fs::read(&output).unwrap() == data,
-        "raw output differs"
-    );
+    assert_holds(&output, &data);
     assert!(stdout(&recv).contains("payload=raw"), "{}", stdout(&recv));
     assert_no_leftovers(&name);
 }

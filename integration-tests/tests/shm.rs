@@ -1188,10 +1188,7 @@ fn pool_mode_pingpong_and_a_file() {
             .arg(&input),
     );
     assert_both_ok(&p, &c);
-    assert!(
-        std::fs::read(&output).unwrap() == data,
-        "pool output differs from the input"
-    );
+    assert_holds(&output, &data);
     assert_all_gone(&name, &stderr_of(&[&p, &c]), &pids);
 }
 
