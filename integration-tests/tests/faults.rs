@@ -8,11 +8,12 @@
 //! `FAULTS_TRIALS=N` sets the SIGKILL trials per mechanism and side (default 2). A SIGKILL
 //! lands after a seeded number of messages (the victim kills itself there through the
 //! debug-only `IPC_TEST_KILL_AFTER` hook), so a printed seed replays the same trial.
+//! `CHECKS_ONLY=WORD` runs the matrices over the variants whose label contains WORD.
 
-use integration_tests::mechanism::Role;
+use integration_tests::mechanism::{shm, Endpoint, Mechanism, Role, ALL, FIFO, SHM_POSIX};
 use integration_tests::*;
 use nix::sys::signal::Signal;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -24,11 +25,14 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The `--timeout` every side gets here.
+/// The `--timeout` every side gets here, but for the kill matrix's detectable deaths.
 const TIMEOUT: &str = "3";
-/// Watchdog for a side that must end by itself: `--timeout` plus a generous margin for
-/// a loaded machine. A hang fails the test; the duration is never asserted.
-const SURVIVOR_WATCHDOG: Duration = Duration::from_secs(20);
+/// The kill matrix's `--timeout` where the survivor can tell a death: far longer than
+/// detection takes, so a survivor that only timed out says "30.0 s".
+const LONG: &str = "30";
+/// Watchdog for a side that must end by itself: the longest `--timeout` plus a generous
+/// margin for a loaded machine. A hang fails the test; the duration is never asserted.
+const SURVIVOR_WATCHDOG: Duration = Duration::from_secs(60);
 /// More messages than any trial can move before its kill lands.
 const ENDLESS: &str = "100000000";
 
@@ -67,19 +71,6 @@ fn trials() -> usize {
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(name)
-}
-
-/// ftok(path, 'I') as glibc computes it, from the key file's device and inode.
-fn ftok(path: &Path) -> Option<u32> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.ino() as u32 & 0xffff) | ((m.dev() as u32 & 0xff) << 16) | (u32::from(b'I') << 24))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A SysV object: `ipcs` kind letter (m, q, s) and id.
@@ -150,160 +141,61 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// One mechanism and variant of the matrix, with a fresh name.
-struct Mech {
-    label: String,
-    name: String,
-    sender: Vec<String>,
-    receiver: Vec<String>,
-    /// The side that creates the object and waits; the other attaches.
-    creator: Role,
-    /// The name that exists while the creator waits and goes once both are attached
-    /// (the evidence that the transfer runs). None: TCP (no name) or `run`.
-    object: Option<PathBuf>,
-    /// A SysV key file: its ftok key names the SysV object to check for leftovers.
-    key_file: Option<PathBuf>,
-    /// `pipe-pair run`: one process; the receiver is its child.
+/// One variant of the matrices: a row of the mechanism table, and what only its sender
+/// is given (a sync kind, a pool, zero-copy).
+struct Variant {
+    m: &'static Mechanism,
+    sender: Vec<&'static str>,
+    /// Both sides from one `run` command (the receiver its child).
     run: bool,
 }
 
-const SHM_APIS: [&str; 2] = ["posix", "sysv"];
+impl Variant {
+    fn label(&self) -> String {
+        let run = self.run.then_some("run");
+        let words = [self.m.label]
+            .into_iter()
+            .chain(run)
+            .chain(self.sender.clone());
+        words.collect::<Vec<_>>().join(" ")
+    }
+}
+
 const SYNCS: [&str; 4] = ["mutex", "sem", "mq", "spin"];
 const SOCKET_TYPES: [&str; 3] = ["stream", "dgram", "seqpacket"];
 
-/// Every mechanism and variant of the matrix, each under a new unique name.
-fn mechanisms() -> Vec<Mech> {
-    let common = |name: &str| -> Vec<String> { strings(&["--name", name, "--timeout", TIMEOUT]) };
-    let flow = strings(&["-n", ENDLESS, "-s", "64"]);
+/// Every variant of the matrices: shared memory for each `--api` and `--sync` kind (a
+/// mapped file has no semaphores or queues of its own), a pool, zero-copy; every pair
+/// program's row; an anonymous pipe through `run`.
+fn variants() -> Vec<Variant> {
+    let row = |m: &'static Mechanism, sender: &[&'static str]| Variant {
+        m,
+        sender: sender.to_vec(),
+        run: false,
+    };
     let mut v = Vec::new();
-    for api in SHM_APIS {
-        for sync in SYNCS {
-            let name = unique(&format!("fk-shm-{api}-{sync}"));
-            let (object, key_file) = if api == "posix" {
-                (Path::new("/dev/shm").join(&name), None)
-            } else {
-                let k = tmp(&format!("{name}.key"));
-                (k.clone(), Some(k))
-            };
-            v.push(Mech {
-                label: format!("shm {api} --sync {sync}"),
-                sender: [
-                    strings(&["shm-producer", "--api", api, "--sync", sync]),
-                    flow.clone(),
-                    common(&name),
-                ]
-                .concat(),
-                receiver: [strings(&["shm-consumer", "--api", api]), common(&name)].concat(),
-                creator: Role::Sender,
-                object: Some(object),
-                key_file,
-                run: false,
-                name,
-            });
+    for (api, syncs) in [
+        ("posix", &SYNCS[..]),
+        ("sysv", &SYNCS[..]),
+        ("mmap", &["mutex", "spin"][..]),
+    ] {
+        for &sync in syncs {
+            v.push(row(shm(api), &["--sync", sync]));
         }
     }
-    let name = unique("fk-pool");
-    v.push(Mech {
-        label: "shm pool --segments 3".into(),
-        sender: [
-            strings(&["shm-producer", "--segments", "3", "--segment-size", "8K"]),
-            flow.clone(),
-            common(&name),
-        ]
-        .concat(),
-        receiver: [strings(&["shm-consumer"]), common(&name)].concat(),
-        creator: Role::Sender,
-        object: Some(Path::new("/dev/shm").join(&name)),
-        key_file: None,
-        run: false,
-        name,
-    });
-    for api in ["posix", "sysv"] {
-        let name = unique(&format!("fk-mq-{api}"));
-        let (object, key_file) = if api == "posix" {
-            (Path::new("/dev/mqueue").join(&name), None)
-        } else {
-            let k = tmp(&format!("{name}.mq.key"));
-            (k.clone(), Some(k))
-        };
-        v.push(Mech {
-            label: format!("mq {api}"),
-            sender: [
-                strings(&["mq-pair", "send", "--api", api]),
-                flow.clone(),
-                common(&name),
-            ]
-            .concat(),
-            receiver: [strings(&["mq-pair", "recv", "--api", api]), common(&name)].concat(),
-            creator: Role::Receiver,
-            object: Some(object),
-            key_file,
-            run: false,
-            name,
-        });
+    v.push(row(
+        &SHM_POSIX,
+        &["--segments", "3", "--segment-size", "8K"],
+    ));
+    v.push(row(&SHM_POSIX, &["--sync", "spin", "--zero-copy"]));
+    for &m in ALL.iter().filter(|m| m.verbs) {
+        v.push(row(m, &[]));
     }
-    let name = unique("fk-fifo");
-    v.push(Mech {
-        label: "FIFO".into(),
-        sender: [strings(&["pipe-pair", "send"]), flow.clone(), common(&name)].concat(),
-        receiver: [strings(&["pipe-pair", "recv"]), common(&name)].concat(),
-        creator: Role::Receiver,
-        object: Some(tmp(&name)),
-        key_file: None,
-        run: false,
-        name,
-    });
-    let name = unique("fk-run");
-    v.push(Mech {
-        label: "anonymous pipe (run)".into(),
-        sender: [
-            strings(&["pipe-pair", "run"]),
-            flow.clone(),
-            strings(&["--timeout", TIMEOUT]),
-        ]
-        .concat(),
-        receiver: Vec::new(),
-        creator: Role::Sender,
-        object: None,
-        key_file: None,
+    v.push(Variant {
         run: true,
-        name,
+        ..row(&FIFO, &[])
     });
-    for ty in SOCKET_TYPES {
-        let name = unique(&format!("fk-unix-{ty}"));
-        v.push(Mech {
-            label: format!("unix {ty}"),
-            sender: [
-                strings(&["socket-pair", "send", "--type", ty]),
-                flow.clone(),
-                common(&name),
-            ]
-            .concat(),
-            receiver: [
-                strings(&["socket-pair", "recv", "--type", ty]),
-                common(&name),
-            ]
-            .concat(),
-            creator: Role::Receiver,
-            object: Some(tmp(&name)),
-            key_file: None,
-            run: false,
-            name,
-        });
-    }
-    let addr = format!("127.0.0.1:{}", free_port());
-    let t = strings(&["--tcp", &addr, "--timeout", TIMEOUT]);
-    v.push(Mech {
-        label: "TCP 127.0.0.1".into(),
-        sender: [strings(&["socket-pair", "send"]), flow, t.clone()].concat(),
-        receiver: [strings(&["socket-pair", "recv"]), t].concat(),
-        creator: Role::Receiver,
-        object: None,
-        key_file: None,
-        run: false,
-        name: unique("fk-tcp"),
-    });
-    v
+    only(v, Variant::label)
 }
 
 /// The number in "after N messages", if the text has one.
@@ -318,8 +210,9 @@ fn progress(text: &str) -> Option<u64> {
 }
 
 /// The survivor's verdict: exit 4, a message naming the dead peer and how far it got.
+/// Returns the error line and that count.
 #[track_caller]
-fn assert_survivor(label: &str, out: &Output, dead: Role) {
+fn assert_survivor(label: &str, out: &Output, dead: Role) -> (String, u64) {
     let err = stderr(out);
     assert_eq!(
         code(&out.status),
@@ -334,8 +227,44 @@ fn assert_survivor(label: &str, out: &Output, dead: Role) {
         dead.words().iter().any(|w| line.contains(w)),
         "{label}: the message names the {dead:?}: {line}"
     );
+    assert!(!err.contains("panicked"), "{label}: {err}");
     let n = progress(line).unwrap_or_else(|| panic!("{label}: no 'after N messages': {line}"));
     assert!(n > 0, "{label}: the kill landed mid-transfer: {line}");
+    (line.to_string(), n)
+}
+
+/// The survivor of a peer that killed itself after `n` messages told it as the table
+/// says (`gone`: its tag, its words): a death, not the timeout (`timeout` seconds),
+/// unless only the timeout can tell (the tag is `error[timeout]`); and it counts exactly
+/// what a dead sender sent (a dead receiver's sender may have sent more than it took).
+#[track_caller]
+fn assert_told(label: &str, line: &str, gone: (&str, &[&str]), timeout: &str, dead: Role, n: u64) {
+    let (tag, words) = gone;
+    assert!(line.contains(tag), "{label}: tagged {tag}: {line}");
+    for word in words {
+        assert!(line.contains(word), "{label}: says {word:?}: {line}");
+    }
+    let timed_out = line.contains(&format!("{timeout}.0 s")) || line.contains("error[timeout]");
+    if tag == "error[timeout]" {
+        assert!(
+            timed_out,
+            "{label}: only the timeout can tell, and says so: {line}"
+        );
+    } else {
+        assert!(
+            !timed_out,
+            "{label}: told by the timeout, not as a death: {line}"
+        );
+    }
+    let got = progress(line).unwrap_or(0);
+    if dead == Role::Sender {
+        assert_eq!(
+            got, n,
+            "{label}: the survivor counts what the sender sent: {line}"
+        );
+    } else {
+        assert!(got >= n, "{label}: the survivor counts {got}: {line}");
+    }
 }
 
 /// What the signalled side must do: SIGKILL cannot be caught (128 + 9); SIGINT and
@@ -357,50 +286,62 @@ fn assert_victim(label: &str, out: &Output, sig: Signal) {
     }
 }
 
-/// Start the two sides of `m` and return (sender, receiver, SysV ids) once data flows.
-/// `kill_after`: the `IPC_TEST_KILL_AFTER` hook both sides get (the victim then dies by
-/// itself at that message); without it, a seeded pause lets some messages flow first.
+/// Start the two sides of `v` at `ep`, each with `--timeout timeout`, and return
+/// (sender, receiver, SysV ids) once data flows. `kill_after`: the `IPC_TEST_KILL_AFTER`
+/// hook both sides get (the victim then dies by itself at that message); without it, a
+/// seeded pause lets some messages flow first.
 fn start_transfer(
-    m: &Mech,
-    rng: &mut Rng,
+    v: &Variant,
+    ep: &Endpoint,
+    timeout: &str,
     kill_after: Option<&str>,
+    rng: &mut Rng,
 ) -> (Child, Child, Vec<SysvId>) {
-    let (first, second) = match m.creator {
-        Role::Sender => (&m.sender, &m.receiver),
-        Role::Receiver => (&m.receiver, &m.sender),
-    };
-    let command = |argv: &[String]| {
-        let mut c = command(argv);
+    let m = v.m;
+    let side = |role: Role| {
+        let mut c = m.side(role, ep);
+        c.args(["--timeout", timeout]);
+        if role == Role::Sender {
+            c.args(["-n", ENDLESS, "-s", "64"]).args(&v.sender);
+        }
         if let Some(spec) = kill_after {
             c.env("IPC_TEST_KILL_AFTER", spec);
         }
         c
     };
-    let a = start(&mut command(first));
+    // The shared-memory producer makes the segment; everywhere else the receiver.
+    let first = if m.creators == [Role::Sender] {
+        Role::Sender
+    } else {
+        Role::Receiver
+    };
+    let a = start(&mut side(first));
+    let object = m.object(ep);
     let mut keys = Vec::new();
-    match &m.object {
+    match &object {
         Some(obj) => {
             wait_for_path(obj, Duration::from_secs(10));
-            if let Some(k) = m.key_file.as_deref().and_then(ftok) {
+            if m.sysv {
+                let k = ftok(obj);
                 keys = sysv_ids(k);
                 assert!(
                     !keys.is_empty(),
                     "{}: no SysV object for key {k:#x}",
-                    m.label
+                    v.label()
                 );
             }
         }
         None => std::thread::sleep(Duration::from_millis(300)),
     }
-    let b = start(&mut command(second));
+    let b = start(&mut side(first.other()));
     // Evidence that both are attached: the creator removes the name once they are.
-    if let Some(obj) = &m.object {
+    if let Some(obj) = &object {
         let t = Instant::now();
         while object_exists(obj) {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "{}: the peers never attached",
-                m.label
+                v.label()
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -408,31 +349,33 @@ fn start_transfer(
     if kill_after.is_none() {
         std::thread::sleep(Duration::from_millis(150 + rng.below(200)));
     }
-    match m.creator {
+    match first {
         Role::Sender => (a, b, keys),
         Role::Receiver => (b, a, keys),
     }
 }
 
 /// One trial: signal `victim` mid-transfer; check both sides and the leftovers.
-fn trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng) -> String {
-    let label = format!("{} / {sig} to the {victim:?}", m.label);
-    if m.run {
-        return run_trial(m, victim, sig, rng, &label);
+fn trial(v: &Variant, victim: Role, sig: Signal, rng: &mut Rng) -> String {
+    let ep = v.m.endpoint("fk");
+    let label = format!("{} / {sig} to the {victim:?}", v.label());
+    if v.run {
+        return run_trial(v, &ep, victim, sig, rng, &label);
     }
-    // SIGKILL: the victim kills itself after a seeded message count.
-    let kill_after = (sig == Signal::SIGKILL).then(|| {
-        let who = match victim {
-            Role::Sender => "sender",
-            Role::Receiver => "receiver",
-        };
-        format!("{who}:{}", 1 + rng.below(2000))
-    });
-    let label = match &kill_after {
+    // SIGKILL: the victim kills itself after a seeded message count, and the survivor
+    // waits long for it where it can tell a death.
+    let gone = v.m.gone(victim);
+    let kill_after = (sig == Signal::SIGKILL).then(|| 1 + rng.below(2000));
+    let timeout = match kill_after {
+        Some(_) if gone.0 != "error[timeout]" => LONG,
+        _ => TIMEOUT,
+    };
+    let spec = kill_after.map(|n| format!("{}:{n}", victim.hook()));
+    let label = match &spec {
         Some(spec) => format!("{label} (IPC_TEST_KILL_AFTER={spec})"),
         None => label,
     };
-    let (sender, receiver, keys) = start_transfer(m, rng, kill_after.as_deref());
+    let (sender, receiver, keys) = start_transfer(v, &ep, timeout, spec.as_deref(), rng);
     let (victim_child, survivor) = match victim {
         Role::Sender => (sender, receiver),
         Role::Receiver => (receiver, sender),
@@ -440,32 +383,39 @@ fn trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng) -> String {
     if kill_after.is_none() {
         signal(&victim_child, sig);
     }
-    let v = finish_within(victim_child, SURVIVOR_WATCHDOG);
+    let dead = finish_within(victim_child, SURVIVOR_WATCHDOG);
     let s = finish_within(survivor, SURVIVOR_WATCHDOG);
-    assert_victim(&format!("{label}\nsurvivor: {}", stderr(&s)), &v, sig);
-    assert_survivor(&label, &s, victim);
-    assert_clean(&m.name, &keys);
-    format!("{label}: {}", progress(&stderr(&s)).unwrap_or(0))
+    assert_victim(&format!("{label}\nsurvivor: {}", stderr(&s)), &dead, sig);
+    let (line, got) = assert_survivor(&label, &s, victim);
+    if let Some(n) = kill_after {
+        assert_told(&label, &line, gone, timeout, victim, n);
+        if !v.m.tcp {
+            let err = stderr(&s);
+            assert!(err.contains(&ep.name), "{label}: names the object: {err}");
+        }
+    }
+    assert_clean(&ep.name, &keys);
+    format!("{label}: {got}")
 }
 
 /// The receiver of `pipe-pair run` is its child. This process is a child subreaper, so
 /// the receiver orphaned by a killed `run` is handed to us and its exit code is ours to
 /// read.
-fn run_trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng, label: &str) -> String {
+fn run_trial(
+    v: &Variant,
+    ep: &Endpoint,
+    victim: Role,
+    sig: Signal,
+    rng: &mut Rng,
+    label: &str,
+) -> String {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-    let run = start(&mut command(&m.sender));
-    let t = Instant::now();
-    let child = loop {
-        let kids =
-            std::fs::read_to_string(format!("/proc/{}/task/{}/children", run.id(), run.id()))
-                .unwrap_or_default();
-        if let Some(pid) = kids.split_whitespace().next() {
-            break nix::unistd::Pid::from_raw(pid.parse().unwrap());
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "{label}: no child");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let run = start(
+        v.m.run(ep)
+            .args(["-n", ENDLESS, "-s", "64", "--timeout", TIMEOUT]),
+    );
+    let child = nix::unistd::Pid::from_raw(run_child(&run, Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300 + rng.below(200)));
     match victim {
         Role::Receiver => {
@@ -524,8 +474,8 @@ fn kill_matrix_sigkill_either_side_at_seeded_points() {
     let mut done = 0;
     for t in 0..trials() {
         for victim in [Role::Sender, Role::Receiver] {
-            for m in mechanisms() {
-                let line = trial(&m, victim, Signal::SIGKILL, &mut rng);
+            for v in variants() {
+                let line = trial(&v, victim, Signal::SIGKILL, &mut rng);
                 eprintln!("trial {t}: {line} messages before the kill");
                 done += 1;
             }
@@ -549,8 +499,8 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
     };
     let mut done = 0;
     for victim in [Role::Sender, Role::Receiver] {
-        for (i, m) in mechanisms().into_iter().enumerate() {
-            eprintln!("{}", trial(&m, victim, sig(i, victim), &mut rng));
+        for (i, v) in variants().into_iter().enumerate() {
+            eprintln!("{}", trial(&v, victim, sig(i, victim), &mut rng));
             done += 1;
         }
     }
@@ -656,8 +606,7 @@ fn crash_while_waiting(c: &Stale) -> Vec<SysvId> {
     let ids = c
         .key_file
         .as_deref()
-        .and_then(ftok)
-        .map(sysv_ids)
+        .map(|k| sysv_ids(ftok(k)))
         .unwrap_or_default();
     std::thread::sleep(Duration::from_millis(100));
     crashed.kill().unwrap();
@@ -1008,7 +957,7 @@ fn every_object_a_waiting_side_creates_is_mode_0600() {
             let mode = object_stat(&p).st_mode & 0o777;
             assert_eq!(mode, 0o600, "{argv:?}: {} has mode {mode:o}", p.display());
             if p.extension().is_some_and(|e| e == "key") {
-                let key = ftok(&p).unwrap();
+                let key = ftok(&p);
                 for (kind, k, id) in ipcs_all() {
                     if k == key {
                         let perms = Command::new("ipcs")
