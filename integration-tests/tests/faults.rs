@@ -10,7 +10,9 @@
 //! debug-only `IPC_TEST_KILL_AFTER` hook), so a printed seed replays the same trial.
 //! `CHECKS_ONLY=WORD` runs the matrices over the variants whose label contains WORD.
 
-use integration_tests::mechanism::{shm, Endpoint, Mechanism, Role, ALL, FIFO, SHM_POSIX};
+use integration_tests::mechanism::{
+    shm, Endpoint, Mechanism, Role, ALL, FIFO, MQ_POSIX, MQ_SYSV, SHM_POSIX, SHM_SYSV, UNIX_STREAM,
+};
 use integration_tests::*;
 use nix::sys::signal::Signal;
 use std::os::unix::fs::PermissionsExt;
@@ -512,152 +514,110 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
 // run under the same name recognises them and replaces them, and so does ipc-ctl clean.
 // ---------------------------------------------------------------------------------
 
-/// A mechanism whose creating side waits alone, as a crashed run leaves it.
-struct Stale {
-    label: &'static str,
-    /// The creating side, waiting for a peer (killed while it waits).
-    creator: Vec<String>,
-    /// Then a complete run: creator first, peer second.
-    peer: Vec<String>,
-    /// Names the crash leaves behind.
-    left: Vec<PathBuf>,
-    key_file: Option<PathBuf>,
-    /// What the next creator says about the leftover (None: it just reuses it).
-    note: Option<&'static str>,
-}
+/// The mechanisms whose creating side (the first of the row's creators) waits alone, as
+/// a crashed run leaves it: (row, flags only the creator gets, the queues it makes
+/// besides its object (name suffixes in /dev/mqueue), what the next creator says about
+/// the leftover (None: a FIFO records no owner; the next run takes it over)).
+type StaleCase = (
+    &'static Mechanism,
+    &'static [&'static str],
+    &'static [&'static str],
+    Option<&'static str>,
+);
 
-fn stale_cases(name: &str) -> Vec<Stale> {
-    let n = |v: &[&str]| [strings(v), strings(&["--name", name, "--json"])].concat();
-    let shm = Path::new("/dev/shm").join(name);
-    let key = tmp(&format!("{name}.key"));
-    let mq_key = tmp(&format!("{name}.mq.key"));
-    let mq = Path::new("/dev/mqueue").join(name);
-    vec![
-        Stale {
-            label: "shm posix",
-            creator: n(&["shm-producer", "-n", "20"]),
-            peer: n(&["shm-consumer"]),
-            left: vec![shm.clone()],
-            key_file: None,
-            note: Some("replacing a stale"),
-        },
-        Stale {
-            label: "shm posix --sync mq",
-            creator: n(&["shm-producer", "--sync", "mq", "-n", "20"]),
-            peer: n(&["shm-consumer"]),
-            left: vec![
-                shm,
-                Path::new("/dev/mqueue").join(format!("{name}.r0.ready")),
-            ],
-            key_file: None,
-            note: Some("replacing a stale"),
-        },
-        Stale {
-            label: "shm sysv",
-            creator: n(&["shm-producer", "--api", "sysv", "-n", "20"]),
-            peer: n(&["shm-consumer", "--api", "sysv"]),
-            left: vec![key.clone()],
-            key_file: Some(key.clone()),
-            note: Some("replacing a stale"),
-        },
-        Stale {
-            label: "mq posix",
-            creator: n(&["mq-pair", "recv"]),
-            peer: n(&["mq-pair", "send", "-n", "20"]),
-            left: vec![mq],
-            key_file: None,
-            note: Some("stale"),
-        },
-        Stale {
-            label: "mq sysv",
-            creator: n(&["mq-pair", "recv", "--api", "sysv"]),
-            peer: n(&["mq-pair", "send", "--api", "sysv", "-n", "20"]),
-            left: vec![mq_key.clone()],
-            key_file: Some(mq_key),
-            note: Some("stale"),
-        },
-        Stale {
-            // A FIFO records no owner: the next run takes it over and removes it once
-            // both ends are open.
-            label: "FIFO",
-            creator: n(&["pipe-pair", "recv"]),
-            peer: n(&["pipe-pair", "send", "-n", "20"]),
-            left: vec![tmp(name)],
-            key_file: None,
-            note: None,
-        },
-        Stale {
-            label: "unix socket",
-            creator: n(&["socket-pair", "recv"]),
-            peer: n(&["socket-pair", "send", "-n", "20"]),
-            left: vec![tmp(name)],
-            key_file: None,
-            note: Some("stale"),
-        },
-    ]
-}
+const STALE: [StaleCase; 7] = [
+    (&SHM_POSIX, &[], &[], Some("replacing a stale")),
+    (
+        &SHM_POSIX,
+        &["--sync", "mq"],
+        &[".r0.ready"],
+        Some("replacing a stale"),
+    ),
+    (&SHM_SYSV, &[], &[], Some("replacing a stale")),
+    (&MQ_POSIX, &[], &[], Some("stale")),
+    (&MQ_SYSV, &[], &[], Some("stale")),
+    (&FIFO, &[], &[], None),
+    (&UNIX_STREAM, &[], &[], Some("stale")),
+];
 
-/// Start `c`'s creator, wait until it made its objects, SIGKILL it. Returns the SysV ids.
-fn crash_while_waiting(c: &Stale) -> Vec<SysvId> {
-    let mut crashed = start(&mut command(&c.creator));
-    for p in &c.left {
+/// Start the creator of `c` at a fresh endpoint, wait until it made its objects, SIGKILL
+/// it, and check that they stay. Returns the endpoint, the SysV ids and the dead pid.
+fn crash_while_waiting(c: &StaleCase) -> (Endpoint, Vec<SysvId>, u32) {
+    let &(m, flags, queues, _) = c;
+    let ep = m.endpoint("stale");
+    let mut crashed = start(m.side(m.creators[0], &ep).args(flags));
+    let mut left = vec![m.object(&ep).expect("a named object")];
+    for q in queues {
+        left.push(Path::new(MQUEUE_DIR).join(format!("{}{q}", ep.name)));
+    }
+    for p in &left {
         wait_for_path(p, Duration::from_secs(10));
     }
-    let ids = c
-        .key_file
-        .as_deref()
-        .map(|k| sysv_ids(ftok(k)))
-        .unwrap_or_default();
+    let ids = if m.sysv {
+        sysv_ids(ftok(&left[0]))
+    } else {
+        Vec::new()
+    };
+    assert_eq!(m.sysv, !ids.is_empty(), "{}: a stale SysV object", m.label);
     std::thread::sleep(Duration::from_millis(100));
+    let pid = crashed.id();
     crashed.kill().unwrap();
     let _ = crashed.wait();
-    for p in &c.left {
+    for p in &left {
         assert!(
             object_exists(p),
             "{}: the crash left {}",
-            c.label,
+            m.label,
             p.display()
         );
     }
-    ids
+    (ep, ids, pid)
 }
 
 #[test]
 fn a_crashed_runs_leftovers_are_replaced_by_the_next_run_and_removed_by_clean_ipc() {
     let _serial = serial();
-    for i in 0..stale_cases("x").len() {
+    for c in &STALE {
+        let &(m, flags, _, note) = c;
+        let creator = m.creators[0];
         // The next run replaces them, with a note.
-        let name = unique("stale");
-        let c = &stale_cases(&name)[i];
-        let stale_ids = crash_while_waiting(c);
-        if c.key_file.is_some() {
-            assert!(!stale_ids.is_empty(), "{}: a stale SysV object", c.label);
-        }
-        let a = start(&mut command(&c.creator));
+        let (ep, stale_ids, dead) = crash_while_waiting(c);
+        let side = |role: Role| {
+            let mut s = m.side(role, &ep);
+            s.arg("--json");
+            if role == creator {
+                s.args(flags);
+            }
+            if role == Role::Sender {
+                s.args(["-n", "20"]);
+            }
+            s
+        };
+        let a = start(&mut side(creator));
         std::thread::sleep(Duration::from_millis(300));
-        let b = start(&mut command(&c.peer));
+        let b = start(&mut side(creator.other()));
         let (a, b) = (finish(a), finish(b));
-        assert_code(&a, 0);
-        assert_code(&b, 0);
-        if let Some(note) = c.note {
-            assert!(stderr(&a).contains(note), "{}: {}", c.label, stderr(&a));
+        assert_both_ok(&a, &b);
+        if let Some(note) = note {
+            assert!(stderr(&a).contains(note), "{}: {}", m.label, stderr(&a));
         }
-        let recv = if c.creator[0] == "shm-producer" {
+        let recv = if creator == Role::Sender {
+            // The producer names the dead one.
+            let dead = format!("dead producer (pid {dead})");
+            assert!(stderr(&a).contains(&dead), "{}: {}", m.label, stderr(&a));
             &b
         } else {
             &a
         };
         assert_verified(&summary(recv), 20);
-        assert_clean(&name, &stale_ids);
+        assert_clean(&ep.name, &stale_ids);
 
         // ipc-ctl clean, given this test's prefix, finds and removes them.
-        let name = unique("stale-clean");
-        let c = &stale_cases(&name)[i];
-        let stale_ids = crash_while_waiting(c);
-        let out = run(cmd("ipc-ctl").args(["clean", "--only", &name]));
+        let (ep, stale_ids, _) = crash_while_waiting(c);
+        let out = run(cmd("ipc-ctl").args(["clean", "--only", &ep.name]));
         assert_code(&out, 0);
         assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
-        assert_clean(&name, &stale_ids);
+        assert_clean(&ep.name, &stale_ids);
     }
 }
 
@@ -1047,6 +1007,14 @@ fn proc_value(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// `shm-producer --api api --segment-size size` at `name`, giving up after 1 s.
+fn producer_of_size(api: &str, size: &str, name: &str) -> Command {
+    let mut c = cmd("shm-producer");
+    c.args(["--api", api, "--segment-size", size])
+        .args(["--name", name, "--timeout", "1"]);
+    c
+}
+
 #[test]
 fn limits_are_named_with_how_to_raise_them() {
     let _serial = serial();
@@ -1069,8 +1037,7 @@ fn limits_are_named_with_how_to_raise_them() {
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     let ask = format!("{}G", (free >> 30) + 2);
     let name = unique("lim-shm");
-    let out =
-        run(cmd("shm-producer").args(["--segment-size", &ask, "--name", &name, "--timeout", "1"]));
+    let out = run(&mut producer_of_size("posix", &ask, &name));
     assert_one_clear_error(&format!("--segment-size {ask}"), &out, 1);
     let err = stderr(&out);
     assert!(
@@ -1082,18 +1049,8 @@ fn limits_are_named_with_how_to_raise_them() {
     // The same through a mapped file on tmpfs: refused before ftruncate, file removed.
     let name = unique("lim-mmap");
     let file = Path::new("/dev/shm").join(format!("{name}.mmap"));
-    let out = run(cmd("shm-producer")
-        .args([
-            "--api",
-            "mmap",
-            "--segment-size",
-            &ask,
-            "--name",
-            &name,
-            "--timeout",
-            "1",
-            "--file",
-        ])
+    let out = run(producer_of_size("mmap", &ask, &name)
+        .arg("--file")
         .arg(&file));
     assert_one_clear_error(&format!("--api mmap --segment-size {ask}"), &out, 1);
     assert!(stderr(&out).contains("free"), "{}", stderr(&out));
@@ -1104,16 +1061,7 @@ fn limits_are_named_with_how_to_raise_them() {
     if shmmax < (1 << 40) {
         let name = unique("lim-sysv");
         let ask = (shmmax + 8192).to_string();
-        let out = run(cmd("shm-producer").args([
-            "--api",
-            "sysv",
-            "--segment-size",
-            &ask,
-            "--name",
-            &name,
-            "--timeout",
-            "1",
-        ]));
+        let out = run(&mut producer_of_size("sysv", &ask, &name));
         assert_one_clear_error("sysv over shmmax", &out, 1);
         assert!(
             stderr(&out).contains("/proc/sys/kernel/shmmax"),
@@ -1126,16 +1074,8 @@ fn limits_are_named_with_how_to_raise_them() {
     }
     // A SysV segment the kernel cannot commit (ENOMEM), if it refuses one.
     let name = unique("lim-sysv-big");
-    let out = run(cmd("shm-producer").args([
-        "--api",
-        "sysv",
-        "--segment-size",
-        &format!("{}G", (free >> 30) * 64),
-        "--name",
-        &name,
-        "--timeout",
-        "1",
-    ]));
+    let huge = format!("{}G", (free >> 30) * 64);
+    let out = run(&mut producer_of_size("sysv", &huge, &name));
     if code(&out.status) == 1 {
         assert_one_clear_error("sysv huge", &out, 1);
         let err = stderr(&out);
@@ -1191,20 +1131,14 @@ fn limits_are_named_with_how_to_raise_them() {
 #[test]
 fn bad_flags_on_every_binary_exit_2_or_1_with_one_clear_line() {
     let _serial = serial();
-    let common: &[(&[&str], i32)] = &[
-        (&["--bogus"], 2),
-        (&["-s", "0"], 2),
-        (&["-s", "300M"], 2),
-        (&["-s", "4X"], 2),
-        (&["-s", "99999999999999999999"], 2),
-        (&["-n", "0"], 2),
-        (&["-n", "-5"], 2),
-        (&["-n", "99999999999999999999999"], 2),
-        (&["--timeout", "0"], 2),
-        (&["--timeout", "nan"], 2),
-        (&["--timeout", "1e9"], 2),
-        (&["--mode", "sideways"], 2),
-        (&["--seed", "x"], 2),
+    // Every binary: an unknown flag, and these values of common flags, are usage errors.
+    let common: &[(&str, &[&str])] = &[
+        ("--bogus", &[]),
+        ("-s", &["0", "300M", "4X", "99999999999999999999"]),
+        ("-n", &["0", "-5", "99999999999999999999999"]),
+        ("--timeout", &["0", "nan", "1e9"]),
+        ("--mode", &["sideways"]),
+        ("--seed", &["x"]),
     ];
     let sending: &[(&[&str], i32)] = &[
         (&["--input", "/nonexistent/in.bin"], 1),
@@ -1254,8 +1188,13 @@ fn bad_flags_on_every_binary_exit_2_or_1_with_one_clear_line() {
         n += 1;
     };
     for bin in binaries() {
-        for (flags, expected) in common {
-            check(&bin, flags, *expected);
+        for (flag, values) in common {
+            if values.is_empty() {
+                check(&bin, &[flag], 2);
+            }
+            for value in *values {
+                check(&bin, &[flag, value], 2);
+            }
         }
         let sends = bin[0] == "shm-producer" || bin.get(1).is_some_and(|s| *s != "recv");
         let recvs = bin[0] == "shm-consumer" || bin.get(1).is_some_and(|s| *s != "send");

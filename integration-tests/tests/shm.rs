@@ -1,7 +1,7 @@
 //! The shared-memory pair end to end, beyond the scenarios every mechanism shares
 //! (tests/scenarios.rs): `shm-producer` and `shm-consumer` as real processes, over POSIX,
 //! SysV and mapped-file segments, with every sync kind, in both modes and both start
-//! orders; faults (killed peers for each sync kind, stale and squatted names, corrupted
+//! orders; faults (killed peers for each sync kind, live and squatted names, corrupted
 //! segments); and after every test, the leak checks: nothing named after the test in
 //! /tmp, /dev/shm or /dev/mqueue, and no SysV segment with the test's key.
 //!
@@ -314,53 +314,7 @@ fn interrupted_waiting_producer_removes_everything() {
 }
 
 // ---------------------------------------------------------------------------------
-// 7. Stale segments are replaced; live ones refused.
-
-#[test]
-fn stale_segment_of_a_killed_producer_is_replaced() {
-    for api in APIS {
-        let name = unique(&format!("stale-{api}"));
-        let path = shm(api).object_named(&name);
-        // A producer killed while it waits: its name stays (it is removed only on attach).
-        let sync = if api == "posix" { "mq" } else { "mutex" };
-        let mut old =
-            start_watched(side(PROD, api, &name).args(["--sync", sync, "--timeout", "60"]));
-        old.wait_for("waiting", Duration::from_secs(20));
-        let old_pid = old.id();
-        signal(old.child(), Signal::SIGKILL);
-        let old = old.finish_within(Duration::from_secs(20));
-        assert!(path.exists(), "{}: the stale name remains", path.display());
-        if api == "sysv" {
-            assert!(sysv_shm_segments().iter().any(|s| s.cpid == old_pid));
-        }
-
-        let mut prod = start_watched(side(PROD, api, &name).args([
-            "--sync",
-            sync,
-            "-n",
-            "300",
-            "--json",
-            "--timeout",
-            "30",
-        ]));
-        prod.wait_for("waiting", Duration::from_secs(20));
-        let cons = run(side(CONS, api, &name).args(["--json", "--timeout", "30"]));
-        let prod_pid = prod.id();
-        let prod = prod.finish();
-        assert_both_ok(&prod, &cons);
-        assert_verified(&summary(&cons), 300);
-        let err = stderr(&prod);
-        assert!(
-            err.contains("replacing a stale") && err.contains(&format!("pid {old_pid}")),
-            "{api}: {err}"
-        );
-        assert_all_gone(
-            &name,
-            &stderr_of(&[&old, &prod, &cons]),
-            &[old_pid, prod_pid],
-        );
-    }
-}
+// 7. A live segment is refused (a stale one is replaced: tests/faults.rs, crashed runs).
 
 #[test]
 fn live_segment_is_refused_by_a_second_producer() {
