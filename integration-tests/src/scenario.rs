@@ -354,12 +354,14 @@ pub fn signals_while_waiting_remove_the_object(m: &Mechanism) {
 }
 
 /// A file someone else made under the object's name: both sides refuse it with exit 1
-/// (the creators naming it and why) and leave it as it was.
+/// (the creators naming it and why) and leave it as it was (the same file, bytes, mode).
 pub fn squatter_is_refused_and_left_alone(m: &Mechanism) {
     let squat = m.squat.as_ref().expect("a squattable object");
     let ep = m.endpoint("squat");
     let path = m.object(&ep).expect("an object path");
     write_with_mode(&path, squat.data, squat.mode);
+    let file = |st: nix::sys::stat::FileStat| (st.st_ino, st.st_uid);
+    let before = file(object_stat(&path));
     for role in [Role::Receiver, Role::Sender] {
         let mut c = m.side(role, &ep);
         c.args(["--timeout", "1"]);
@@ -375,6 +377,12 @@ pub fn squatter_is_refused_and_left_alone(m: &Mechanism) {
         }
         assert!(!err.contains("panicked"), "{err}");
         assert_untouched(&path, squat.data, squat.mode);
+        assert_eq!(
+            file(object_stat(&path)),
+            before,
+            "{} {role:?}: the squatter's file was replaced",
+            m.label
+        );
     }
     remove_object(&path);
     assert_no_leftovers(&ep.name);

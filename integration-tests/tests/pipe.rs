@@ -95,21 +95,6 @@ fn help_explains_itself_with_examples() {
     );
 }
 
-/// A FIFO open to other users is refused and left alone (a regular file in its place is
-/// the shared squatter scenario).
-#[test]
-fn a_fifo_open_to_others_is_refused_and_left_alone() {
-    use std::os::unix::fs::PermissionsExt;
-    let name = unique("squat");
-    let path = fifo(&name);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let says = ["has mode 666", &path.display().to_string()];
-    assert_run(P, &["send", "--name", &name, "--timeout", "1"], 1, &says);
-    assert!(object_exists(&path), "left alone");
-    std::fs::remove_file(&path).unwrap();
-}
-
 #[test]
 fn fifo_is_created_with_mode_0600() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
