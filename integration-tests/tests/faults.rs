@@ -165,9 +165,8 @@ impl Variant {
 
 const SYNCS: [&str; 4] = ["mutex", "sem", "mq", "spin"];
 
-/// Every variant of the matrices: shared memory for each `--api` and `--sync` kind (a
-/// mapped file has no semaphores or queues of its own), a pool, zero-copy; every pair
-/// program's row; an anonymous pipe through `run`.
+/// Every variant of the matrices: shared memory for each `--api` and `--sync` kind, a
+/// pool, zero-copy; every pair program's row; an anonymous pipe through `run`.
 fn variants() -> Vec<Variant> {
     let row = |m: &'static Mechanism, sender: &[&'static str]| Variant {
         m,
@@ -175,12 +174,8 @@ fn variants() -> Vec<Variant> {
         run: false,
     };
     let mut v = Vec::new();
-    for (api, syncs) in [
-        ("posix", &SYNCS[..]),
-        ("sysv", &SYNCS[..]),
-        ("mmap", &["mutex", "spin"][..]),
-    ] {
-        for &sync in syncs {
+    for api in ["posix", "sysv", "mmap"] {
+        for sync in SYNCS {
             v.push(row(shm(api), &["--sync", sync]));
         }
     }
