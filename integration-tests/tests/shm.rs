@@ -1146,33 +1146,11 @@ fn pool_mode_pingpong_and_a_file() {
     assert_all_gone(&name, &stderr_of(&[&p, &c]), &pids);
 }
 
+/// The shared killed-peer scenario over a pool: the producer names the dead consumer.
 #[test]
 fn pool_mode_killed_consumer_ends_the_producer() {
-    let name = unique("pool-kill");
-    let path = shm("posix").object_named(&name);
-    let prod = start_watched(side(PROD, "posix", &name).args([
-        "--segments",
-        "3",
-        "--segment-size",
-        "8K",
-        "-n",
-        "100000000",
-        "-s",
-        "1K",
-        "--timeout",
-        "3",
-    ]));
-    wait_for_path(&path, Duration::from_secs(20));
-    let cons = start_watched(side(CONS, "posix", &name).args(["--timeout", "3"]));
-    wait_for_gone(&path, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(300));
-    let pids = vec![prod.id(), cons.id()];
-    signal(cons.child(), Signal::SIGKILL);
-    let dead = cons.finish_within(Duration::from_secs(30));
-    let out = prod.finish_within(Duration::from_secs(30));
-    assert_no_panic(&out);
-    assert_exit(&out, 4, &["consumer"]);
-    assert_all_gone(&name, &stderr_of(&[&dead, &out]), &pids);
+    let pool = ["--segments", "3", "--segment-size", "8K"];
+    killed_peer(&SHM_POSIX, Role::Receiver, &pool);
 }
 
 #[test]
