@@ -160,27 +160,23 @@ impl Results {
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
+    /// The messages/s of `id` and of the pipe, streaming 64 B messages.
+    fn small_stream_vs_pipe(&self, id: &str) -> Option<(f64, f64)> {
+        let mine = self.get(id, 64, "stream")?.msgs_per_sec;
+        Some((mine, self.get("pipe", 64, "stream")?.msgs_per_sec))
+    }
+
     fn judge(&self) -> Vec<Target> {
         let mut t = self.hardware_goals();
         // 2. spin stream against the pipe and the best copy-based mechanism.
         let name = "shm spin stream 64 B: >= 10x the pipe's messages/s";
-        t.push(
-            match (
-                self.get("shm-posix-spin", 64, "stream"),
-                self.get("pipe", 64, "stream"),
-            ) {
-                (Some(s), Some(p)) => {
-                    let ratio = s.msgs_per_sec / p.msgs_per_sec;
-                    let measured = format!(
-                        "{} msg/s vs pipe {} msg/s",
-                        count(s.msgs_per_sec),
-                        count(p.msgs_per_sec)
-                    );
-                    goal(name, measured, ratio, ratio >= 10.0)
-                }
-                _ => missing(name),
-            },
-        );
+        t.push(match self.small_stream_vs_pipe("shm-posix-spin") {
+            Some((s, p)) => {
+                let measured = format!("{} msg/s vs pipe {} msg/s", count(s), count(p));
+                goal(name, measured, s / p, s / p >= 10.0)
+            }
+            None => missing(name),
+        });
         let name = "shm spin stream 64 KiB: >= 2x the best copy-based MiB/s";
         t.push(
             match (
@@ -235,20 +231,13 @@ impl Results {
                 },
             );
             let name = format!("shm {sync} stream 64 B: >= the pipe's messages/s");
-            t.push(
-                match (self.get(&id, 64, "stream"), self.get("pipe", 64, "stream")) {
-                    (Some(s), Some(p)) => {
-                        let ratio = s.msgs_per_sec / p.msgs_per_sec;
-                        let measured = format!(
-                            "{} vs pipe {} msg/s",
-                            count(s.msgs_per_sec),
-                            count(p.msgs_per_sec)
-                        );
-                        goal(&name, measured, ratio, ratio >= 1.0)
-                    }
-                    _ => missing(&name),
-                },
-            );
+            t.push(match self.small_stream_vs_pipe(&id) {
+                Some((s, p)) => {
+                    let measured = format!("{} vs pipe {} msg/s", count(s), count(p));
+                    goal(&name, measured, s / p, s / p >= 1.0)
+                }
+                None => missing(&name),
+            });
             let name = format!(
                 "shm {sync}: the idle side blocks (pingpong 64 B, each side busy < 50% of its wall time)"
             );
