@@ -71,6 +71,35 @@ const OPTIONAL_KEYS: [&str; 8] = [
 ];
 
 impl Report {
+    /// The report of a run described but not measured yet: zeros, nothing verified.
+    pub fn new(
+        mechanism: String,
+        role: &'static str,
+        options: BTreeMap<String, String>,
+        mode: crate::args::Mode,
+        payload: &'static str,
+        size: u64,
+        seed: Option<u64>,
+    ) -> Report {
+        Report {
+            mechanism,
+            role,
+            options,
+            mode,
+            payload,
+            size,
+            seed,
+            messages: 0,
+            bytes: 0,
+            seconds: 0.0,
+            msgs_per_sec: 0.0,
+            mib_per_sec: 0.0,
+            latency: None,
+            integrity: None,
+            verified: false,
+        }
+    }
+
     pub fn set_timing(&mut self, messages: u64, bytes: u64, elapsed: Duration) {
         self.messages = messages;
         self.bytes = bytes;
@@ -214,25 +243,23 @@ mod tests {
     use super::*;
 
     fn sample() -> Report {
+        let options = BTreeMap::from([("path".to_string(), "/tmp/x".to_string())]);
+        let mode = crate::args::Mode::Stream;
         Report {
-            mechanism: "fifo".into(),
-            role: "receiver",
-            options: BTreeMap::from([("path".to_string(), "/tmp/x".to_string())]),
-            mode: crate::args::Mode::Stream,
-            payload: "generated",
-            size: 64,
-            seed: Some(1),
-            messages: 0,
-            bytes: 0,
-            seconds: 0.0,
-            msgs_per_sec: 0.0,
-            mib_per_sec: 0.0,
-            latency: None,
             integrity: Some(Integrity {
                 received: 10,
                 ..Default::default()
             }),
             verified: true,
+            ..Report::new(
+                "fifo".into(),
+                "receiver",
+                options,
+                mode,
+                "generated",
+                64,
+                Some(1),
+            )
         }
     }
 
