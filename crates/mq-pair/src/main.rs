@@ -32,6 +32,7 @@ mod rendezvous;
 mod role;
 mod sysv;
 
+use claim::Endpoint;
 use clap::{Args, Parser, Subcommand};
 use flags::{Api, Priority};
 use ipc_common::args::Role;
@@ -166,6 +167,32 @@ fn peer_cmd(api: Api, args: &CommonArgs, verb: &str) -> String {
     s
 }
 
+/// The data queue: under --raw opened by its name alone (the receiver owns it), else met
+/// through the rendezvous with the side that does `peer`.
+fn data_queue(
+    api: Api,
+    name: &str,
+    args: &CommonArgs,
+    limits: Limits,
+    peer: Duty,
+    peer_cmd: Option<String>,
+    give_up: &mut dyn FnMut() -> Result<()>,
+) -> Result<Endpoint> {
+    if args.raw {
+        let owner = peer == Duty::Send;
+        return rendezvous::open_raw(api, name, &limits, owner, args.timeout);
+    }
+    let r = Rendezvous {
+        api,
+        name,
+        timeout: args.timeout,
+        limits,
+        peer,
+        peer_cmd,
+    };
+    rendezvous::rendezvous(&r, give_up)
+}
+
 /// The sending side; `give_up` stops the wait for a receiver that will never come.
 fn send_on(
     side: &SendArgs,
@@ -182,20 +209,7 @@ fn send_on(
         Some(Mode::Pingpong) => Some(rendezvous::create_reply(side.api, name, &limits)?),
         _ => None,
     };
-    let data = if args.raw {
-        rendezvous::open_raw(side.api, name, &limits, false, args.timeout)?
-    } else {
-        let r = Rendezvous {
-            api: side.api,
-            name,
-            timeout: args.timeout,
-            limits,
-            peer_role: "a receiver",
-            peer: Duty::Recv,
-            peer_cmd,
-        };
-        rendezvous::rendezvous(&r, give_up)?
-    };
+    let data = data_queue(side.api, name, args, limits, Duty::Recv, peer_cmd, give_up)?;
     let mut link = MqLink::sender(&opts(side.api, args, name, limits), data, reply, priority);
     let d = link.describe();
     let report = workload::send(&mut link, args, &d)?;
@@ -214,20 +228,16 @@ fn recv(side: &RecvArgs) -> Result<Option<Report>> {
     let name = args.name_or(DEFAULT_NAME);
     let _role = role::hold(side.api, name, Duty::Recv)?;
     let limits = Limits::read();
-    let data = if args.raw {
-        rendezvous::open_raw(side.api, name, &limits, true, args.timeout)?
-    } else {
-        let r = Rendezvous {
-            api: side.api,
-            name,
-            timeout: args.timeout,
-            limits,
-            peer_role: "a sender",
-            peer: Duty::Send,
-            peer_cmd: (!args.child).then(|| peer_cmd(side.api, args, "send")),
-        };
-        rendezvous::rendezvous(&r, &mut || Ok(()))?
-    };
+    let cmd = (!args.child).then(|| peer_cmd(side.api, args, "send"));
+    let data = data_queue(
+        side.api,
+        name,
+        args,
+        limits,
+        Duty::Send,
+        cmd,
+        &mut || Ok(()),
+    )?;
     let o = opts(side.api, args, name, limits);
     let mut link = MqLink::receiver(&o, data, args.output.is_some());
     let d = link.describe();
