@@ -33,10 +33,10 @@ mod role;
 mod sysv;
 
 use claim::Endpoint;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use flags::{Api, Priority};
 use ipc_common::args::Role;
-use ipc_common::cli::{run_main, Outcome};
+use ipc_common::cli::{run_main, Help, Outcome};
 use ipc_common::report::Report;
 use ipc_common::{child, workload, CommonArgs, Error, Mode, Result};
 use limits::Limits;
@@ -77,23 +77,17 @@ Examples (two terminals; either may start first):
   terminal 1: mq-pair recv --raw                terminal 2: any program sending to /ipc-mq
   terminal 3: ls -l /dev/mqueue (mount -t mqueue none /dev/mqueue first), or ipcs -q for --api sysv";
 
-#[derive(Parser)]
-#[command(
-    name = PROG,
-    version,
-    about = "Message queues (POSIX and System V): discrete messages with priorities, every byte checked",
-    long_about = "Message queues (POSIX and System V): discrete messages with priorities, every byte checked.\n\n\
+const HELP: Help = Help {
+    name: PROG,
+    about: "Message queues (POSIX and System V): discrete messages with priorities, every byte checked",
+    long_about: "Message queues (POSIX and System V): discrete messages with priorities, every byte checked.\n\n\
 A queue keeps message boundaries: each queue message is one frame (a 24-byte header with \
 sequence and CRC-32, then the payload). A message larger than the queue's message size \
 (/proc/sys/fs/mqueue/msgsize_max, /proc/sys/kernel/msgmax) goes in parts that the receiver \
 joins again; nothing is truncated. With --raw each message is bare, so another program can \
 be the other side.",
-    after_help = ipc_common::cli::after_help(EXAMPLES)
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+    examples: EXAMPLES,
+};
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -296,7 +290,7 @@ fn run(side: &SendArgs) -> i32 {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = ipc_common::cli::parse();
+    let cli = ipc_common::cli::parse::<Cmd>(&HELP);
     let (api, priority, common, role) = match &cli.cmd {
         Cmd::Send(s) => (s.api, s.priority, &s.common, Role::Send),
         Cmd::Recv(s) => (s.api, s.priority, &s.common, Role::Recv),
