@@ -6,7 +6,7 @@ use crate::args::{validate, CommonArgs, Role};
 use crate::error::Result;
 use crate::report::Report;
 use crate::workload::finish;
-use clap::CommandFactory;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 /// The exit codes (docs/design.md), for `--help`.
@@ -76,9 +76,17 @@ impl Help {
 /// The command line of a pair binary: one of its subcommands (`send`, `recv`, `run`).
 #[derive(clap::Parser)]
 #[command(version)]
-pub struct PairCli<C: clap::Subcommand> {
+struct PairCli<C: clap::Subcommand> {
     #[command(subcommand)]
+    cmd: C,
+}
+
+/// A pair binary's parsed command line: the subcommand, the side it runs, and its
+/// common flags (read again from the subcommand's, for [`run_main`]).
+pub struct Pair<C> {
     pub cmd: C,
+    pub role: Role,
+    pub common: CommonArgs,
 }
 
 /// The command line of a binary that is one side only: its own flags, then the common ones.
@@ -95,15 +103,32 @@ pub struct SideCli<A: clap::Args> {
 /// flags only: [`CommonArgs`] holds every flag, and a flag meant for the other side is
 /// hidden from a subcommand's help (given anyway, [`validate`] refuses it with exit 2
 /// and says which side it is for).
-pub fn parse<C: clap::Subcommand>(help: &Help) -> PairCli<C> {
-    let cmd = help
-        .apply(PairCli::<C>::command())
-        .mut_subcommands(|sub| match sub.get_name() {
-            "send" => for_side(sub, Role::Send),
-            "recv" => for_side(sub, Role::Recv),
-            _ => sub,
-        });
-    from_matches(cmd)
+pub fn parse<C: clap::Subcommand>(help: &Help) -> Pair<C> {
+    let cmd =
+        help.apply(PairCli::<C>::command())
+            .mut_subcommands(|sub| match side_of(sub.get_name()) {
+                Role::Both => sub,
+                role => for_side(sub, role),
+            });
+    let matches = cmd.get_matches();
+    let read = || -> std::result::Result<Pair<C>, clap::Error> {
+        let (name, sub) = matches.subcommand().expect("clap requires a subcommand");
+        Ok(Pair {
+            cmd: PairCli::<C>::from_arg_matches(&matches)?.cmd,
+            role: side_of(name),
+            common: CommonArgs::from_arg_matches(sub)?,
+        })
+    };
+    read().unwrap_or_else(|e| e.exit())
+}
+
+/// The side a pair binary's subcommand runs: `run` runs both.
+fn side_of(subcommand: &str) -> Role {
+    match subcommand {
+        "send" => Role::Send,
+        "recv" => Role::Recv,
+        _ => Role::Both,
+    }
 }
 
 /// [`parse`] for a binary that is one side only (`shm-producer`, `shm-consumer`);

@@ -291,11 +291,11 @@ fn run(side: &SendArgs) -> i32 {
 
 fn main() -> ExitCode {
     let cli = ipc_common::cli::parse::<Cmd>(&HELP);
-    let (api, priority, common, role) = match &cli.cmd {
-        Cmd::Send(s) => (s.api, s.priority, &s.common, Role::Send),
-        Cmd::Recv(s) => (s.api, s.priority, &s.common, Role::Recv),
-        Cmd::Run(s) => (s.api, s.priority, &s.common, Role::Both),
+    let (api, priority) = match &cli.cmd {
+        Cmd::Send(s) | Cmd::Run(s) => (s.api, s.priority),
+        Cmd::Recv(s) => (s.api, s.priority),
     };
+    let (common, role) = (&cli.common, cli.role);
     run_main(PROG, common, role, || {
         // `run` forwards no --priority to its child: the receiver learns it from the sender.
         let sending = role != Role::Recv;

@@ -4,7 +4,6 @@
 mod pipe;
 
 use clap::{Args, Subcommand};
-use ipc_common::args::Role;
 use ipc_common::cli::{run_main, Help, Outcome};
 use ipc_common::link::Link;
 use ipc_common::report::Report;
@@ -195,12 +194,7 @@ fn fifo_flag(side: &Side) -> String {
 
 fn main() -> ExitCode {
     let cli = ipc_common::cli::parse::<Cmd>(&HELP);
-    let (args, role) = match &cli.cmd {
-        Cmd::Send(s) => (&s.common, Role::Send),
-        Cmd::Recv(s) => (&s.common, Role::Recv),
-        Cmd::Run(r) => (&r.common, Role::Both),
-    };
-    run_main(PROG, args, role, || match &cli.cmd {
+    run_main(PROG, &cli.common, cli.role, || match &cli.cmd {
         Cmd::Run(r) => Outcome::Code(run(&r.common)),
         Cmd::Send(s) => Outcome::Done(send(s)),
         Cmd::Recv(s) => Outcome::Done(recv(s)),

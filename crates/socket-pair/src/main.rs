@@ -38,7 +38,7 @@ mod unix;
 use auth::Secret;
 use clap::{Args, Subcommand};
 use endpoint::{Endpoint, SocketType};
-use ipc_common::args::{Role, DEFAULT_SIZE};
+use ipc_common::args::DEFAULT_SIZE;
 use ipc_common::cli::{run_main, Help, Outcome};
 use ipc_common::report::Report;
 use ipc_common::{child, narrate, workload, CommonArgs, Describe, Error, Mode, Result};
@@ -268,12 +268,7 @@ fn run(ty: SocketType, args: &CommonArgs) -> i32 {
 
 fn main() -> ExitCode {
     let cli = ipc_common::cli::parse::<Cmd>(&HELP);
-    let (args, role) = match &cli.cmd {
-        Cmd::Send(s) => (&s.common, Role::Send),
-        Cmd::Recv(s) => (&s.common, Role::Recv),
-        Cmd::Run(r) => (&r.common, Role::Both),
-    };
-    run_main(PROG, args, role, || match &cli.cmd {
+    run_main(PROG, &cli.common, cli.role, || match &cli.cmd {
         Cmd::Run(r) => Outcome::Code(run(r.ty.ty, &r.common)),
         Cmd::Send(s) => Outcome::Done(send(s)),
         Cmd::Recv(s) => Outcome::Done(recv(s)),
