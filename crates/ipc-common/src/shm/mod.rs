@@ -129,6 +129,20 @@ impl Spec {
     }
 }
 
+/// The `peer` of a shared-memory pair moved nothing for `timeout` (exit 4, cause
+/// `timeout`), while it still holds its alive mutex.
+pub(crate) fn no_progress(object: &str, peer: &str, timeout: Duration) -> Error {
+    Error::peer(
+        object,
+        format!(
+            "the {peer} made no progress for {:.1} s",
+            timeout.as_secs_f64()
+        ),
+        format!("the {peer} is stopped or stuck; check it, or raise --timeout"),
+    )
+    .because(Cause::Timeout)
+}
+
 /// A mapped segment, and while this side owns its name, the guard that removes it.
 pub struct Segment {
     pub map: Mapping,
