@@ -224,6 +224,20 @@ impl Drop for Segment {
 }
 
 impl Segment {
+    /// The link through this segment's ring(s) as `side`, which ends with an error, not
+    /// SIGBUS, if the segment's file is truncated under it.
+    pub fn ring_link(
+        &self,
+        side: ring::Side,
+        checked: &Checked,
+        timeout: Duration,
+        queues: Option<ring::SyncQueues>,
+    ) -> ring::ShmLink<'_> {
+        let object = self.object.clone();
+        ring::ShmLink::new(&self.map, object, side, checked, timeout, queues)
+            .watch_size(self.file.as_ref())
+    }
+
     fn new(map: Mapping, spec: &Spec, remover: Option<Guard>) -> Segment {
         Segment {
             map,
