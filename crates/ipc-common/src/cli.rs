@@ -111,15 +111,15 @@ pub fn parse<C: clap::Subcommand>(help: &Help) -> Pair<C> {
                 role => for_side(sub, role),
             });
     let matches = cmd.get_matches();
-    let read = || -> std::result::Result<Pair<C>, clap::Error> {
-        let (name, sub) = matches.subcommand().expect("clap requires a subcommand");
+    let (name, sub) = matches.subcommand().expect("clap requires a subcommand");
+    let pair = PairCli::<C>::from_arg_matches(&matches).and_then(|cli| {
         Ok(Pair {
-            cmd: PairCli::<C>::from_arg_matches(&matches)?.cmd,
+            cmd: cli.cmd,
             role: side_of(name),
             common: CommonArgs::from_arg_matches(sub)?,
         })
-    };
-    read().unwrap_or_else(|e| e.exit())
+    });
+    pair.unwrap_or_else(|e| e.exit())
 }
 
 /// The side a pair binary's subcommand runs: `run` runs both.
