@@ -322,23 +322,8 @@ fn base_report(
     size: usize,
     seed: Option<u64>,
 ) -> Report {
-    Report {
-        mechanism: d.mechanism.clone(),
-        role,
-        options: d.options.clone(),
-        mode,
-        payload,
-        size: size as u64,
-        seed,
-        messages: 0,
-        bytes: 0,
-        seconds: 0.0,
-        msgs_per_sec: 0.0,
-        mib_per_sec: 0.0,
-        latency: None,
-        integrity: None,
-        verified: false,
-    }
+    let (mechanism, options) = (d.mechanism.clone(), d.options.clone());
+    Report::new(mechanism, role, options, mode, payload, size as u64, seed)
 }
 
 fn gone(link: &dyn Link, who: &str, done: u64) -> Error {
