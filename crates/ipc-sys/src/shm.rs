@@ -136,6 +136,7 @@ impl Mapping {
     }
 
     /// Copy `dst.len()` bytes out of the segment at `offset`.
+    #[inline]
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
         self.check(offset, dst.len());
         // SAFETY: the range is inside the mapping (checked) and cannot overlap `dst`,
@@ -150,6 +151,7 @@ impl Mapping {
     }
 
     /// Copy `src` into the segment at `offset`.
+    #[inline]
     pub fn copy_in(&self, offset: usize, src: &[u8]) {
         self.check(offset, src.len());
         // SAFETY: the range is inside the mapping (checked) and cannot overlap `src`.
@@ -241,6 +243,7 @@ impl Mapping {
         true
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
@@ -250,27 +253,34 @@ impl Mapping {
     }
 }
 
+/// Run `f` compiled for AVX2 where the CPU has it (the generator and the word loads and
+/// stores inlined into it run twice as wide), else as it is.
+#[inline(always)]
+fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked), all that `avx2` requires.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Store words `i..i + n` of `word` at `p` (unaligned), in blocks, prefetching ahead.
-/// With AVX2 where the CPU has it: the generator and the stores run twice as wide.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be writable memory of one mapping.
 #[inline(always)]
 unsafe fn store_words<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { store_words_avx2(p, n, i, word) };
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_words_generic(p, n, i, word) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn store_words_avx2<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
-    // SAFETY: as for store_words.
-    unsafe { store_words_generic(p, n, i, word) }
+    // SAFETY: the caller's contract, passed on.
+    wide(|| unsafe { store_words_generic(p, n, i, word) })
 }
 
 #[inline(always)]
@@ -293,31 +303,14 @@ unsafe fn store_words_generic<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64
 
 /// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `word`. In blocks:
 /// the differences are OR-ed together (which vectorises) and looked at once per block,
-/// so a mismatch stops the check early. With AVX2 where the CPU has it.
+/// so a mismatch stops the check early.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be readable memory of one mapping.
 #[inline(always)]
 unsafe fn words_match<F: FnMut(u64) -> u64>(p: *const u8, n: usize, i: u64, word: &mut F) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { words_match_avx2(p, n, i, word) };
-    }
-    // SAFETY: the caller's contract.
-    unsafe { words_match_generic(p, n, i, word) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn words_match_avx2<F: FnMut(u64) -> u64>(
-    p: *const u8,
-    n: usize,
-    i: u64,
-    word: &mut F,
-) -> bool {
-    // SAFETY: as for words_match.
-    unsafe { words_match_generic(p, n, i, word) }
+    // SAFETY: the caller's contract, passed on.
+    wide(|| unsafe { words_match_generic(p, n, i, word) })
 }
 
 #[inline(always)]
