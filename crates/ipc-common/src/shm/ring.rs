@@ -35,7 +35,8 @@ const SHORT_SPIN: u32 = 200;
 /// sleep would cost is the classic "spin, then block" balance, and a peer that answers
 /// within it is seen within a cache-line transfer instead of a wake-up.
 const TIGHT_SPIN: Duration = Duration::from_micros(50);
-/// The writer publishes its head at least every this many bytes (or a quarter ring).
+/// The writer publishes its head, and the reader its tail, at least every this many
+/// bytes (or a quarter ring).
 const PUBLISH_BATCH: u64 = 4096;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
 
@@ -48,12 +49,15 @@ struct Ring<'a> {
     capacity: u64,
     /// Our counter: head if we write this ring, tail if we read it.
     pos: u64,
+    /// `pos % capacity`, kept as `pos` moves: a division per copy would cost more than
+    /// the copy of a small message (the capacity need not be a power of two).
+    at: usize,
     /// The peer's counter as last read and checked.
     seen: u64,
     /// Our counter as last published. Both are published lazily, so that the line the
     /// peer polls is not pulled away from it on every small message. The reader
-    /// publishes its tail every quarter of the ring, when the writer waits for space,
-    /// and always before it waits itself. The writer publishes its head every
+    /// publishes its tail every [`PUBLISH_BATCH`] bytes (or quarter ring), when the
+    /// writer waits for space, and before it waits itself if the writer may be short. The writer publishes its head every
     /// [`PUBLISH_BATCH`] bytes, with every frame that is not data (hello, end, echo's
     /// request is data but see `flush`), and always before it waits for anything: for
     /// space, or for the other ring in pingpong ([`Link::flush`]).
@@ -119,6 +123,7 @@ impl<'a> ShmLink<'a> {
             offset: ring_offset(index, capacity),
             capacity,
             pos: 0,
+            at: 0,
             seen: 0,
             published: 0,
             queues: queues.as_mut().and_then(|q| q.next()),
@@ -223,6 +228,7 @@ impl Ring<'_> {
     }
 
     /// A message was written: publish now if `urgent` or a batch is complete.
+    #[inline]
     fn written(&mut self, w: &Waits, urgent: bool) {
         if urgent || self.pos - self.published >= PUBLISH_BATCH.min(self.capacity / 4) {
             self.publish_head(w);
@@ -248,12 +254,17 @@ impl Ring<'_> {
         }
     }
 
-    /// A message was taken: publish the tail if a quarter of the ring was freed since
-    /// the last publication or the writer waits for space (its flag is on the line the
-    /// reader reads anyway). Never a lost wake-up: a writer waits only on a full ring,
-    /// and the reader publishes before it runs empty and waits.
+    /// A message was taken: publish the tail if a batch was freed since the last
+    /// publication (as the writer batches its head) or the writer waits for space (its
+    /// flag is on the line the reader reads anyway). Batches as small as the writer's
+    /// keep a writer that filled the ring going in steps of a batch: with a quarter ring
+    /// it waited long enough to fall asleep, and each wake-up cost the reader a system
+    /// call. The writer reads the tail only when it runs short, so a publication it
+    /// does not need moves no line. Never a lost wake-up: a writer waits only on a full
+    /// ring, and the reader publishes before it runs empty and waits.
+    #[inline]
     fn consumed(&mut self, w: &Waits) {
-        if self.pos - self.published >= self.capacity / 4
+        if self.pos - self.published >= PUBLISH_BATCH.min(self.capacity / 4)
             || self.ctl.writer.space_waiting.load(SeqCst) != 0
         {
             self.publish_tail(w);
@@ -474,34 +485,56 @@ impl Ring<'_> {
         }
     }
 
-    /// Copy `src` in at our position (wrapping), without publishing.
-    fn put(&mut self, src: &[u8]) {
-        let at = (self.pos % self.capacity) as usize;
+    /// Whether `n` bytes from our position lie before the ring's end (no wrap).
+    #[inline]
+    fn contiguous(&self, n: usize) -> bool {
+        n <= self.capacity as usize - self.at
+    }
+
+    /// Move our position `n <= capacity` bytes on.
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        self.pos += n as u64;
+        self.at += n;
+        if self.at >= self.capacity as usize {
+            self.at -= self.capacity as usize;
+        }
+    }
+
+    /// Copy `src` in at ring offset `at` (wrapping), without moving or publishing.
+    #[inline]
+    fn put_at(&self, at: usize, src: &[u8]) {
         let first = src.len().min(self.capacity as usize - at);
         self.map.copy_in(self.offset + at, &src[..first]);
         if first < src.len() {
             self.map.copy_in(self.offset, &src[first..]);
         }
-        self.pos += src.len() as u64;
+    }
+
+    /// Copy `src` in at our position (wrapping), without publishing.
+    #[inline]
+    fn put(&mut self, src: &[u8]) {
+        self.put_at(self.at, src);
+        self.advance(src.len());
     }
 
     /// Copy out at our position (wrapping), without publishing.
+    #[inline]
     fn take(&mut self, dst: &mut [u8]) {
-        let at = (self.pos % self.capacity) as usize;
-        let first = dst.len().min(self.capacity as usize - at);
-        self.map.copy_out(self.offset + at, &mut dst[..first]);
+        let first = dst.len().min(self.capacity as usize - self.at);
+        self.map.copy_out(self.offset + self.at, &mut dst[..first]);
         if first < dst.len() {
             let n = dst.len();
             self.map.copy_out(self.offset, &mut dst[first..n]);
         }
-        self.pos += dst.len() as u64;
+        self.advance(dst.len());
     }
 
     /// Generate `len` bytes of `gen`'s stream, from byte `at` on, straight into the ring
     /// at our position (wrapping: two pieces, a word may straddle the end), without
     /// publishing. The caller has made sure there is room.
     fn put_words(&mut self, len: usize, at: u64, gen: &PayloadGen) {
-        let here = (self.pos % self.capacity) as usize;
+        let here = self.at;
         let first = len.min(self.capacity as usize - here);
         let word = gen.words();
         self.map.fill_words(self.offset + here, first, at, word);
@@ -509,14 +542,14 @@ impl Ring<'_> {
             self.map
                 .fill_words(self.offset, len - first, at + first as u64, word);
         }
-        self.pos += len as u64;
+        self.advance(len);
     }
 
     /// Whether the next `len` bytes of the ring (wrapping) are bytes `at..` of `gen`'s
     /// stream; moves past them either way, without publishing. The caller has made sure
     /// they were written (`seen - pos >= len`).
     fn take_words(&mut self, len: usize, at: u64, gen: &PayloadGen) -> bool {
-        let here = (self.pos % self.capacity) as usize;
+        let here = self.at;
         let first = len.min(self.capacity as usize - here);
         let word = gen.words();
         let ok = self.map.matches_words(self.offset + here, first, at, word)
@@ -524,7 +557,7 @@ impl Ring<'_> {
                 || self
                     .map
                     .matches_words(self.offset, len - first, at + first as u64, word));
-        self.pos += len as u64;
+        self.advance(len);
         ok
     }
 
@@ -562,7 +595,17 @@ impl Ring<'_> {
         }
         if rounds.0 > 0 {
             narrate_round(self.index, rounds.0 + 1, rounds.2, total, total, false);
+            self.written(w, urgent);
         } else {
+            self.wrote(total, w, urgent);
+        }
+        Ok(())
+    }
+
+    /// A frame of `total` bytes went in at once: narrate it, publish if due.
+    #[inline]
+    fn wrote(&mut self, total: usize, w: &Waits, urgent: bool) {
+        if narrate::verbose() {
             narrate::repeated(
                 "ring write",
                 format_args!(
@@ -574,32 +617,46 @@ impl Ring<'_> {
             );
         }
         self.written(w, urgent);
-        Ok(())
     }
 
     /// Read and check the next frame header.
+    #[inline]
     fn read_header(&mut self, w: &Waits) -> Result<Frame> {
         let mut head = [0u8; HEADER_LEN];
-        self.read(&mut head, w)?;
+        if self.seen - self.pos >= HEADER_LEN as u64 && self.contiguous(HEADER_LEN) {
+            // The common case, without the loop: a copy of a constant length is a few
+            // moves, not a call.
+            self.map.copy_out(self.offset + self.at, &mut head);
+            self.advance(HEADER_LEN);
+        } else {
+            self.read(&mut head, w)?;
+        }
         Frame::decode(&head)
             .map_err(|e| corrupt(&w.object, format!("bad frame in ring {}: {e}", self.index)))
     }
 
+    /// Bytes written and not yet read (at least one), waiting for the writer as needed.
+    #[inline]
+    fn available(&mut self, w: &Waits) -> Result<usize> {
+        loop {
+            let avail = self.seen - self.pos;
+            if avail != 0 {
+                return Ok(avail as usize);
+            }
+            self.refresh_head(w)?;
+            if self.seen == self.pos {
+                self.publish_tail_if_short(w);
+                self.wait(w, Want::Data)?;
+            }
+        }
+    }
+
     /// Fill `dst` from the ring, waiting for the writer as needed.
+    #[inline]
     fn read(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
         let mut got = 0;
         while got < dst.len() {
-            let mut avail = self.seen - self.pos;
-            if avail == 0 {
-                self.refresh_head(w)?;
-                avail = self.seen - self.pos;
-                if avail == 0 {
-                    self.publish_tail_if_short(w);
-                    self.wait(w, Want::Data)?;
-                    continue;
-                }
-            }
-            let n = (avail as usize).min(dst.len() - got);
+            let n = self.available(w)?.min(dst.len() - got);
             self.take(&mut dst[got..got + n]);
             got += n;
         }
@@ -713,6 +770,15 @@ impl Link for ShmLink<'_> {
         };
         // Data may wait for a batch; a hello, an end or an echo goes at once.
         let urgent = header.kind != FrameKind::Data;
+        let need = HEADER_LEN + payload.len();
+        if tx.capacity - (tx.pos - tx.seen) >= need as u64 && tx.contiguous(need) {
+            // The common case, without the rounds: room known, no wrap.
+            tx.map.copy_in(tx.offset + tx.at, &header.encode());
+            tx.map.copy_in(tx.offset + tx.at + HEADER_LEN, payload);
+            tx.advance(need);
+            tx.wrote(need, &self.waits, urgent);
+            return Ok(());
+        }
         tx.write(&[&header.encode(), payload], &self.waits, urgent)
     }
 
@@ -735,15 +801,17 @@ impl Link for ShmLink<'_> {
             got += step;
         }
         rx.consumed(&self.waits);
-        narrate::repeated(
-            "ring read",
-            format_args!(
-                "copy {} bytes out of ring {}",
-                HEADER_LEN + buf.len(),
-                rx.index
-            ),
-            IDEA_RING,
-        );
+        if narrate::verbose() {
+            narrate::repeated(
+                "ring read",
+                format_args!(
+                    "copy {} bytes out of ring {}",
+                    HEADER_LEN + buf.len(),
+                    rx.index
+                ),
+                IDEA_RING,
+            );
+        }
         Ok(Some(frame))
     }
 
@@ -794,10 +862,9 @@ impl Link for ShmLink<'_> {
                 tx.wait(w, Want::Space)?;
             }
         }
-        let start = tx.pos;
-        tx.pos += HEADER_LEN as u64;
+        let start = tx.at;
+        tx.advance(HEADER_LEN);
         tx.put_words(len, 0, &PayloadGen::new(seed, seq));
-        let end = tx.pos;
         let frame = Frame {
             kind: FrameKind::Data,
             len: len as u32,
@@ -805,18 +872,17 @@ impl Link for ShmLink<'_> {
             crc: 0,
             seq,
         };
-        tx.pos = start;
-        tx.put(&frame.encode());
-        tx.pos = end;
-        narrate::repeated(
-            "ring build",
-            format_args!(
-                "build {len} bytes in place in ring {} at offset {}",
-                tx.index,
-                start % tx.capacity
-            ),
-            "zero-copy: the message is made where the consumer reads it",
-        );
+        tx.put_at(start, &frame.encode());
+        if narrate::verbose() {
+            narrate::repeated(
+                "ring build",
+                format_args!(
+                    "build {len} bytes in place in ring {} at offset {start}",
+                    tx.index,
+                ),
+                "zero-copy: the message is made where the consumer reads it",
+            );
+        }
         tx.written(w, false);
         Ok(())
     }
@@ -838,22 +904,12 @@ impl Link for ShmLink<'_> {
         let mut ok = true;
         let mut done = 0;
         while done < len {
-            let mut avail = rx.seen - rx.pos;
-            if avail == 0 {
-                rx.refresh_head(w)?;
-                avail = rx.seen - rx.pos;
-                if avail == 0 {
-                    rx.publish_tail_if_short(w);
-                    rx.wait(w, Want::Data)?;
-                    continue;
-                }
-            }
-            let n = (avail as usize).min(len - done);
+            let n = rx.available(w)?.min(len - done);
             if ok {
                 ok = rx.take_words(n, done as u64, &gen);
             } else {
                 // Already failed: skip the rest unread.
-                rx.pos += n as u64;
+                rx.advance(n);
             }
             done += n;
         }
