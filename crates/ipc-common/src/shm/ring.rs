@@ -38,6 +38,10 @@ const TIGHT_SPIN: Duration = Duration::from_micros(50);
 /// The writer publishes its head, and the reader its tail, at least every this many
 /// bytes (or a quarter ring).
 const PUBLISH_BATCH: u64 = 4096;
+/// How much of newly published data the reader asks for at once: a small frame.
+const READ_AHEAD: usize = 256;
+/// How far ahead of a streamed frame its side fetches the lines of a later one.
+const STREAM_AHEAD: usize = 1024;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
 
 /// One direction of the ring, from one side's point of view.
@@ -491,6 +495,34 @@ impl Ring<'_> {
         n <= self.capacity as usize - self.at
     }
 
+    /// Take ownership now of the lines the next `n` bytes written will go to, as far as
+    /// they are known free and before the ring's end, so that their transfers from the
+    /// reader's core overlap the wait and the work before the write.
+    #[inline]
+    fn prefetch_next(&self, n: usize) {
+        let free = (self.capacity - (self.pos - self.seen)) as usize;
+        let n = n.min(free).min(self.capacity as usize - self.at);
+        self.map.prefetch(self.offset + self.at, n, true);
+    }
+
+    /// A stream of frames of about `n` bytes: fetch the lines [`STREAM_AHEAD`] bytes on,
+    /// where a later frame goes (the writer, owned) or lies (the reader), if they are
+    /// known free (written and published), so that each line's transfer from the peer's
+    /// core has begun long before it is touched. Nothing when that is not known: in
+    /// pingpong the reader's data ends with the frame it reads.
+    #[inline]
+    fn prefetch_ahead(&self, n: usize, write: bool) {
+        let usable = if write {
+            self.capacity - (self.pos - self.seen)
+        } else {
+            self.seen - self.pos
+        };
+        let from = self.at + STREAM_AHEAD;
+        if (STREAM_AHEAD + n) as u64 <= usable && from + n <= self.capacity as usize {
+            self.map.prefetch(self.offset + from, n, write);
+        }
+    }
+
     /// Move our position `n <= capacity` bytes on.
     #[inline]
     fn advance(&mut self, n: usize) {
@@ -620,16 +652,16 @@ impl Ring<'_> {
     }
 
     /// Read and check the next frame header.
-    #[inline]
+    #[inline(always)]
     fn read_header(&mut self, w: &Waits) -> Result<Frame> {
         let mut head = [0u8; HEADER_LEN];
         if self.seen - self.pos >= HEADER_LEN as u64 && self.contiguous(HEADER_LEN) {
             // The common case, without the loop: a copy of a constant length is a few
-            // moves, not a call.
+            // moves, not a call, and the header is returned in registers.
             self.map.copy_out(self.offset + self.at, &mut head);
             self.advance(HEADER_LEN);
         } else {
-            self.read(&mut head, w)?;
+            self.read_slow(&mut head, w)?;
         }
         Frame::decode(&head)
             .map_err(|e| corrupt(&w.object, format!("bad frame in ring {}: {e}", self.index)))
@@ -647,8 +679,21 @@ impl Ring<'_> {
             if self.seen == self.pos {
                 self.publish_tail_if_short(w);
                 self.wait(w, Want::Data)?;
+            } else {
+                // New data: ask for its first lines at once (a frame header is parsed
+                // before its payload is copied), so they travel together.
+                let n = ((self.seen - self.pos) as usize)
+                    .min(READ_AHEAD)
+                    .min(self.capacity as usize - self.at);
+                self.map.prefetch(self.offset + self.at, n, false);
             }
         }
+    }
+
+    /// [`Ring::read`], kept out of line where the common case is inlined.
+    #[inline(never)]
+    fn read_slow(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
+        self.read(dst, w)
     }
 
     /// Fill `dst` from the ring, waiting for the writer as needed.
@@ -777,6 +822,7 @@ impl Link for ShmLink<'_> {
             tx.map.copy_in(tx.offset + tx.at + HEADER_LEN, payload);
             tx.advance(need);
             tx.wrote(need, &self.waits, urgent);
+            tx.prefetch_ahead(need, true);
             return Ok(());
         }
         tx.write(&[&header.encode(), payload], &self.waits, urgent)
@@ -789,6 +835,13 @@ impl Link for ShmLink<'_> {
         };
         let frame = rx.read_header(&self.waits)?;
         let total = check_len(&frame, max, &self.waits.object)?;
+        rx.prefetch_ahead(total, false);
+        if let Some(tx) = self.tx.as_ref() {
+            // Pingpong: what goes back next (the echo, or the next request) is about
+            // this long, and the peer has read what this side wrote before (it answered
+            // it): fetch those lines now, not when the reply is written.
+            tx.prefetch_next(HEADER_LEN + total);
+        }
         // Grown (at most doubling) as the writer publishes the payload, unless the
         // buffer is already this large: a header alone never reserves memory.
         let mut got = if buf.capacity() >= total { total } else { 0 };
