@@ -40,8 +40,6 @@ const TIGHT_SPIN: Duration = Duration::from_micros(50);
 const PUBLISH_BATCH: u64 = 4096;
 /// How much of newly published data the reader asks for at once: a small frame.
 const READ_AHEAD: usize = 256;
-/// How far ahead of a streamed frame its side fetches the lines of a later one.
-const STREAM_AHEAD: usize = 1024;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
 
 /// One direction of the ring, from one side's point of view.
@@ -505,24 +503,6 @@ impl Ring<'_> {
         self.map.prefetch(self.offset + self.at, n, true);
     }
 
-    /// A stream of frames of about `n` bytes: fetch the lines [`STREAM_AHEAD`] bytes on,
-    /// where a later frame goes (the writer, owned) or lies (the reader), if they are
-    /// known free (written and published), so that each line's transfer from the peer's
-    /// core has begun long before it is touched. Nothing when that is not known: in
-    /// pingpong the reader's data ends with the frame it reads.
-    #[inline]
-    fn prefetch_ahead(&self, n: usize, write: bool) {
-        let usable = if write {
-            self.capacity - (self.pos - self.seen)
-        } else {
-            self.seen - self.pos
-        };
-        let from = self.at + STREAM_AHEAD;
-        if (STREAM_AHEAD + n) as u64 <= usable && from + n <= self.capacity as usize {
-            self.map.prefetch(self.offset + from, n, write);
-        }
-    }
-
     /// Move our position `n <= capacity` bytes on.
     #[inline]
     fn advance(&mut self, n: usize) {
@@ -822,7 +802,6 @@ impl Link for ShmLink<'_> {
             tx.map.copy_in(tx.offset + tx.at + HEADER_LEN, payload);
             tx.advance(need);
             tx.wrote(need, &self.waits, urgent);
-            tx.prefetch_ahead(need, true);
             return Ok(());
         }
         tx.write(&[&header.encode(), payload], &self.waits, urgent)
@@ -835,7 +814,6 @@ impl Link for ShmLink<'_> {
         };
         let frame = rx.read_header(&self.waits)?;
         let total = check_len(&frame, max, &self.waits.object)?;
-        rx.prefetch_ahead(total, false);
         if let Some(tx) = self.tx.as_ref() {
             // Pingpong: what goes back next (the echo, or the next request) is about
             // this long, and the peer has read what this side wrote before (it answered
@@ -846,7 +824,13 @@ impl Link for ShmLink<'_> {
         // buffer is already this large: a header alone never reserves memory.
         let mut got = if buf.capacity() >= total { total } else { 0 };
         buf.resize(got, 0);
-        rx.read(buf, &self.waits)?;
+        if got == total && rx.seen - rx.pos >= total as u64 && rx.contiguous(total) {
+            // The common case: the whole payload is there, in one piece.
+            rx.map.copy_out(rx.offset + rx.at, buf);
+            rx.advance(total);
+        } else {
+            rx.read(buf, &self.waits)?;
+        }
         while got < total {
             let step = (total - got).min(got.max(64 * 1024));
             buf.resize(got + step, 0);
