@@ -511,6 +511,8 @@ impl Ring<'_> {
         if self.at >= self.capacity as usize {
             self.at -= self.capacity as usize;
         }
+        // The tests run debug builds: every move of every ring test checks this.
+        debug_assert_eq!(self.at as u64, self.pos % self.capacity);
     }
 
     /// Copy `src` in at ring offset `at` (wrapping), without moving or publishing.
