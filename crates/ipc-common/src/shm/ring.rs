@@ -66,6 +66,8 @@ struct Ring<'a> {
     published: u64,
     /// `--sync mq`: (send "wake" to the peer, receive the peer's "wake").
     queues: Option<(Queue, Queue)>,
+    /// [`PUBLISH_BATCH`], or a quarter of a smaller ring.
+    batch: u64,
 }
 
 /// Which way a sleeper waits.
@@ -129,6 +131,7 @@ impl<'a> ShmLink<'a> {
             seen: 0,
             published: 0,
             queues: queues.as_mut().and_then(|q| q.next()),
+            batch: PUBLISH_BATCH.min(capacity / 4),
         };
         let (first, second) = (ring(0), (rings > 1).then(|| ring(1)));
         let (tx, rx, peer_alive, peer) = match side {
@@ -232,7 +235,7 @@ impl Ring<'_> {
     /// A message was written: publish now if `urgent` or a batch is complete.
     #[inline]
     fn written(&mut self, w: &Waits, urgent: bool) {
-        if urgent || self.pos - self.published >= PUBLISH_BATCH.min(self.capacity / 4) {
+        if urgent || self.pos - self.published >= self.batch {
             self.publish_head(w);
         }
     }
@@ -266,7 +269,7 @@ impl Ring<'_> {
     /// ring, and the reader publishes before it runs empty and waits.
     #[inline]
     fn consumed(&mut self, w: &Waits) {
-        if self.pos - self.published >= PUBLISH_BATCH.min(self.capacity / 4)
+        if self.pos - self.published >= self.batch
             || self.ctl.writer.space_waiting.load(SeqCst) != 0
         {
             self.publish_tail(w);
