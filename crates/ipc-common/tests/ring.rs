@@ -54,11 +54,14 @@ fn publish(map: &Mapping, sync: SyncKind) -> layout::Checked {
 
 /// Map the segment's file anew in this thread, hold `side`'s alive mutex (the peer's
 /// sign of life) and run `f` over a link of that side.
+/// Both sides hold their alive mutex before either starts: a side that found its peer's
+/// free (its thread not started yet, on a loaded machine) would take it for dead.
 fn as_side<R>(
     file: &std::fs::File,
     side: Side,
     checked: &layout::Checked,
     queues: Option<SyncQueues>,
+    started: &std::sync::Barrier,
     f: impl FnOnce(&mut ShmLink) -> R,
 ) -> R {
     let map = Mapping::map_shared(file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
@@ -68,6 +71,7 @@ fn as_side<R>(
         Side::Consumer => &h.consumer_alive,
     };
     assert_eq!(alive.lock().expect("lock"), Lock::Acquired);
+    started.wait();
     let mut link = ShmLink::new(&map, "test ring".into(), side, checked, TIMEOUT, queues);
     let r = f(&mut link);
     alive.unlock();
@@ -122,9 +126,11 @@ fn round_trip(sync: SyncKind) {
     } else {
         (None, None, Vec::new())
     };
+    let started = std::sync::Barrier::new(2);
     let received = std::thread::scope(|s| {
-        let consumer = s.spawn(|| as_side(&file, Side::Consumer, &checked, cons_q, consume));
-        s.spawn(|| as_side(&file, Side::Producer, &checked, prod_q, produce));
+        let consumer =
+            s.spawn(|| as_side(&file, Side::Consumer, &checked, cons_q, &started, consume));
+        s.spawn(|| as_side(&file, Side::Producer, &checked, prod_q, &started, produce));
         consumer.join().expect("the consumer thread")
     });
     assert_eq!(received, MESSAGES, "{}", sync.as_str());

@@ -60,20 +60,17 @@ impl Mapping {
         // SAFETY: memmap2's map_mut is unsafe because another process may change the
         // file's contents under the mapping. That is the point here, and this module
         // never hands out a plain reference into it (only the all-atomic header and copies).
-        let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
-        let ptr = NonNull::new(map.as_mut_ptr())
-            .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
-        Ok(Mapping {
-            ptr,
-            len,
-            backing: Backing::Mmap(map),
-        })
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
+        Mapping::mapped(map, len)
     }
 
     /// An anonymous private mapping of `len` bytes: a segment no other process sees,
     /// for the corrupted-segment fuzz target and property test.
     pub fn anonymous(len: usize) -> io::Result<Mapping> {
-        let mut map = memmap2::MmapMut::map_anon(len)?;
+        Mapping::mapped(memmap2::MmapMut::map_anon(len)?, len)
+    }
+
+    fn mapped(mut map: memmap2::MmapMut, len: usize) -> io::Result<Mapping> {
         let ptr = NonNull::new(map.as_mut_ptr())
             .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
         Ok(Mapping {
@@ -136,6 +133,7 @@ impl Mapping {
     }
 
     /// Copy `dst.len()` bytes out of the segment at `offset`.
+    #[inline]
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
         self.check(offset, dst.len());
         // SAFETY: the range is inside the mapping (checked) and cannot overlap `dst`,
@@ -150,6 +148,7 @@ impl Mapping {
     }
 
     /// Copy `src` into the segment at `offset`.
+    #[inline]
     pub fn copy_in(&self, offset: usize, src: &[u8]) {
         self.check(offset, src.len());
         // SAFETY: the range is inside the mapping (checked) and cannot overlap `src`.
@@ -241,6 +240,26 @@ impl Mapping {
         true
     }
 
+    /// Start fetching the cache lines of the `len` bytes at `offset`: owned, for bytes
+    /// about to be written (`write`), or shared, for bytes about to be read. The
+    /// transfers from the peer's core then overlap whatever the caller does first,
+    /// instead of stalling its first store or load. A hint: no memory changes.
+    #[inline]
+    pub fn prefetch(&self, offset: usize, len: usize, write: bool) {
+        self.check(offset, len);
+        if len == 0 {
+            return;
+        }
+        let base = self.ptr.as_ptr().cast_const();
+        // Every line the range touches, from the one holding its first byte.
+        let mut at = offset & !63;
+        while at < offset + len {
+            prefetch_line(base.wrapping_add(at), write);
+            at += 64;
+        }
+    }
+
+    #[inline]
     fn check(&self, offset: usize, len: usize) {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
@@ -250,27 +269,34 @@ impl Mapping {
     }
 }
 
+/// Run `f` compiled for AVX2 where the CPU has it (the generator and the word loads and
+/// stores inlined into it run twice as wide), else as it is.
+#[inline(always)]
+fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked), all that `avx2` requires.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Store words `i..i + n` of `word` at `p` (unaligned), in blocks, prefetching ahead.
-/// With AVX2 where the CPU has it: the generator and the stores run twice as wide.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be writable memory of one mapping.
 #[inline(always)]
 unsafe fn store_words<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { store_words_avx2(p, n, i, word) };
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_words_generic(p, n, i, word) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn store_words_avx2<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
-    // SAFETY: as for store_words.
-    unsafe { store_words_generic(p, n, i, word) }
+    // SAFETY: the caller's contract, passed on.
+    wide(|| unsafe { store_words_generic(p, n, i, word) })
 }
 
 #[inline(always)]
@@ -293,31 +319,14 @@ unsafe fn store_words_generic<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64
 
 /// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `word`. In blocks:
 /// the differences are OR-ed together (which vectorises) and looked at once per block,
-/// so a mismatch stops the check early. With AVX2 where the CPU has it.
+/// so a mismatch stops the check early.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be readable memory of one mapping.
 #[inline(always)]
 unsafe fn words_match<F: FnMut(u64) -> u64>(p: *const u8, n: usize, i: u64, word: &mut F) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { words_match_avx2(p, n, i, word) };
-    }
-    // SAFETY: the caller's contract.
-    unsafe { words_match_generic(p, n, i, word) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn words_match_avx2<F: FnMut(u64) -> u64>(
-    p: *const u8,
-    n: usize,
-    i: u64,
-    word: &mut F,
-) -> bool {
-    // SAFETY: as for words_match.
-    unsafe { words_match_generic(p, n, i, word) }
+    // SAFETY: the caller's contract, passed on.
+    wide(|| unsafe { words_match_generic(p, n, i, word) })
 }
 
 #[inline(always)]
@@ -361,26 +370,29 @@ unsafe fn prefetch_block(p: *const u8, left: usize, write: bool) {
     if left < PREFETCH_AHEAD + 8 * BLOCK {
         return;
     }
+    let ahead = p.wrapping_add(PREFETCH_AHEAD);
+    let mut line = 0;
+    while line < 8 * BLOCK {
+        prefetch_line(ahead.wrapping_add(line), write);
+        line += 64;
+    }
+}
+
+/// Ask for the cache line of `a`: owned, to write it (`prefetchw`), or shared, to read.
+/// Safe whatever `a` is: a prefetch is a hint, it never faults and changes no memory.
+#[inline(always)]
+fn prefetch_line(a: *const u8, write: bool) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let ahead = p.wrapping_add(PREFETCH_AHEAD);
-        let mut line = 0;
-        while line < 8 * BLOCK {
-            let a = ahead.wrapping_add(line);
-            // SAFETY: a prefetch is a hint: it never faults and changes no memory, and the
-            // address is inside the caller's checked range anyway.
-            unsafe {
-                if write {
-                    std::arch::asm!("prefetchw [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
-                } else {
-                    std::arch::asm!("prefetcht0 [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
-                }
-            }
-            line += 64;
+    // SAFETY: a prefetch instruction neither faults nor writes, for any address.
+    unsafe {
+        if write {
+            std::arch::asm!("prefetchw [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
+        } else {
+            std::arch::asm!("prefetcht0 [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, write);
+    let _ = (a, write);
 }
 
 impl Drop for Mapping {
@@ -525,6 +537,28 @@ mod tests {
                 assert!(!unsafe { super::words_match_generic(p, n, 0, &mut word) });
             }
         }
+    }
+
+    /// A prefetch of any range inside the mapping, aligned or not, changes no byte.
+    #[test]
+    fn prefetch_changes_nothing() {
+        let map = Mapping::anonymous(4096).unwrap();
+        let bytes: Vec<u8> = (0..4096).map(|i| (i * 7) as u8).collect();
+        map.copy_in(0, &bytes);
+        for (offset, len) in [(0, 0), (0, 4096), (1, 1), (63, 2), (100, 300), (4095, 1)] {
+            map.prefetch(offset, len, true);
+            map.prefetch(offset, len, false);
+        }
+        let mut got = vec![0u8; 4096];
+        map.copy_out(0, &mut got);
+        assert_eq!(got, bytes);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn prefetch_is_bounds_checked() {
+        let map = Mapping::anonymous(4096).unwrap();
+        map.prefetch(4000, 97, true);
     }
 
     #[test]
