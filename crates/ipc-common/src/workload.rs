@@ -1053,3 +1053,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod receive_tests;
