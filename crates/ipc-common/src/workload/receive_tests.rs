@@ -140,7 +140,10 @@ fn a_clean_generated_stream_is_verified() {
     assert_eq!(integrity(&r), (3, 0, 0, 0));
     assert!(r.verified);
     assert_eq!((r.messages, r.bytes, r.size), (3, 48, 16));
-    assert_eq!((r.role, r.payload, r.seed), ("receiver", "generated", Some(7)));
+    assert_eq!(
+        (r.role, r.payload, r.seed),
+        ("receiver", "generated", Some(7))
+    );
     assert_eq!(r.mode, Mode::Stream);
     // Nothing longer than a hello before the hello; the announced size after it.
     assert_eq!(l.maxes, vec![HELLO_LEN, 16, 16, 16, 16]);
@@ -244,7 +247,10 @@ fn a_file_payload_is_checked_by_its_crc_and_written_out() {
     crc_bad.crc ^= 1;
     let mut l = Fake::default()
         .hello(hello)
-        .frame(Header::for_payload(FrameKind::Data, 0, b"12345678"), b"12345678")
+        .frame(
+            Header::for_payload(FrameKind::Data, 0, b"12345678"),
+            b"12345678",
+        )
         .frame(Header::for_payload(FrameKind::Data, 1, b"abc"), b"abc")
         .frame(crc_bad, b"zzzz")
         .end(3);
@@ -402,7 +408,11 @@ fn flags_that_contradict_the_hello_are_a_mismatch() {
     ];
     for (flags, hello, named) in refused {
         let e = check_agrees(&args(flags), &hello).unwrap_err();
-        assert_eq!((e.kind, e.cause), (Kind::Usage, Cause::Mismatch), "{flags:?}");
+        assert_eq!(
+            (e.kind, e.cause),
+            (Kind::Usage, Cause::Mismatch),
+            "{flags:?}"
+        );
         assert!(e.call.contains(named), "{flags:?}: {e}");
     }
     let agreed: [(&[&str], Hello); 6] = [
@@ -441,14 +451,24 @@ fn raw_messages_are_checked_against_the_seed() {
     let mut bad = gen(4, 1, 16);
     bad[15] ^= 1;
     let mut l = raw_link(&[gen(4, 0, 16), bad, gen(4, 2, 10)]);
-    let r = receive(&mut l, &args(&["--raw", "--size", "16", "--seed", "4"]), &d()).unwrap();
+    let r = receive(
+        &mut l,
+        &args(&["--raw", "--size", "16", "--seed", "4"]),
+        &d(),
+    )
+    .unwrap();
     // A short last chunk is intact (a stream's last read).
     assert_eq!(integrity(&r), (2, 0, 0, 1));
     assert_eq!((r.messages, r.bytes), (3, 42));
     assert_eq!((r.payload, r.seed, r.size), ("raw", Some(4), 16));
     assert!(!r.verified);
     let mut l = raw_link(&[gen(4, 0, 16), gen(4, 1, 16)]);
-    let r = receive(&mut l, &args(&["--raw", "--size", "16", "--seed", "4"]), &d()).unwrap();
+    let r = receive(
+        &mut l,
+        &args(&["--raw", "--size", "16", "--seed", "4"]),
+        &d(),
+    )
+    .unwrap();
     assert_eq!(integrity(&r), (2, 0, 0, 0));
     assert!(r.verified);
     // Without --seed: the default seed.
@@ -520,7 +540,10 @@ fn a_short_message_goes_out_at_once_a_full_one_is_buffered() {
     let a = args(&[]);
     let mut o = Recorder::default();
     write_out(&mut o, b"1234", 4, &a).unwrap();
-    assert!(o.flushed_at.is_empty(), "a full message waits in the buffer");
+    assert!(
+        o.flushed_at.is_empty(),
+        "a full message waits in the buffer"
+    );
     write_out(&mut o, b"ab", 4, &a).unwrap();
     assert_eq!(o.bytes, b"1234ab");
     assert_eq!(o.flushed_at, vec![6]);
@@ -528,7 +551,10 @@ fn a_short_message_goes_out_at_once_a_full_one_is_buffered() {
 
 #[test]
 fn the_output_is_named_by_its_path_or_as_standard_output() {
-    assert_eq!(output_name(&args(&["--output", "/x/y"])), "output file /x/y");
+    assert_eq!(
+        output_name(&args(&["--output", "/x/y"])),
+        "output file /x/y"
+    );
     assert_eq!(output_name(&args(&["--output", "-"])), "standard output");
     assert_eq!(output_name(&args(&[])), "standard output");
 }
@@ -548,10 +574,22 @@ fn finish_maps_the_outcome_to_the_exit_code() {
     let child = args(&["-q", "--child"]);
     assert_eq!(finish("t", &plain, Ok(None)), 0);
     assert_eq!(finish("t", &plain, Ok(Some(report(true, Mode::Stream)))), 0);
-    assert_eq!(finish("t", &plain, Ok(Some(report(false, Mode::Stream)))), 3);
-    assert_eq!(finish("t", &child, Ok(Some(report(true, Mode::Pingpong)))), 0);
-    assert_eq!(finish("t", &child, Ok(Some(report(false, Mode::Pingpong)))), 3);
-    assert_eq!(finish("t", &child, Ok(Some(report(false, Mode::Stream)))), 3);
+    assert_eq!(
+        finish("t", &plain, Ok(Some(report(false, Mode::Stream)))),
+        3
+    );
+    assert_eq!(
+        finish("t", &child, Ok(Some(report(true, Mode::Pingpong)))),
+        0
+    );
+    assert_eq!(
+        finish("t", &child, Ok(Some(report(false, Mode::Pingpong)))),
+        3
+    );
+    assert_eq!(
+        finish("t", &child, Ok(Some(report(false, Mode::Stream)))),
+        3
+    );
     let e = Error::peer("x", "gone", "see");
     assert_eq!(finish("t", &plain, Err(e)), 4);
     assert_eq!(finish("t", &plain, Err(Error::usage("u", "r"))), 2);
