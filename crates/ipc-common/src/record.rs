@@ -475,4 +475,109 @@ mod tests {
         assert!(j.contains("\"sysv-msg\""), "{j}");
         assert_eq!(serde_json::from_str::<Object>(&j).unwrap(), o);
     }
+
+    fn record(pid: u32) -> Record {
+        Record {
+            version: VERSION,
+            pid,
+            start_time: 42,
+            uid: nix::unistd::geteuid().as_raw(),
+            program: "pipe-pair".into(),
+            side: "send".into(),
+            name: Some("ipc-test-x".into()),
+            started: 1,
+            objects: vec![Object::posix_mq("/ipc-test-x")],
+        }
+    }
+
+    fn write_record(path: &Path, r: &Record) {
+        std::fs::write(path, serde_json::to_vec(r).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_record_whose_lock_is_held_is_alive_a_free_one_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.json");
+        write_record(&path, &record(1234));
+        // Nobody holds the lock: the owner is gone, and the probe now holds it.
+        let Probe::Dead(r, lock) = probe(&path).unwrap() else {
+            panic!("a free lock is a dead owner")
+        };
+        assert_eq!((r.pid, r.objects.len()), (1234, 1));
+        // While that lock is held, another probe's shared lock still succeeds...
+        assert!(matches!(probe(&path).unwrap(), Probe::Dead(..)));
+        drop(lock);
+        // ...but an owner's exclusive lock makes the record alive.
+        let owner = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let Probe::Alive(r) = probe(&path).unwrap() else {
+            panic!("a held lock is a live owner")
+        };
+        assert_eq!(r.program, "pipe-pair");
+        drop(owner);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(probe(&path).unwrap(), Probe::Gone));
+    }
+
+    #[test]
+    fn a_probe_refuses_what_cannot_be_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        write_record(&real, &record(1));
+        // A symbolic link is not followed.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(probe(&link).is_err());
+        // A directory is not a regular file.
+        let sub = dir.path().join("sub.json");
+        std::fs::create_dir(&sub).unwrap();
+        let e = probe(&sub).err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        // Too big, even if it were JSON; exactly the limit is read.
+        let big = dir.path().join("big.json");
+        let f = File::create(&big).unwrap();
+        f.set_len(MAX_RECORD_BYTES + 1).unwrap();
+        let e = probe(&big).err().unwrap();
+        assert!(e.to_string().contains("too big"), "{e}");
+        f.set_len(MAX_RECORD_BYTES).unwrap();
+        let e = probe(&big).err().unwrap();
+        assert!(!e.to_string().contains("too big"), "{e}");
+        // Not JSON.
+        let junk = dir.path().join("junk.json");
+        std::fs::write(&junk, b"{not json").unwrap();
+        let e = probe(&junk).err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn list_takes_only_record_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.json", "a.json", ".c.json", "d.json.tmp", "e.txt"] {
+            std::fs::write(dir.path().join(name), b"{}").unwrap();
+        }
+        let got = list(dir.path()).unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.json", "b.json"]);
+    }
+
+    #[test]
+    fn start_time_tells_processes_apart() {
+        // Ours, read from /proc; no such process: none.
+        let mine = start_time(std::process::id()).unwrap();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let field22: u64 = stat[stat.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(mine, field22);
+        assert_eq!(start_time(u32::MAX), None);
+        // pid 1 started before us.
+        assert!(start_time(1).is_some_and(|t| t <= mine));
+    }
 }
