@@ -217,4 +217,45 @@ mod tests {
         .disarm();
         assert_eq!(n.load(Ordering::SeqCst), 1);
     }
+
+    #[test]
+    fn only_the_inode_that_was_made_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let (guard, id) = remove_path_on_exit("file f", &path, "idea").unwrap();
+        let st = nix::sys::stat::lstat(&path).unwrap();
+        assert_eq!(id, (st.st_dev, st.st_ino));
+        // Replaced by a newer file of that name: the guard leaves the newer one.
+        // (The old inode is kept under another name, so the new one differs.)
+        std::fs::rename(&path, dir.path().join("old")).unwrap();
+        std::fs::write(&path, b"y").unwrap();
+        assert!(!remove_if_same(&path, id, "idea"));
+        drop(guard);
+        assert!(path.exists(), "a newer object of the same name was removed");
+        // The same inode: removed, once.
+        let st = nix::sys::stat::lstat(&path).unwrap();
+        let now = (st.st_dev, st.st_ino);
+        assert!(remove_if_same(&path, now, "idea"));
+        assert!(!path.exists());
+        assert!(!remove_if_same(&path, now, "idea"));
+        // A guard that is dropped removes its own file.
+        std::fs::write(&path, b"z").unwrap();
+        let (guard, _) = remove_path_on_exit("file f", &path, "idea").unwrap();
+        assert!(path.exists());
+        drop(guard);
+        assert!(!path.exists());
+        assert!(remove_path_on_exit("file f", &path, "idea").is_err());
+    }
+
+    #[test]
+    fn keep_turns_early_removal_off() {
+        assert!(early_removal());
+        set_keep(true);
+        assert!(!early_removal());
+        set_keep(false);
+        assert!(early_removal());
+        assert!(!interrupted());
+        yield_to_interrupt();
+    }
 }
