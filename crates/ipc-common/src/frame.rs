@@ -286,3 +286,6 @@ mod tests {
         assert!(Hello::decode(&b[..10]).is_err());
     }
 }
+
+#[cfg(test)]
+mod checks;
