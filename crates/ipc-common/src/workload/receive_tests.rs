@@ -656,3 +656,26 @@ fn the_generated_payload_is_pinned_word_for_word() {
     fill_generated(7, 3, &mut tail);
     assert_eq!(tail[8..], 0xf0e0_fff3_6e8a_1541u64.to_le_bytes()[..3]);
 }
+
+#[test]
+fn an_input_is_live_when_it_is_a_fifo_or_a_terminal_like_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let live = |p: &std::path::Path| open_input(&DataPath::File(p.into())).unwrap().live;
+    assert!(!live(&file), "a regular file fills whole messages");
+    assert!(
+        live(std::path::Path::new("/dev/null")),
+        "a character device"
+    );
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let f2 = fifo.clone();
+    let writer = std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(f2));
+    assert!(live(&fifo), "a FIFO");
+    writer.join().unwrap().unwrap();
+    let e = open_input(&DataPath::File(dir.path().join("missing")))
+        .err()
+        .unwrap();
+    assert!(e.remedy.contains("--input"), "{e}");
+}
