@@ -679,3 +679,29 @@ fn an_input_is_live_when_it_is_a_fifo_or_a_terminal_like_device() {
         .unwrap();
     assert!(e.remedy.contains("--input"), "{e}");
 }
+
+#[test]
+fn an_input_error_is_reported_and_a_full_buffer_costs_no_more_reads() {
+    /// Fails its first read (not an interruption), then hands out bytes; counts reads.
+    struct Failing(bool, usize);
+    impl Read for Failing {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.1 += 1;
+            if !self.0 {
+                self.0 = true;
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            assert!(!b.is_empty(), "a read into a full buffer");
+            b.fill(1);
+            Ok(b.len())
+        }
+    }
+    let mut buf = [0u8; 4];
+    let e = read_once(&mut Failing(false, 0), &mut buf).unwrap_err();
+    assert_eq!(e.call, "read");
+    let e = read_full(&mut Failing(false, 0), &mut buf).unwrap_err();
+    assert_eq!(e.call, "read");
+    let mut r = Failing(true, 0);
+    assert_eq!(read_full(&mut r, &mut buf).unwrap(), 4);
+    assert_eq!(r.1, 1, "one read fills it");
+}
