@@ -355,6 +355,9 @@ fn descriptors_are_made_non_blocking_and_close_on_exec_as_asked() {
     assert!(!fl(&rd).contains(OFlag::O_NONBLOCK));
     set_nonblocking(rd.as_fd(), "rd").unwrap();
     assert!(fl(&rd).contains(OFlag::O_NONBLOCK));
+    // Again: it stays so (a flag set, not toggled).
+    set_nonblocking(rd.as_fd(), "rd").unwrap();
+    assert!(fl(&rd).contains(OFlag::O_NONBLOCK));
     // The access mode is kept.
     set_nonblocking(wr.as_fd(), "wr").unwrap();
     assert!(fl(&wr).contains(OFlag::O_WRONLY | OFlag::O_NONBLOCK));
