@@ -389,3 +389,20 @@ fn wait_ready_reports_readiness_or_none_after_the_timeout() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_full_raw_buffer_returns_at_once_without_waiting_for_more() {
+    // The writer stays open and quiet: a reader that asked for more than the buffer
+    // holds would wait for it until the timeout.
+    let (mut s, mut w) = reader(Duration::from_millis(500));
+    w.write_all(b"abcd").unwrap();
+    let start = Instant::now();
+    let got = within(move || {
+        let mut buf = [0u8; 4];
+        let n = s.recv_raw(&mut buf).map_err(|e| e.to_string());
+        (n, buf)
+    });
+    assert_eq!(got, (Ok(4), *b"abcd"));
+    assert!(start.elapsed() < Duration::from_millis(400));
+    drop(w);
+}
