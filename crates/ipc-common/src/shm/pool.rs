@@ -513,6 +513,10 @@ mod tests {
                 check_pool(msg_max + 1, size).unwrap_err().cause,
                 Cause::Limit
             );
+            // The most segments is within the flag's range: only the queue limit refuses it.
+            assert_eq!(check_pool(MAX_POOL, size).unwrap_err().cause, Cause::Limit);
+        } else {
+            assert_eq!(check_pool(MAX_POOL, size).unwrap(), 4096);
         }
         // Under a header and a smallest ring: refused; parts are whole cache lines.
         let e = check_pool(1, HEADER_SIZE + MIN_RING as usize - 1).unwrap_err();
