@@ -20,6 +20,9 @@ struct Fake {
     q: Shared,
     out: Vec<u8>,
     got: Vec<u8>,
+    /// Messages taken so far, and at each look at the backlog (`pending`), that count.
+    taken: usize,
+    looks: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Backend for Fake {
@@ -64,6 +67,7 @@ impl Backend for Fake {
             return Ok(Got::TimedOut);
         };
         self.got = m;
+        self.taken += 1;
         Ok(Got::Message {
             len: self.got.len(),
             prio,
@@ -73,6 +77,7 @@ impl Backend for Fake {
         &self.got[..len]
     }
     fn pending(&self) -> Result<Option<(u64, bool)>> {
+        self.looks.lock().unwrap().push(self.taken);
         let n = self.q.lock().unwrap().len();
         Ok(Some((n as u64, n >= self.depth)))
     }
@@ -91,6 +96,11 @@ impl Backend for Fake {
 }
 
 fn endpoint(api: Api, msg_max: usize, q: &Shared) -> Endpoint {
+    watched(api, msg_max, q, &Arc::default())
+}
+
+/// An endpoint whose looks at the backlog are logged in `looks`.
+fn watched(api: Api, msg_max: usize, q: &Shared, looks: &Arc<Mutex<Vec<usize>>>) -> Endpoint {
     Endpoint {
         queue: Queue::new(Box::new(Fake {
             api,
@@ -99,6 +109,8 @@ fn endpoint(api: Api, msg_max: usize, q: &Shared) -> Endpoint {
             q: q.clone(),
             out: vec![0; msg_max],
             got: Vec::new(),
+            taken: 0,
+            looks: looks.clone(),
         })),
         guard: None,
         key: None,
@@ -469,4 +481,34 @@ fn a_sysv_sender_waits_until_its_messages_are_taken() {
     let (_tx, mut rx, q) = pair(Api::Sysv, 64, Priority::Fixed(1));
     put(&q, b"x".to_vec());
     rx.finish_sending().unwrap();
+}
+
+#[test]
+fn only_a_mixed_receiver_waits_for_a_backlog_and_only_before_the_first_data() {
+    for (priority, waits) in [(Priority::Fixed(0), false), (Priority::Mixed, true)] {
+        let q = Shared::default();
+        let looks = Arc::default();
+        let o = opts(Api::Posix, false);
+        let mut tx = MqLink::sender(&o, endpoint(Api::Posix, 64, &q), None, priority);
+        let mut rx = MqLink::receiver(&o, watched(Api::Posix, 64, &q, &looks), false);
+        tx.send(&Header::for_payload(FrameKind::Hello, 0, b"h"), b"h")
+            .unwrap();
+        for seq in 0..3 {
+            tx.send(&Header::for_payload(FrameKind::Data, seq, b"d"), b"d")
+                .unwrap();
+        }
+        tx.send(&Header::for_payload(FrameKind::End, 3, b""), b"")
+            .unwrap();
+        for _ in 0..5 {
+            rx.recv(&mut Vec::new(), 1).unwrap();
+        }
+        let looks = looks.lock().unwrap();
+        if waits {
+            // Every look came after the setup and the hello, before any data was taken.
+            assert!(!looks.is_empty());
+            assert!(looks.iter().all(|&n| n == 2), "{looks:?}");
+        } else {
+            assert!(looks.is_empty(), "{looks:?}");
+        }
+    }
 }
