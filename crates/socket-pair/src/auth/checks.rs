@@ -255,3 +255,22 @@ fn the_secret_comes_from_the_file_else_the_environment() {
     std::env::remove_var(ENV);
     assert!(Secret::load(None).unwrap().is_none());
 }
+
+#[test]
+fn a_fifo_as_the_secret_file_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_file(&fifo).err().map(|e| e.call));
+    });
+    let said = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the open of a FIFO did not wait for a writer");
+    assert!(said.unwrap().contains("not a regular file"));
+}
