@@ -262,3 +262,178 @@ fn a_pingpong_hello_makes_room_for_the_echoes() {
         assert_eq!(now > before, raised, "{mode:?}: {before} -> {now}");
     }
 }
+
+/// A datagram receiver bound at a path in a fresh directory, `SO_PASSCRED` on.
+fn bound_receiver(dir: &std::path::Path) -> (OwnedFd, std::path::PathBuf) {
+    let path = dir.join("rx.sock");
+    let fd = so::socket(
+        so::AddressFamily::Unix,
+        so::SockType::Datagram,
+        so::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    so::bind(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    so::setsockopt(&fd, sockopt::PassCred, &true).unwrap();
+    set_nonblocking(fd.as_fd(), "rx").unwrap();
+    (fd, path)
+}
+
+fn unix_dgram() -> OwnedFd {
+    so::socket(
+        so::AddressFamily::Unix,
+        so::SockType::Datagram,
+        so::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
+/// Run `f` on a thread; an error if it does not end within 5 s.
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("ended within 5 s")
+}
+
+#[test]
+fn a_datagram_receiver_connects_back_to_its_first_senders_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rx, path) = bound_receiver(dir.path());
+    let tx = unix_dgram();
+    autobind(&tx, "tx").unwrap();
+    let me: UnixAddr = so::getsockname(tx.as_raw_fd()).unwrap();
+    assert!(me.as_abstract().is_some_and(|a| !a.is_empty()), "{me}");
+    so::sendto(
+        tx.as_raw_fd(),
+        b"hi",
+        &UnixAddr::new(&path).unwrap(),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let rx = within(move || {
+        let mut w = Waiting::new("rx", "a sender", T);
+        connect_to_first_sender(&rx, &mut w).unwrap();
+        rx
+    });
+    // Connected to the sender: echoes go there, and the datagram is still queued.
+    let peer: UnixAddr = so::getpeername(rx.as_raw_fd()).unwrap();
+    assert_eq!(peer.as_abstract(), me.as_abstract());
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        so::recv(rx.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap(),
+        2
+    );
+}
+
+#[test]
+fn an_unbound_first_sender_leaves_the_receiver_unconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rx, path) = bound_receiver(dir.path());
+    let tx = unix_dgram();
+    so::sendto(
+        tx.as_raw_fd(),
+        b"hi",
+        &UnixAddr::new(&path).unwrap(),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let rx = within(move || {
+        let mut w = Waiting::new("rx", "a sender", T);
+        connect_to_first_sender(&rx, &mut w).unwrap();
+        rx
+    });
+    assert!(so::getpeername::<UnixAddr>(rx.as_raw_fd()).is_err());
+}
+
+#[test]
+fn no_sender_within_the_timeout_is_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rx, _path) = bound_receiver(dir.path());
+    let mut w = Waiting::new("rx", "a sender", Duration::from_millis(150));
+    let e = connect_to_first_sender(&rx, &mut w).unwrap_err();
+    assert_eq!(e.cause, Cause::Timeout, "{e}");
+}
+
+#[test]
+fn another_users_datagram_is_dropped_and_ours_then_taken() {
+    use std::os::unix::fs::PermissionsExt;
+    if trust::me() != 0
+        || std::process::Command::new("socat")
+            .arg("-V")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipped: needs root (to send as another user) and socat");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (rx, path) = bound_receiver(dir.path());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sent = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "socat",
+            "-u",
+            "-",
+        ])
+        .arg(format!("UNIX-SENDTO:{}", path.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"theirs")?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(sent.success());
+    let tx = unix_dgram();
+    autobind(&tx, "tx").unwrap();
+    so::sendto(
+        tx.as_raw_fd(),
+        b"ours",
+        &UnixAddr::new(&path).unwrap(),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let rx = within(move || {
+        let mut w = Waiting::new("rx", "a sender", T);
+        connect_to_first_sender(&rx, &mut w).unwrap();
+        rx
+    });
+    let mut buf = [0u8; 8];
+    let n = so::recv(rx.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"ours",
+        "the other user's datagram was not dropped"
+    );
+    assert!(so::getpeername::<UnixAddr>(rx.as_raw_fd()).is_ok());
+}
+
+#[test]
+fn the_limit_is_read_from_the_kernel_and_named_exactly() {
+    match std::fs::read_to_string(WMEM_MAX) {
+        Ok(s) => assert_eq!(wmem_max(), s.trim()),
+        Err(_) => assert_eq!(wmem_max(), "unknown"),
+    }
+    let Ok(max) = wmem_max().parse::<usize>() else {
+        return;
+    };
+    // Exactly what a socket may have: raised to it, and taken.
+    let (a, _b) = crate::pair::pair(SocketType::Dgram).unwrap();
+    let fits = 2 * max - HEADER_LEN - UNIX_DGRAM_OVERHEAD;
+    reserve(&a, "a", fits).unwrap();
+    let e = reserve(&a, "a", fits + 1).unwrap_err();
+    assert!(
+        e.call
+            .starts_with(&format!("a message of {} bytes", HEADER_LEN + fits + 1)),
+        "{e}"
+    );
+}
