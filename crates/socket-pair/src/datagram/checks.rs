@@ -232,6 +232,8 @@ fn the_send_buffer_is_raised_to_fit_a_frame_or_the_limit_named() {
         check_fits("a", fits).unwrap();
         let e = check_fits("a", fits + 1).unwrap_err();
         assert_eq!(e.cause, Cause::Limit);
+        let size = format!("a message of {} bytes", HEADER_LEN + fits + 1);
+        assert!(e.call.starts_with(&size), "{e}");
         let limit = format!("{} bytes (SO_SNDBUF {cap} less", cap - UNIX_DGRAM_OVERHEAD);
         assert!(e.call.contains(&limit), "{e}");
         assert!(e.remedy.contains(&format!("at most {fits}")), "{e}");
@@ -436,4 +438,29 @@ fn the_limit_is_read_from_the_kernel_and_named_exactly() {
             .starts_with(&format!("a message of {} bytes", HEADER_LEN + fits + 1)),
         "{e}"
     );
+}
+
+#[test]
+fn an_end_mark_that_cannot_go_for_another_reason_is_an_error() {
+    // Not connected, no address: ENOTCONN, not the receiver that closed (ECONNREFUSED).
+    let mut l = MsgLink::new(unix_dgram(), SocketType::Dgram, "l".into(), T, None).unwrap();
+    let e = l.end_raw().unwrap_err();
+    assert_eq!(
+        e.source.as_ref().and_then(|s| s.raw_os_error()),
+        Some(libc::ENOTCONN),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_small_message_under_a_large_bound_reserves_only_its_size() {
+    for ty in BOTH {
+        let (mut tx, mut rx) = links(ty, T);
+        tx.send(&Header::for_payload(FrameKind::Data, 0, b"tiny"), b"tiny")
+            .unwrap();
+        let mut buf = Vec::new();
+        rx.recv(&mut buf, 8 << 20).unwrap().unwrap();
+        assert_eq!(buf, b"tiny");
+        assert!(buf.capacity() < 4096, "{ty:?}: {} reserved", buf.capacity());
+    }
 }
