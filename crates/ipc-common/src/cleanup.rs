@@ -258,4 +258,46 @@ mod tests {
         assert!(!interrupted());
         yield_to_interrupt();
     }
+
+    #[test]
+    fn fifos_and_socket_files_are_recorded_as_what_they_are() {
+        use crate::record;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let sock = dir.path().join("s");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let plain = dir.path().join("p");
+        std::fs::write(&plain, b"").unwrap();
+        let mine = || -> Vec<(record::Kind, String)> {
+            let pid = std::process::id();
+            let start = record::start_time(pid).unwrap_or(0);
+            let path = record::dir().join(format!("{pid}-{start}.json"));
+            let Ok(text) = std::fs::read(&path) else {
+                return Vec::new();
+            };
+            let r: record::Record = serde_json::from_slice(&text).unwrap();
+            r.objects
+                .into_iter()
+                .filter(|o| o.name.starts_with(&*dir.path().to_string_lossy()))
+                .map(|o| (o.kind, o.name))
+                .collect()
+        };
+        let g1 = remove_path_on_exit("fifo f", &fifo, "idea").unwrap().0;
+        let g2 = remove_path_on_exit("socket s", &sock, "idea").unwrap().0;
+        let g3 = remove_path_on_exit("file p", &plain, "idea").unwrap().0;
+        let mut got = mine();
+        got.sort();
+        let name = |p: &Path| p.display().to_string();
+        assert_eq!(
+            got,
+            [
+                (record::Kind::Fifo, name(&fifo)),
+                (record::Kind::UnixSocket, name(&sock)),
+            ]
+        );
+        drop((g1, g2, g3));
+        assert!(mine().is_empty());
+        assert!(!fifo.exists() && !sock.exists() && !plain.exists());
+    }
 }
