@@ -580,4 +580,17 @@ mod tests {
         // pid 1 started before us.
         assert!(start_time(1).is_some_and(|t| t <= mine));
     }
+
+    #[test]
+    fn records_live_in_a_directory_of_this_users() {
+        let d = dir();
+        assert!(d.is_absolute(), "{}", d.display());
+        let uid = nix::unistd::geteuid().as_raw();
+        let name = d.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name == "ipc-pairs" || name == format!("ipc-pairs-{uid}"),
+            "{}",
+            d.display()
+        );
+    }
 }
