@@ -528,7 +528,19 @@ mod tests {
         // A symbolic link is not followed.
         let link = dir.path().join("link.json");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        assert!(probe(&link).is_err());
+        let e = probe(&link).err().unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        // A FIFO: refused, without waiting for a writer to open it.
+        let fifo = dir.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(probe(&fifo).err().map(|e| e.kind()));
+        });
+        let kind = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("probing a FIFO did not wait");
+        assert_eq!(kind, Some(std::io::ErrorKind::InvalidData));
         // A directory is not a regular file.
         let sub = dir.path().join("sub.json");
         std::fs::create_dir(&sub).unwrap();
