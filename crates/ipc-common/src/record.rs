@@ -179,8 +179,13 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// Where this user's records live (the path only; see [`check_dir`]).
 pub fn dir() -> PathBuf {
+    dir_in(std::env::var_os("XDG_RUNTIME_DIR"), &std::env::temp_dir())
+}
+
+/// [`dir`] given `XDG_RUNTIME_DIR` and the temporary directory.
+fn dir_in(xdg: Option<std::ffi::OsString>, tmp: &Path) -> PathBuf {
     let uid = nix::unistd::geteuid().as_raw();
-    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
+    if let Some(xdg) = xdg {
         let xdg = PathBuf::from(xdg);
         // Only a runtime directory of ours: an inherited one (su, setpriv) is not.
         let ours = std::fs::symlink_metadata(&xdg)
@@ -189,14 +194,18 @@ pub fn dir() -> PathBuf {
             return xdg.join("ipc-pairs");
         }
     }
-    std::env::temp_dir().join(format!("ipc-pairs-{uid}"))
+    tmp.join(format!("ipc-pairs-{uid}"))
 }
 
 /// Check the record directory: a real directory (not a symlink) of ours, closed to
 /// group and others, since whoever could write there could forge or hide records.
 /// `create`: make it (0700) if missing. `Ok(None)`: missing and not created.
 pub fn check_dir(create: bool) -> Result<Option<PathBuf>> {
-    let d = dir();
+    check_dir_at(dir(), create)
+}
+
+/// [`check_dir`] of the directory `d`.
+fn check_dir_at(d: PathBuf, create: bool) -> Result<Option<PathBuf>> {
     let object = format!("record directory {}", d.display());
     let meta = match std::fs::symlink_metadata(&d) {
         Ok(m) => m,
@@ -604,5 +613,82 @@ mod tests {
             "{}",
             d.display()
         );
+    }
+
+    #[test]
+    fn the_runtime_directory_is_used_only_when_it_is_a_private_one_of_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let uid = nix::unistd::geteuid().as_raw();
+        let tmp = tempfile::tempdir().unwrap();
+        let fallback = tmp.path().join(format!("ipc-pairs-{uid}"));
+        let xdg = tempfile::tempdir().unwrap();
+        let x = xdg.path();
+        let at = |xdg: Option<&Path>| dir_in(xdg.map(|p| p.as_os_str().to_owned()), tmp.path());
+        assert_eq!(at(None), fallback);
+        for (mode, ours) in [(0o700, true), (0o755, true), (0o775, false), (0o757, false)] {
+            std::fs::set_permissions(x, std::fs::Permissions::from_mode(mode)).unwrap();
+            let want = if ours {
+                x.join("ipc-pairs")
+            } else {
+                fallback.clone()
+            };
+            assert_eq!(at(Some(x)), want, "mode {mode:o}");
+        }
+        std::fs::set_permissions(x, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Relative, a file, missing: not used.
+        assert_eq!(at(Some(Path::new("relative/dir"))), fallback);
+        let file = x.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(at(Some(&file)), fallback);
+        assert_eq!(at(Some(&x.join("missing"))), fallback);
+        if uid == 0 {
+            let other = x.join("other");
+            std::fs::create_dir(&other).unwrap();
+            std::os::unix::fs::chown(&other, Some(12345), None).unwrap();
+            assert_eq!(at(Some(&other)), fallback);
+        }
+    }
+
+    #[test]
+    fn the_record_directory_is_made_private_and_refused_otherwise() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("records");
+        // Missing: nothing, unless asked to make it; then made 0700.
+        assert_eq!(check_dir_at(d.clone(), false).unwrap(), None);
+        assert_eq!(check_dir_at(d.clone(), true).unwrap(), Some(d.clone()));
+        let m = std::fs::symlink_metadata(&d).unwrap();
+        assert!(m.is_dir());
+        assert_eq!(m.mode() & 0o777, 0o700);
+        // There already: taken as it is.
+        assert_eq!(check_dir_at(d.clone(), true).unwrap(), Some(d.clone()));
+        assert_eq!(check_dir_at(d.clone(), false).unwrap(), Some(d.clone()));
+        // Open to the group or others: refused.
+        for mode in [0o750, 0o701, 0o770] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = check_dir_at(d.clone(), true).unwrap_err();
+            assert!(e.call.contains(&format!("has mode {mode:03o}")), "{e}");
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A symbolic link, or a file: refused.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        let e = check_dir_at(link, true).unwrap_err();
+        assert!(e.call.contains("is a symbolic link"), "{e}");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let e = check_dir_at(file, true).unwrap_err();
+        assert!(e.call.contains("is not a directory"), "{e}");
+        // Its parent missing: the mkdir fails, and says so.
+        let e = check_dir_at(tmp.path().join("no/such"), true).unwrap_err();
+        assert_eq!(e.call, "mkdir(0700)", "{e}");
+        // Under a path that is not a directory: the lstat fails, and says so.
+        let e = check_dir_at(tmp.path().join("file/sub"), false).unwrap_err();
+        assert_eq!(e.call, "lstat", "{e}");
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&d, Some(12345), None).unwrap();
+            let e = check_dir_at(d.clone(), true).unwrap_err();
+            assert!(e.call.contains("belongs to uid 12345"), "{e}");
+        }
     }
 }
