@@ -157,4 +157,19 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(300));
         w.tick("data");
     }
+
+    #[test]
+    fn the_note_is_said_once_and_only_after_the_grace() {
+        let mut w = Waiting::new("p", "peer", Duration::from_secs(5));
+        w.tick("a receiver");
+        assert!(!w.said, "said within the grace");
+        std::thread::sleep(GRACE);
+        w.tick("a receiver");
+        assert!(w.said);
+        let mut w = Waiting::new("p", "peer", Duration::from_secs(5));
+        w.say("a receiver");
+        assert!(w.said);
+        w.say("a receiver");
+        assert!(w.said);
+    }
 }
