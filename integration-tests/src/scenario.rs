@@ -130,6 +130,8 @@ pub fn run_moves_every_message_intact(m: &Mechanism) {
     let v = summary(&out);
     assert_verified(&v, 400);
     assert_eq!(v["role"], "sender", "{v}");
+    // The sender's summary alone: the receiver child says nothing (exit code only).
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
     let ns = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k}: {v}"));
     let (p50, p99, max) = (ns("p50_ns"), ns("p99_ns"), ns("max_ns"));
     assert!(0 < p50 && p50 <= p99 && p99 <= max, "{v}");

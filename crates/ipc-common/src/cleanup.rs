@@ -217,4 +217,87 @@ mod tests {
         .disarm();
         assert_eq!(n.load(Ordering::SeqCst), 1);
     }
+
+    #[test]
+    fn only_the_inode_that_was_made_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let (guard, id) = remove_path_on_exit("file f", &path, "idea").unwrap();
+        let st = nix::sys::stat::lstat(&path).unwrap();
+        assert_eq!(id, (st.st_dev, st.st_ino));
+        // Replaced by a newer file of that name: the guard leaves the newer one.
+        // (The old inode is kept under another name, so the new one differs.)
+        std::fs::rename(&path, dir.path().join("old")).unwrap();
+        std::fs::write(&path, b"y").unwrap();
+        assert!(!remove_if_same(&path, id, "idea"));
+        drop(guard);
+        assert!(path.exists(), "a newer object of the same name was removed");
+        // The same inode: removed, once.
+        let st = nix::sys::stat::lstat(&path).unwrap();
+        let now = (st.st_dev, st.st_ino);
+        assert!(remove_if_same(&path, now, "idea"));
+        assert!(!path.exists());
+        assert!(!remove_if_same(&path, now, "idea"));
+        // A guard that is dropped removes its own file.
+        std::fs::write(&path, b"z").unwrap();
+        let (guard, _) = remove_path_on_exit("file f", &path, "idea").unwrap();
+        assert!(path.exists());
+        drop(guard);
+        assert!(!path.exists());
+        assert!(remove_path_on_exit("file f", &path, "idea").is_err());
+    }
+
+    #[test]
+    fn keep_turns_early_removal_off() {
+        assert!(early_removal());
+        set_keep(true);
+        assert!(!early_removal());
+        set_keep(false);
+        assert!(early_removal());
+        assert!(!interrupted());
+        yield_to_interrupt();
+    }
+
+    #[test]
+    fn fifos_and_socket_files_are_recorded_as_what_they_are() {
+        use crate::record;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let sock = dir.path().join("s");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let plain = dir.path().join("p");
+        std::fs::write(&plain, b"").unwrap();
+        let mine = || -> Vec<(record::Kind, String)> {
+            let pid = std::process::id();
+            let start = record::start_time(pid).unwrap_or(0);
+            let path = record::dir().join(format!("{pid}-{start}.json"));
+            let Ok(text) = std::fs::read(&path) else {
+                return Vec::new();
+            };
+            let r: record::Record = serde_json::from_slice(&text).unwrap();
+            r.objects
+                .into_iter()
+                .filter(|o| o.name.starts_with(&*dir.path().to_string_lossy()))
+                .map(|o| (o.kind, o.name))
+                .collect()
+        };
+        let g1 = remove_path_on_exit("fifo f", &fifo, "idea").unwrap().0;
+        let g2 = remove_path_on_exit("socket s", &sock, "idea").unwrap().0;
+        let g3 = remove_path_on_exit("file p", &plain, "idea").unwrap().0;
+        let mut got = mine();
+        got.sort();
+        let name = |p: &Path| p.display().to_string();
+        assert_eq!(
+            got,
+            [
+                (record::Kind::Fifo, name(&fifo)),
+                (record::Kind::UnixSocket, name(&sock)),
+            ]
+        );
+        drop((g1, g2, g3));
+        assert!(mine().is_empty());
+        assert!(!fifo.exists() && !sock.exists() && !plain.exists());
+    }
 }

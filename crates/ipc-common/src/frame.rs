@@ -294,3 +294,6 @@ mod tests {
         assert!(Hello::decode(&b[..10]).is_err());
     }
 }
+
+#[cfg(test)]
+mod checks;

@@ -179,8 +179,13 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// Where this user's records live (the path only; see [`check_dir`]).
 pub fn dir() -> PathBuf {
+    dir_in(std::env::var_os("XDG_RUNTIME_DIR"), &std::env::temp_dir())
+}
+
+/// [`dir`] given `XDG_RUNTIME_DIR` and the temporary directory.
+fn dir_in(xdg: Option<std::ffi::OsString>, tmp: &Path) -> PathBuf {
     let uid = nix::unistd::geteuid().as_raw();
-    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
+    if let Some(xdg) = xdg {
         let xdg = PathBuf::from(xdg);
         // Only a runtime directory of ours: an inherited one (su, setpriv) is not.
         let ours = std::fs::symlink_metadata(&xdg)
@@ -189,7 +194,7 @@ pub fn dir() -> PathBuf {
             return xdg.join("ipc-pairs");
         }
     }
-    std::env::temp_dir().join(format!("ipc-pairs-{uid}"))
+    tmp.join(format!("ipc-pairs-{uid}"))
 }
 
 /// How a file of this user's alone is opened for writing in the record directory: mode
@@ -207,7 +212,11 @@ pub fn private_file() -> std::fs::OpenOptions {
 /// group and others, since whoever could write there could forge or hide records.
 /// `create`: make it (0700) if missing. `Ok(None)`: missing and not created.
 pub fn check_dir(create: bool) -> Result<Option<PathBuf>> {
-    let d = dir();
+    check_dir_at(dir(), create)
+}
+
+/// [`check_dir`] of the directory `d`.
+fn check_dir_at(d: PathBuf, create: bool) -> Result<Option<PathBuf>> {
     let object = format!("record directory {}", d.display());
     let meta = match std::fs::symlink_metadata(&d) {
         Ok(m) => m,
@@ -482,5 +491,212 @@ mod tests {
         let j = serde_json::to_string(&o).unwrap();
         assert!(j.contains("\"sysv-msg\""), "{j}");
         assert_eq!(serde_json::from_str::<Object>(&j).unwrap(), o);
+    }
+
+    fn record(pid: u32) -> Record {
+        Record {
+            version: VERSION,
+            pid,
+            start_time: 42,
+            uid: nix::unistd::geteuid().as_raw(),
+            program: "pipe-pair".into(),
+            side: "send".into(),
+            name: Some("ipc-test-x".into()),
+            started: 1,
+            objects: vec![Object::posix_mq("/ipc-test-x")],
+        }
+    }
+
+    fn write_record(path: &Path, r: &Record) {
+        std::fs::write(path, serde_json::to_vec(r).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_record_whose_lock_is_held_is_alive_a_free_one_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.json");
+        write_record(&path, &record(1234));
+        // Nobody holds the lock: the owner is gone, and the probe now holds it.
+        let Probe::Dead(r, lock) = probe(&path).unwrap() else {
+            panic!("a free lock is a dead owner")
+        };
+        assert_eq!((r.pid, r.objects.len()), (1234, 1));
+        // While that lock is held, another probe's shared lock still succeeds...
+        assert!(matches!(probe(&path).unwrap(), Probe::Dead(..)));
+        drop(lock);
+        // ...but an owner's exclusive lock makes the record alive.
+        let owner = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let Probe::Alive(r) = probe(&path).unwrap() else {
+            panic!("a held lock is a live owner")
+        };
+        assert_eq!(r.program, "pipe-pair");
+        drop(owner);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(probe(&path).unwrap(), Probe::Gone));
+    }
+
+    #[test]
+    fn a_probe_refuses_what_cannot_be_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        write_record(&real, &record(1));
+        // A symbolic link is not followed.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = probe(&link).err().unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        // A FIFO: refused, without waiting for a writer to open it.
+        let fifo = dir.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(probe(&fifo).err().map(|e| e.kind()));
+        });
+        let kind = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("probing a FIFO did not wait");
+        assert_eq!(kind, Some(std::io::ErrorKind::InvalidData));
+        // A directory is not a regular file.
+        let sub = dir.path().join("sub.json");
+        std::fs::create_dir(&sub).unwrap();
+        let e = probe(&sub).err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        // Too big, even if it were JSON; exactly the limit is read.
+        let big = dir.path().join("big.json");
+        let f = File::create(&big).unwrap();
+        f.set_len(MAX_RECORD_BYTES + 1).unwrap();
+        let e = probe(&big).err().unwrap();
+        assert!(e.to_string().contains("too big"), "{e}");
+        f.set_len(MAX_RECORD_BYTES).unwrap();
+        let e = probe(&big).err().unwrap();
+        assert!(!e.to_string().contains("too big"), "{e}");
+        // Not JSON.
+        let junk = dir.path().join("junk.json");
+        std::fs::write(&junk, b"{not json").unwrap();
+        let e = probe(&junk).err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn list_takes_only_record_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.json", "a.json", ".c.json", "d.json.tmp", "e.txt"] {
+            std::fs::write(dir.path().join(name), b"{}").unwrap();
+        }
+        let got = list(dir.path()).unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.json", "b.json"]);
+    }
+
+    #[test]
+    fn start_time_tells_processes_apart() {
+        // Ours, read from /proc; no such process: none.
+        let mine = start_time(std::process::id()).unwrap();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let field22: u64 = stat[stat.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(mine, field22);
+        assert_eq!(start_time(u32::MAX), None);
+        // pid 1 started before us.
+        assert!(start_time(1).is_some_and(|t| t <= mine));
+    }
+
+    #[test]
+    fn records_live_in_a_directory_of_this_users() {
+        let d = dir();
+        assert!(d.is_absolute(), "{}", d.display());
+        let uid = nix::unistd::geteuid().as_raw();
+        let name = d.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name == "ipc-pairs" || name == format!("ipc-pairs-{uid}"),
+            "{}",
+            d.display()
+        );
+    }
+
+    #[test]
+    fn the_runtime_directory_is_used_only_when_it_is_a_private_one_of_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let uid = nix::unistd::geteuid().as_raw();
+        let tmp = tempfile::tempdir().unwrap();
+        let fallback = tmp.path().join(format!("ipc-pairs-{uid}"));
+        let xdg = tempfile::tempdir().unwrap();
+        let x = xdg.path();
+        let at = |xdg: Option<&Path>| dir_in(xdg.map(|p| p.as_os_str().to_owned()), tmp.path());
+        assert_eq!(at(None), fallback);
+        for (mode, ours) in [(0o700, true), (0o755, true), (0o775, false), (0o757, false)] {
+            std::fs::set_permissions(x, std::fs::Permissions::from_mode(mode)).unwrap();
+            let want = if ours {
+                x.join("ipc-pairs")
+            } else {
+                fallback.clone()
+            };
+            assert_eq!(at(Some(x)), want, "mode {mode:o}");
+        }
+        std::fs::set_permissions(x, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Relative, a file, missing: not used.
+        assert_eq!(at(Some(Path::new("relative/dir"))), fallback);
+        let file = x.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(at(Some(&file)), fallback);
+        assert_eq!(at(Some(&x.join("missing"))), fallback);
+        if uid == 0 {
+            let other = x.join("other");
+            std::fs::create_dir(&other).unwrap();
+            std::os::unix::fs::chown(&other, Some(12345), None).unwrap();
+            assert_eq!(at(Some(&other)), fallback);
+        }
+    }
+
+    #[test]
+    fn the_record_directory_is_made_private_and_refused_otherwise() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("records");
+        // Missing: nothing, unless asked to make it; then made 0700.
+        assert_eq!(check_dir_at(d.clone(), false).unwrap(), None);
+        assert_eq!(check_dir_at(d.clone(), true).unwrap(), Some(d.clone()));
+        let m = std::fs::symlink_metadata(&d).unwrap();
+        assert!(m.is_dir());
+        assert_eq!(m.mode() & 0o777, 0o700);
+        // There already: taken as it is.
+        assert_eq!(check_dir_at(d.clone(), true).unwrap(), Some(d.clone()));
+        assert_eq!(check_dir_at(d.clone(), false).unwrap(), Some(d.clone()));
+        // Open to the group or others: refused.
+        for mode in [0o750, 0o701, 0o770] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = check_dir_at(d.clone(), true).unwrap_err();
+            assert!(e.call.contains(&format!("has mode {mode:03o}")), "{e}");
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A symbolic link, or a file: refused.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        let e = check_dir_at(link, true).unwrap_err();
+        assert!(e.call.contains("is a symbolic link"), "{e}");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let e = check_dir_at(file, true).unwrap_err();
+        assert!(e.call.contains("is not a directory"), "{e}");
+        // Its parent missing: the mkdir fails, and says so.
+        let e = check_dir_at(tmp.path().join("no/such"), true).unwrap_err();
+        assert_eq!(e.call, "mkdir(0700)", "{e}");
+        // Under a path that is not a directory: the lstat fails, and says so.
+        let e = check_dir_at(tmp.path().join("file/sub"), false).unwrap_err();
+        assert_eq!(e.call, "lstat", "{e}");
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&d, Some(12345), None).unwrap();
+            let e = check_dir_at(d.clone(), true).unwrap_err();
+            assert!(e.call.contains("belongs to uid 12345"), "{e}");
+        }
     }
 }

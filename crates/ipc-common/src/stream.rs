@@ -340,3 +340,6 @@ impl Link for FdStream {
         Ok(got)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -97,3 +97,79 @@ impl Waiting {
         .because(crate::error::Cause::Timeout)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn the_deadline_counts_from_the_start() {
+        let w = Waiting::new("fifo /x", "pipe-pair recv", Duration::from_millis(200));
+        assert_eq!(w.object(), "fifo /x");
+        assert!(!w.expired());
+        let left = w.left();
+        assert!(left > Duration::from_millis(100) && left <= Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(210));
+        assert!(w.expired());
+        assert_eq!(w.left(), Duration::ZERO);
+        let e = w.gave_up("no receiver opened it");
+        assert_eq!(e.cause, crate::error::Cause::Timeout);
+        assert_eq!(e.kind, crate::error::Kind::Peer);
+        assert_eq!(e.object, "fifo /x");
+        assert!(
+            e.call.starts_with("no receiver opened it within 0.2 s"),
+            "{e}"
+        );
+        assert!(e.remedy.contains("start `pipe-pair recv`"), "{e}");
+    }
+
+    #[test]
+    fn ready_waits_past_the_grace_up_to_the_deadline() {
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        // Ready at once.
+        let mut w = Waiting::new("p", "peer", Duration::from_secs(5));
+        let mut f = std::fs::File::from(wr);
+        f.write_all(b"x").unwrap();
+        let got = w.ready(rd.as_fd(), PollFlags::POLLIN, "data").unwrap();
+        assert!(got.is_some_and(|g| g.contains(PollFlags::POLLIN)));
+        // Ready only after the grace: still seen.
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(GRACE + Duration::from_millis(100));
+            std::fs::File::from(wr).write_all(b"x").unwrap();
+        });
+        let mut w = Waiting::new("p", "peer", Duration::from_secs(5));
+        let start = Instant::now();
+        let got = w.ready(rd.as_fd(), PollFlags::POLLIN, "data").unwrap();
+        assert!(got.is_some(), "data after the grace was missed");
+        assert!(start.elapsed() >= GRACE);
+        late.join().unwrap();
+        // Never ready: none, after the deadline.
+        let (rd, _wr) = nix::unistd::pipe().unwrap();
+        let mut w = Waiting::new("p", "peer", Duration::from_millis(300));
+        let start = Instant::now();
+        assert_eq!(
+            w.ready(rd.as_fd(), PollFlags::POLLIN, "data").unwrap(),
+            None
+        );
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        w.tick("data");
+    }
+
+    #[test]
+    fn the_note_is_said_once_and_only_after_the_grace() {
+        let mut w = Waiting::new("p", "peer", Duration::from_secs(5));
+        w.tick("a receiver");
+        assert!(!w.said, "said within the grace");
+        std::thread::sleep(GRACE);
+        w.tick("a receiver");
+        assert!(w.said);
+        let mut w = Waiting::new("p", "peer", Duration::from_secs(5));
+        w.say("a receiver");
+        assert!(w.said);
+        w.say("a receiver");
+        assert!(w.said);
+    }
+}

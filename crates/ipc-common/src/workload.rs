@@ -1101,3 +1101,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod receive_tests;

@@ -542,3 +542,6 @@ mod tests {
         assert_eq!(part_count(0, 0), 1);
     }
 }
+
+#[cfg(test)]
+mod checks;

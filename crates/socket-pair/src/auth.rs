@@ -364,3 +364,6 @@ mod tests {
         assert!(Secret::load(Some(&link)).is_err());
     }
 }
+
+#[cfg(test)]
+mod checks;

@@ -214,3 +214,6 @@ mod tests {
         assert_eq!(rx.recv_raw(&mut buf).unwrap(), 0);
     }
 }
+
+#[cfg(test)]
+mod checks;

@@ -228,3 +228,6 @@ mod tests {
         assert_eq!(tcp_owner(far, sa).unwrap(), Owner::Remote);
     }
 }
+
+#[cfg(test)]
+mod checks;

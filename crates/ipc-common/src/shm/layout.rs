@@ -180,3 +180,143 @@ pub fn check(h: &Header, mapped_len: u64) -> Result<Checked, LayoutError> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_sys::shm::Mapping;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    const CAP: u64 = 2048;
+    const LEN: usize = HEADER_SIZE + 2 * CAP as usize;
+
+    /// A header as `publish` writes it: two rings of `CAP` that fill the mapping.
+    fn honest() -> Mapping {
+        let map = Mapping::anonymous(LEN).unwrap();
+        let h = map.header();
+        h.magic.store(MAGIC, Relaxed);
+        h.version.store(VERSION, Relaxed);
+        h.header_size.store(HEADER_SIZE as u32, Relaxed);
+        h.total_size.store(LEN as u64, Relaxed);
+        h.ring_capacity.store(CAP, Relaxed);
+        h.rings.store(2, Relaxed);
+        h.api.store(Api::Sysv.code(), Relaxed);
+        h.sync.store(SyncKind::Spin.code(), Relaxed);
+        h.creator_pid.store(4321, Relaxed);
+        h.flags.store(0, Relaxed);
+        h.pool_segments.store(0, Relaxed);
+        map
+    }
+
+    fn check_with(edit: impl Fn(&Header)) -> Result<Checked, LayoutError> {
+        let map = honest();
+        edit(map.header());
+        check(map.header(), LEN as u64)
+    }
+
+    #[test]
+    fn an_honest_header_is_read_field_by_field() {
+        let c = check_with(|_| {}).unwrap();
+        assert_eq!(
+            c,
+            Checked {
+                rings: 2,
+                capacity: CAP,
+                api: Api::Sysv,
+                sync: SyncKind::Spin,
+                creator_pid: 4321,
+                zero_copy: false,
+                pool: 0,
+            }
+        );
+        for (flags, zero_copy) in [(FLAG_ZERO_COPY, true), (2, false), (3, true)] {
+            let c = check_with(|h| h.flags.store(flags, Relaxed)).unwrap();
+            assert_eq!(c.zero_copy, zero_copy, "flags {flags}");
+        }
+        let c = check_with(|h| h.pool_segments.store(MAX_POOL, Relaxed)).unwrap();
+        assert_eq!(c.pool, MAX_POOL);
+    }
+
+    #[test]
+    fn each_identity_field_is_checked() {
+        let e = check_with(|h| h.magic.store(MAGIC ^ 1, Relaxed));
+        assert_eq!(e, Err(LayoutError::Magic(MAGIC ^ 1)));
+        let e = check_with(|h| h.version.store(VERSION + 1, Relaxed));
+        assert_eq!(e, Err(LayoutError::Version(VERSION + 1)));
+        let e = check_with(|h| h.header_size.store(64, Relaxed));
+        assert_eq!(e, Err(LayoutError::HeaderSize(64)));
+        let map = honest();
+        let e = check(map.header(), LEN as u64 + 4096);
+        let said = LEN as u64;
+        assert_eq!(
+            e,
+            Err(LayoutError::TotalSize {
+                said,
+                actual: said + 4096
+            })
+        );
+        let e = check_with(|h| h.api.store(9, Relaxed));
+        assert_eq!(e, Err(LayoutError::Code("api", 9)));
+        let e = check_with(|h| h.sync.store(0, Relaxed));
+        assert_eq!(e, Err(LayoutError::Code("sync", 0)));
+        let e = check_with(|h| h.pool_segments.store(MAX_POOL + 1, Relaxed));
+        assert_eq!(e, Err(LayoutError::Code("pool size", MAX_POOL + 1)));
+    }
+
+    #[test]
+    fn the_rings_must_fit_the_segment() {
+        let geometry = |rings: u32, capacity: u64| {
+            check_with(|h| {
+                h.rings.store(rings, Relaxed);
+                h.ring_capacity.store(capacity, Relaxed);
+            })
+        };
+        // Exactly filling it, or leaving room, fits.
+        assert!(geometry(2, CAP).is_ok());
+        assert!(geometry(1, 2 * CAP).is_ok());
+        assert!(geometry(1, MIN_RING).is_ok());
+        for (rings, capacity) in [
+            (0, CAP),
+            (3, MIN_RING),
+            (2, MIN_RING - 1),
+            (1, MIN_RING - 1),
+            (2, CAP + 1),
+            (1, 2 * CAP + 1),
+            (2, u64::MAX / 2 + 1),
+            (1, u64::MAX - 100),
+        ] {
+            assert_eq!(
+                geometry(rings, capacity),
+                Err(LayoutError::Geometry {
+                    rings,
+                    capacity,
+                    total: LEN as u64
+                }),
+                "{rings} rings of {capacity}"
+            );
+        }
+    }
+
+    #[test]
+    fn rings_follow_the_header_one_after_the_other() {
+        assert_eq!(ring_offset(0, CAP), HEADER_SIZE);
+        assert_eq!(ring_offset(1, CAP), HEADER_SIZE + CAP as usize);
+        assert_eq!(ring_offset(1, 3 * CAP), HEADER_SIZE + 3 * CAP as usize);
+    }
+
+    #[test]
+    fn codes_round_trip_and_unknown_ones_are_none() {
+        for a in [Api::Posix, Api::Sysv, Api::Mmap] {
+            assert_eq!(Api::from_code(a.code()), Some(a));
+        }
+        for s in [SyncKind::Mutex, SyncKind::Sem, SyncKind::Mq, SyncKind::Spin] {
+            assert_eq!(SyncKind::from_code(s.code()), Some(s));
+        }
+        assert_eq!(Api::from_code(0), None);
+        assert_eq!(SyncKind::from_code(5), None);
+        assert_eq!(
+            (Api::Mmap.as_str(), SyncKind::Sem.as_str()),
+            ("mmap", "sem")
+        );
+    }
+}

@@ -21,6 +21,8 @@
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod layout;
+#[cfg(test)]
+mod liveness_tests;
 pub mod pair;
 pub mod pool;
 pub mod queue;

@@ -434,3 +434,94 @@ impl Link for PoolLink<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameKind;
+
+    fn desc(id: u32, len: u32, f: &Frame) -> Vec<u8> {
+        let mut d = id.to_le_bytes().to_vec();
+        d.extend(len.to_le_bytes());
+        d.extend(f.encode());
+        d
+    }
+
+    #[test]
+    fn a_descriptor_must_name_a_member_and_fit_a_part() {
+        let f = Frame::for_payload(FrameKind::Data, 7, b"abc");
+        assert_eq!(parse_descriptor(&desc(2, 100, &f), 3, 100), Ok((2, 100, f)));
+        assert_eq!(parse_descriptor(&desc(0, 0, &f), 1, 100), Ok((0, 0, f)));
+        for (id, len) in [(3, 10), (0, 101), (u32::MAX, 0), (0, u32::MAX)] {
+            let e = parse_descriptor(&desc(id, len, &f), 3, 100).unwrap_err();
+            assert!(e.contains(&format!("segment {id} with {len} bytes")), "{e}");
+        }
+        let d = desc(0, 1, &f);
+        for cut in [&d[..DESC_LEN - 1], &[d.clone(), vec![0]].concat()[..]] {
+            let e = parse_descriptor(cut, 3, 100).unwrap_err();
+            assert!(
+                e.contains(&format!("{} bytes, expected {DESC_LEN}", cut.len())),
+                "{e}"
+            );
+        }
+        let mut bad = d.clone();
+        bad[8] ^= 1; // the frame's magic
+        assert!(parse_descriptor(&bad, 3, 100)
+            .unwrap_err()
+            .starts_with("bad frame"));
+    }
+
+    #[test]
+    fn a_free_id_is_four_bytes_naming_a_member() {
+        assert_eq!(parse_free_id(&2u32.to_le_bytes(), 3), Ok(2));
+        assert_eq!(parse_free_id(&0u32.to_le_bytes(), 1), Ok(0));
+        assert!(parse_free_id(&3u32.to_le_bytes(), 3).is_err());
+        assert!(parse_free_id(&[1, 0, 0], 3).is_err());
+        assert!(parse_free_id(&[1, 0, 0, 0, 0], 3).is_err());
+    }
+
+    #[test]
+    fn the_pool_flags_are_checked_before_anything_is_made() {
+        let msg_max = std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(10);
+        let size = HEADER_SIZE + 4096 + 63;
+        assert_eq!(check_pool(1, size).unwrap(), 4096);
+        assert_eq!(
+            check_pool(1, HEADER_SIZE + MIN_RING as usize).unwrap(),
+            MIN_RING as usize
+        );
+        assert_eq!(check_pool(msg_max.min(MAX_POOL), size).unwrap(), 4096);
+        for n in [0, MAX_POOL + 1] {
+            assert_eq!(check_pool(n, size).unwrap_err().cause, Cause::Usage, "{n}");
+        }
+        if msg_max < MAX_POOL {
+            assert_eq!(
+                check_pool(msg_max + 1, size).unwrap_err().cause,
+                Cause::Limit
+            );
+            // The most segments is within the flag's range: only the queue limit refuses it.
+            assert_eq!(check_pool(MAX_POOL, size).unwrap_err().cause, Cause::Limit);
+        } else {
+            assert_eq!(check_pool(MAX_POOL, size).unwrap(), 4096);
+        }
+        // Under a header and a smallest ring: refused; parts are whole cache lines.
+        let e = check_pool(1, HEADER_SIZE + MIN_RING as usize - 1).unwrap_err();
+        assert!(
+            e.call
+                .contains(&format!("leaves {} data bytes", MIN_RING - 64)),
+            "{e}"
+        );
+        assert!(check_pool(1, 100).is_err());
+        assert_eq!(check_pool(2, HEADER_SIZE + 5000).unwrap(), 4992);
+    }
+
+    #[test]
+    fn the_queues_are_named_after_the_segment() {
+        assert_eq!(
+            names("ipc-x"),
+            ["/ipc-x.free", "/ipc-x.full", "/ipc-x.back"]
+        );
+    }
+}
