@@ -129,6 +129,13 @@ fn d() -> Describe {
     Describe::new("fake")
 }
 
+/// `receive` over `l` fails with an error of `kind` whose call says `words`.
+fn refused(l: &mut Fake, kind: Kind, words: &str) {
+    let e = receive(l, &args(&[]), &d()).unwrap_err();
+    assert_eq!(e.kind, kind, "{e}");
+    assert!(e.call.contains(words), "{e}");
+}
+
 #[test]
 fn a_clean_generated_stream_is_verified() {
     let mut l = Fake::default().hello(stream(7, 3, 16));
@@ -319,9 +326,7 @@ fn the_first_frame_must_be_an_intact_hello() {
     let as_data = Header::for_payload(FrameKind::Data, 0, &hello);
     for first in [bad_crc, as_data] {
         let mut l = Fake::default().frame(first, &hello).end(0);
-        let e = receive(&mut l, &args(&[]), &d()).unwrap_err();
-        assert_eq!(e.kind, Kind::Verify, "{e}");
-        assert!(e.call.contains("expected a hello frame first"), "{e}");
+        refused(&mut l, Kind::Verify, "expected a hello frame first");
     }
     // An intact frame whose hello does not decode.
     let mut wrong = hello;
@@ -329,13 +334,9 @@ fn the_first_frame_must_be_an_intact_hello() {
     let mut l = Fake::default()
         .frame(Header::for_payload(FrameKind::Hello, 0, &wrong), &wrong)
         .end(0);
-    let e = receive(&mut l, &args(&[]), &d()).unwrap_err();
-    assert_eq!(e.kind, Kind::Verify);
-    assert!(e.call.contains("mode"), "{e}");
+    refused(&mut l, Kind::Verify, "mode");
     // Nothing at all: the sender is gone.
-    let e = receive(&mut Fake::default(), &args(&[]), &d()).unwrap_err();
-    assert_eq!(e.kind, Kind::Peer);
-    assert!(e.call.contains("after 0 messages"), "{e}");
+    refused(&mut Fake::default(), Kind::Peer, "after 0 messages");
 }
 
 #[test]
@@ -344,9 +345,7 @@ fn a_frame_other_than_data_or_end_after_the_hello_is_refused() {
         let mut l = Fake::default()
             .hello(stream(1, 1, 8))
             .frame(Header::for_payload(kind, 0, &[]), &[]);
-        let e = receive(&mut l, &args(&[]), &d()).unwrap_err();
-        assert_eq!(e.kind, Kind::Verify);
-        assert!(e.call.contains("after the hello"), "{e}");
+        refused(&mut l, Kind::Verify, "after the hello");
     }
 }
 
@@ -356,9 +355,7 @@ fn a_sender_gone_before_its_end_frame_is_a_peer_error() {
         .hello(stream(1, 3, 8))
         .generated(1, 0, 8)
         .generated(1, 1, 8);
-    let e = receive(&mut l, &args(&[]), &d()).unwrap_err();
-    assert_eq!(e.kind, Kind::Peer);
-    assert!(e.call.contains("after 2 messages"), "{e}");
+    refused(&mut l, Kind::Peer, "after 2 messages");
 }
 
 #[test]

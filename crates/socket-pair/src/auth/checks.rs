@@ -80,6 +80,21 @@ fn a_sender_that_does_not_start_the_handshake_is_refused() {
     assert!(e.call.contains("did not start the secret handshake"), "{e}");
 }
 
+/// A scripted receiver that knows the secret and answers the sender's hello with the
+/// proof of `role`; it returns the sender's proof, if one came.
+fn receiver_proving_as(fd: &OwnedFd, role: &[u8]) -> Option<([u8; 8 + NONCE], [u8; PROOF])> {
+    let io = peer_io(fd);
+    let k = secret("k");
+    let mut hello = [0u8; 8 + NONCE];
+    io.read(&mut hello).unwrap();
+    let mine = [7u8; NONCE];
+    let proof = k.proof(role, &hello[8..], &mine).finalize().into_bytes();
+    io.write(&[MAGIC.as_slice(), &mine, &proof].concat())
+        .unwrap();
+    let mut theirs = [0u8; PROOF];
+    io.read(&mut theirs).ok().map(|_| (hello, theirs))
+}
+
 #[test]
 fn a_proof_made_for_the_other_role_is_refused() {
     // A receiver that knows the secret but answers with the sender's proof (a replay of
@@ -88,18 +103,7 @@ fn a_proof_made_for_the_other_role_is_refused() {
     let e = against(
         |fd| as_sender(fd, &k, "s", T),
         |fd| {
-            let io = peer_io(fd);
-            let k = secret("k");
-            let mut hello = [0u8; 8 + NONCE];
-            io.read(&mut hello).unwrap();
-            let mine = [7u8; NONCE];
-            let wrong = k
-                .proof(b"sender", &hello[8..], &mine)
-                .finalize()
-                .into_bytes();
-            io.write(&[MAGIC.as_slice(), &mine, &wrong].concat())
-                .unwrap();
-            let _ = io.read(&mut [0u8; PROOF]);
+            receiver_proving_as(fd, b"sender");
         },
     )
     .unwrap_err();
@@ -108,20 +112,8 @@ fn a_proof_made_for_the_other_role_is_refused() {
     against(
         |fd| as_sender(fd, &k, "s", T),
         |fd| {
-            let io = peer_io(fd);
-            let k = secret("k");
-            let mut hello = [0u8; 8 + NONCE];
-            io.read(&mut hello).unwrap();
-            let mine = [7u8; NONCE];
-            let right = k
-                .proof(b"receiver", &hello[8..], &mine)
-                .finalize()
-                .into_bytes();
-            io.write(&[MAGIC.as_slice(), &mine, &right].concat())
-                .unwrap();
-            let mut theirs = [0u8; PROOF];
-            io.read(&mut theirs).unwrap();
-            k.proof(b"sender", &hello[8..], &mine)
+            let (hello, theirs) = receiver_proving_as(fd, b"receiver").expect("a proof");
+            k.proof(b"sender", &hello[8..], &[7u8; NONCE])
                 .verify_slice(&theirs)
                 .expect("the sender's proof");
         },

@@ -301,6 +301,23 @@ fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         .expect("ended within 5 s")
 }
 
+/// `tx` sends `bytes` to the receiver bound at `path`, which then connects back to its
+/// first sender (within the watchdog).
+fn sent_then_connected(rx: OwnedFd, tx: &OwnedFd, path: &std::path::Path, bytes: &[u8]) -> OwnedFd {
+    so::sendto(
+        tx.as_raw_fd(),
+        bytes,
+        &UnixAddr::new(path).unwrap(),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    within(move || {
+        let mut w = Waiting::new("rx", "a sender", T);
+        connect_to_first_sender(&rx, &mut w).unwrap();
+        rx
+    })
+}
+
 #[test]
 fn a_datagram_receiver_connects_back_to_its_first_senders_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,18 +326,7 @@ fn a_datagram_receiver_connects_back_to_its_first_senders_address() {
     autobind(&tx, "tx").unwrap();
     let me: UnixAddr = so::getsockname(tx.as_raw_fd()).unwrap();
     assert!(me.as_abstract().is_some_and(|a| !a.is_empty()), "{me}");
-    so::sendto(
-        tx.as_raw_fd(),
-        b"hi",
-        &UnixAddr::new(&path).unwrap(),
-        MsgFlags::empty(),
-    )
-    .unwrap();
-    let rx = within(move || {
-        let mut w = Waiting::new("rx", "a sender", T);
-        connect_to_first_sender(&rx, &mut w).unwrap();
-        rx
-    });
+    let rx = sent_then_connected(rx, &tx, &path, b"hi");
     // Connected to the sender: echoes go there, and the datagram is still queued.
     let peer: UnixAddr = so::getpeername(rx.as_raw_fd()).unwrap();
     assert_eq!(peer.as_abstract(), me.as_abstract());
@@ -336,18 +342,7 @@ fn an_unbound_first_sender_leaves_the_receiver_unconnected() {
     let dir = tempfile::tempdir().unwrap();
     let (rx, path) = bound_receiver(dir.path());
     let tx = unix_dgram();
-    so::sendto(
-        tx.as_raw_fd(),
-        b"hi",
-        &UnixAddr::new(&path).unwrap(),
-        MsgFlags::empty(),
-    )
-    .unwrap();
-    let rx = within(move || {
-        let mut w = Waiting::new("rx", "a sender", T);
-        connect_to_first_sender(&rx, &mut w).unwrap();
-        rx
-    });
+    let rx = sent_then_connected(rx, &tx, &path, b"hi");
     assert!(so::getpeername::<UnixAddr>(rx.as_raw_fd()).is_err());
 }
 
@@ -397,18 +392,7 @@ fn another_users_datagram_is_dropped_and_ours_then_taken() {
     assert!(sent.success());
     let tx = unix_dgram();
     autobind(&tx, "tx").unwrap();
-    so::sendto(
-        tx.as_raw_fd(),
-        b"ours",
-        &UnixAddr::new(&path).unwrap(),
-        MsgFlags::empty(),
-    )
-    .unwrap();
-    let rx = within(move || {
-        let mut w = Waiting::new("rx", "a sender", T);
-        connect_to_first_sender(&rx, &mut w).unwrap();
-        rx
-    });
+    let rx = sent_then_connected(rx, &tx, &path, b"ours");
     let mut buf = [0u8; 8];
     let n = so::recv(rx.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
     assert_eq!(
