@@ -241,6 +241,109 @@ impl Mapping {
         true
     }
 
+    /// Copy `dst.len()` bytes out of the segment at `offset` into `dst` and tell whether
+    /// they are bytes `[at, at + dst.len())` of the word stream [`Mapping::fill_words`]
+    /// writes: the copy and the check in one pass. Each word is loaded once, stored into
+    /// `dst` and compared with the expected word from the same register, so what is
+    /// checked is what `dst` holds, whatever the peer writes meanwhile. After a first
+    /// mismatch the rest is copied without comparing: `dst` always ends up a full copy.
+    #[inline]
+    pub fn copy_out_matching(
+        &self,
+        offset: usize,
+        dst: &mut [u8],
+        at: u64,
+        mut word: impl FnMut(u64) -> u64,
+    ) -> bool {
+        let len = dst.len();
+        self.check(offset, len);
+        let src = self.ptr.as_ptr().wrapping_add(offset).cast_const();
+        let out = dst.as_mut_ptr();
+        let (mut done, mut i) = (0usize, at / 8);
+        let skip = (at % 8) as usize;
+        // A partial word: load its bytes once into a local, store and compare that.
+        let partial = |pos: usize, from: usize, n: usize, expect: u64| {
+            let mut got = [0u8; 8];
+            // SAFETY: the caller passes `n` bytes at `pos` inside the checked source
+            // range and inside `dst`; `got` is local.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.add(pos), got.as_mut_ptr(), n);
+                std::ptr::copy_nonoverlapping(got.as_ptr(), out.add(pos), n);
+            }
+            got[..n] == expect.to_le_bytes()[from..from + n]
+        };
+        let mut ok = true;
+        if skip != 0 && len > 0 {
+            let n = (8 - skip).min(len);
+            ok = partial(0, skip, n, word(i));
+            done = n;
+            i += 1;
+        }
+        let whole = (len - done) / 8;
+        if ok {
+            // SAFETY: `done + 8 * whole <= len`: every load is inside the checked range
+            // (a pointer from the mapping, no reference to its bytes), every store inside
+            // `dst`, which is private memory and cannot overlap the mapping; unaligned.
+            ok = unsafe { copy_words_match(src.add(done), out.add(done), whole, i, &mut word) };
+        } else {
+            // SAFETY: as above, a plain copy.
+            unsafe { std::ptr::copy_nonoverlapping(src.add(done), out.add(done), 8 * whole) };
+        }
+        done += 8 * whole;
+        i += whole as u64;
+        if done < len {
+            let expect = if ok { word(i) } else { 0 };
+            // (`partial`: `len - done < 8` bytes at `done`, in both ranges.)
+            ok &= partial(done, 0, len - done, expect);
+        }
+        ok
+    }
+
+    /// Write bytes `[at, at + copy.len())` of a word stream into the segment at `offset`
+    /// and into `copy`, private memory, in one pass: each word is made once and stored
+    /// twice. What [`Mapping::fill_words`] writes, with the sender's own copy beside it.
+    #[inline]
+    pub fn fill_words_with_copy(
+        &self,
+        offset: usize,
+        copy: &mut [u8],
+        at: u64,
+        mut word: impl FnMut(u64) -> u64,
+    ) {
+        let len = copy.len();
+        self.check(offset, len);
+        let base = self.ptr.as_ptr().wrapping_add(offset);
+        let out = copy.as_mut_ptr();
+        let (mut done, mut i) = (0usize, at / 8);
+        let skip = (at % 8) as usize;
+        let partial = |pos: usize, from: usize, n: usize, w: u64| {
+            let bytes = w.to_le_bytes();
+            // SAFETY: the caller passes `n <= 8 - from` bytes at `pos` inside the checked
+            // range and inside `copy`; the source is a local array.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), base.add(pos), n);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), out.add(pos), n);
+            }
+        };
+        if skip != 0 && len > 0 {
+            let n = (8 - skip).min(len);
+            partial(0, skip, n, word(i));
+            done = n;
+            i += 1;
+        }
+        let whole = (len - done) / 8;
+        // SAFETY: `done + 8 * whole <= len`: every store is inside the checked range of
+        // the mapping (a raw pointer, no reference to its bytes) and inside `copy`,
+        // which is private and cannot overlap the mapping; unaligned.
+        unsafe { store_words_twice(base.add(done), out.add(done), whole, i, &mut word) };
+        done += 8 * whole;
+        i += whole as u64;
+        if done < len {
+            // (`partial`: `len - done < 8` bytes at `done`, in both ranges.)
+            partial(done, 0, len - done, word(i));
+        }
+    }
+
     fn check(&self, offset: usize, len: usize) {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
@@ -344,6 +447,135 @@ unsafe fn words_match_generic<F: FnMut(u64) -> u64>(
         k += m;
     }
     true
+}
+
+/// Copy the `n` words at `src` (unaligned) to `dst` and tell whether they are words
+/// `i..i + n` of `word`: each word is loaded once, stored, and compared from the register.
+/// In blocks, as [`words_match`]; after a block with a difference the rest is copied
+/// without comparing. With AVX2 where the CPU has it.
+///
+/// # Safety
+/// `src..src + 8 * n` must be readable memory of one mapping, `dst..dst + 8 * n`
+/// writable memory that does not overlap it.
+#[inline(always)]
+unsafe fn copy_words_match<F: FnMut(u64) -> u64>(
+    src: *const u8,
+    dst: *mut u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
+        return unsafe { copy_words_match_avx2(src, dst, n, i, word) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { copy_words_match_generic(src, dst, n, i, word) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_words_match_avx2<F: FnMut(u64) -> u64>(
+    src: *const u8,
+    dst: *mut u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) -> bool {
+    // SAFETY: as for copy_words_match.
+    unsafe { copy_words_match_generic(src, dst, n, i, word) }
+}
+
+#[inline(always)]
+unsafe fn copy_words_match_generic<F: FnMut(u64) -> u64>(
+    src: *const u8,
+    dst: *mut u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) -> bool {
+    let mut k = 0;
+    while k < n {
+        let m = (n - k).min(BLOCK);
+        let mut diff = 0u64;
+        // SAFETY: `k + m <= n`: the caller's ranges; prefetches never fault.
+        unsafe {
+            prefetch_block(src.add(8 * k), 8 * (n - k), false);
+            for j in k..k + m {
+                let v = src.add(8 * j).cast::<u64>().read_unaligned();
+                dst.add(8 * j).cast::<u64>().write_unaligned(v);
+                diff |= v ^ word(i + j as u64).to_le();
+            }
+        }
+        k += m;
+        if diff != 0 {
+            // SAFETY: words `k..n` of the caller's ranges.
+            unsafe { std::ptr::copy_nonoverlapping(src.add(8 * k), dst.add(8 * k), 8 * (n - k)) };
+            return false;
+        }
+    }
+    true
+}
+
+/// Store words `i..i + n` of `word` at `p` and at `q` (both unaligned), in blocks,
+/// prefetching `p`'s lines ahead for writing. With AVX2 where the CPU has it.
+///
+/// # Safety
+/// `p..p + 8 * n` must be writable memory of one mapping, `q..q + 8 * n` writable memory
+/// that does not overlap it.
+#[inline(always)]
+unsafe fn store_words_twice<F: FnMut(u64) -> u64>(
+    p: *mut u8,
+    q: *mut u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
+        return unsafe { store_words_twice_avx2(p, q, n, i, word) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_words_twice_generic(p, q, n, i, word) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn store_words_twice_avx2<F: FnMut(u64) -> u64>(
+    p: *mut u8,
+    q: *mut u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) {
+    // SAFETY: as for store_words_twice.
+    unsafe { store_words_twice_generic(p, q, n, i, word) }
+}
+
+#[inline(always)]
+unsafe fn store_words_twice_generic<F: FnMut(u64) -> u64>(
+    p: *mut u8,
+    q: *mut u8,
+    n: usize,
+    i: u64,
+    word: &mut F,
+) {
+    let mut k = 0;
+    while k < n {
+        let m = (n - k).min(BLOCK);
+        // SAFETY: `k + m <= n`: the caller's ranges; prefetches never fault.
+        unsafe {
+            prefetch_block(p.add(8 * k), 8 * (n - k), true);
+            for j in k..k + m {
+                let w = word(i + j as u64).to_le();
+                p.add(8 * j).cast::<u64>().write_unaligned(w);
+                q.add(8 * j).cast::<u64>().write_unaligned(w);
+            }
+        }
+        k += m;
+    }
 }
 
 /// Words per block of [`Mapping::fill_words`] and [`Mapping::matches_words`]: 512 bytes.
@@ -525,6 +757,110 @@ mod tests {
                 assert!(!unsafe { super::words_match_generic(p, n, 0, &mut word) });
             }
         }
+    }
+
+    /// The fused copy-and-check: at every start in the stream, alignment and length (odd
+    /// lengths, and lengths that end inside a block or a vector) it copies every byte and
+    /// accepts the stream's bytes; one flipped byte at the first, a middle or the last
+    /// place is caught, and the copy is still whole.
+    #[test]
+    fn copy_out_matching_copies_everything_and_catches_any_flip() {
+        let map = Mapping::anonymous(8192).unwrap();
+        let word = gen(5);
+        let whole = bytes(word, 4200);
+        let lens = (0..90).chain([511, 512, 513, 519, 520, 1000, 4095, 4099]);
+        for at in [0u64, 1, 3, 7, 8, 13] {
+            for len in lens.clone() {
+                for offset in [64usize, 65, 67, 71] {
+                    let want = &whole[at as usize..at as usize + len];
+                    map.copy_in(offset, want);
+                    let mut got = vec![0x55u8; len];
+                    assert!(map.copy_out_matching(offset, &mut got, at, word));
+                    assert_eq!(got, want);
+                    if len >= 4 {
+                        assert!(!map.copy_out_matching(offset, &mut got, at, gen(6)));
+                        assert_eq!(got, want);
+                    }
+                    for flip in [0, len / 2, len.saturating_sub(1)] {
+                        if len == 0 {
+                            break;
+                        }
+                        map.copy_in(offset + flip, &[want[flip] ^ 0x04]);
+                        let mut got = vec![0u8; len];
+                        assert!(!map.copy_out_matching(offset, &mut got, at, word));
+                        let mut flipped = want.to_vec();
+                        flipped[flip] ^= 0x04;
+                        assert_eq!(got, flipped, "at {at} len {len} flip {flip}");
+                        map.copy_in(offset + flip, &want[flip..=flip]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The one-pass producer: the segment and the private copy both get exactly the
+    /// stream's bytes of the range, and nothing outside it changes.
+    #[test]
+    fn fill_words_with_copy_writes_both() {
+        let map = Mapping::anonymous(8192).unwrap();
+        let word = gen(9);
+        let whole = bytes(word, 4200);
+        for at in [0u64, 2, 5, 8, 11] {
+            for len in (0..70).chain([512, 513, 1001, 4099]) {
+                for offset in [64usize, 66, 69] {
+                    map.copy_in(offset - 1, &vec![0xAA; len + 2]);
+                    let mut copy = vec![0u8; len + 2];
+                    copy[0] = 0xBB;
+                    copy[len + 1] = 0xBB;
+                    map.fill_words_with_copy(offset, &mut copy[1..=len], at, word);
+                    let want = &whole[at as usize..at as usize + len];
+                    let mut got = vec![0u8; len + 2];
+                    map.copy_out(offset - 1, &mut got);
+                    assert_eq!((got[0], got[len + 1]), (0xAA, 0xAA));
+                    assert_eq!(&got[1..=len], want);
+                    assert_eq!((copy[0], copy[len + 1]), (0xBB, 0xBB));
+                    assert_eq!(&copy[1..=len], want);
+                }
+            }
+        }
+    }
+
+    /// The portable fused loops give what the dispatched ones give.
+    #[test]
+    fn portable_fused_loops_agree() {
+        let map = Mapping::anonymous(8192).unwrap();
+        let mut word = gen(4);
+        for n in [0usize, 1, 3, 64, 65, 200, 500] {
+            let p = map.ptr.as_ptr().wrapping_add(8);
+            let mut copy = vec![0u8; 8 * n];
+            // SAFETY: 8 + 8 * n <= 8192 bytes of a private mapping; `copy` is separate.
+            unsafe { super::store_words_twice_generic(p, copy.as_mut_ptr(), n, 0, &mut word) };
+            let mut got = vec![0u8; 8 * n];
+            map.copy_out(8, &mut got);
+            assert_eq!(got, copy);
+            let mut out = vec![0u8; 8 * n];
+            // SAFETY: as above.
+            let ok =
+                unsafe { super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &mut word) };
+            assert!(ok);
+            assert_eq!(out, copy);
+            if n > 0 {
+                map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
+                // SAFETY: as above.
+                let ok = unsafe {
+                    super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &mut word)
+                };
+                assert!(!ok);
+                assert_eq!(out[8 * n - 1], got[8 * n - 1] ^ 1);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn copy_out_matching_is_bounds_checked() {
+        let map = Mapping::anonymous(4096).unwrap();
+        map.copy_out_matching(4090, &mut [0u8; 7], 0, |i| i);
     }
 
     #[test]
