@@ -46,6 +46,37 @@ pub trait Link {
         Ok(())
     }
 
+    /// Does this link make generated payloads while copying them in, and check them
+    /// while copying them out ([`Link::send_generated`], [`Link::recv_generated`])? The
+    /// workload then skips its own generate-then-send and copy-then-compare passes.
+    fn fuses_generated(&self) -> bool {
+        false
+    }
+
+    /// Send data frame `header` whose payload is the generated payload of
+    /// `(seed, header.seq)`, `buf.len()` bytes long: made into `buf` (the sender's own
+    /// copy) and into the channel in one pass.
+    fn send_generated(&mut self, header: &Header, seed: u64, buf: &mut [u8]) -> Result<()> {
+        crate::workload::fill_generated(seed, header.seq, buf);
+        self.send(header, buf)
+    }
+
+    /// [`Link::recv`], checking the payload against the generated payload of
+    /// `(seed, frame's seq)` as it is copied into `buf`: one read of each byte, no
+    /// regenerated buffer. Returns the header and whether the payload is intact: `size`
+    /// bytes, every one as generated. `Ok(None)`: the peer closed its end.
+    fn recv_generated(
+        &mut self,
+        _buf: &mut Vec<u8>,
+        _size: usize,
+        _seed: u64,
+    ) -> Result<Option<(Header, bool)>> {
+        Err(Error::usage(
+            format!("{} cannot check while copying", self.object()),
+            "only shared memory fuses the check into its copy",
+        ))
+    }
+
     /// Does this link build and check payloads in place (shared memory `--zero-copy`)?
     fn in_place(&self) -> bool {
         false

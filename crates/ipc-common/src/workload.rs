@@ -398,6 +398,9 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
     let start = Instant::now();
     // Shared memory with --zero-copy: each message is generated straight into the segment.
     let in_place = link.in_place() && input.is_none() && !args.raw && mode == Mode::Stream;
+    // Shared memory, copying: each message is generated into `buf` and the ring at once.
+    // Stream only: a round trip's timing starts after its message was made.
+    let fused = link.fuses_generated() && input.is_none() && !args.raw && mode == Mode::Stream;
     let mut hooks = test_hooks::Hooks::from_env()?;
     while seq < count {
         if in_place && !hooks.tampers(seq) {
@@ -420,15 +423,17 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
                 }
             }
             None => {
-                fill_generated(seed, seq, &mut buf);
+                if !fused || hooks.tampers(seq) {
+                    fill_generated(seed, seq, &mut buf);
+                }
                 size
             }
         };
         if n == 0 {
             break;
         }
-        let msg = &buf[..n];
         if args.raw {
+            let msg = &buf[..n];
             // Raw: no frame goes out; the header only tells the test hooks the sequence.
             let header = Header {
                 kind: FrameKind::Data,
@@ -449,13 +454,17 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
                     crc: 0,
                     seq,
                 },
-                Some(_) => Header::for_payload(FrameKind::Data, seq, msg),
+                Some(_) => Header::for_payload(FrameKind::Data, seq, &buf[..n]),
             };
             // Only a round trip is timed: a clock read per streamed message is not free.
             let t0 = (mode == Mode::Pingpong).then(Instant::now);
-            hooks
-                .send(link, &header, msg, false)
-                .map_err(|e| e.after("receiver", seq))?;
+            if fused && !hooks.tampers(seq) {
+                link.send_generated(&header, seed, &mut buf[..n])
+            } else {
+                hooks.send(link, &header, &buf[..n], false)
+            }
+            .map_err(|e| e.after("receiver", seq))?;
+            let msg = &buf[..n];
             if let Some(t0) = t0 {
                 let reply = link
                     .recv(&mut echo, size)
@@ -554,8 +563,17 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
 
     // Shared memory with --zero-copy: the link checks each message where it lies.
     let in_place = link.in_place() && hello.mode == Mode::Stream && out.is_none();
-    // The regenerated payload to compare with, unless the link compares in place.
-    let mut expect = vec![0u8; if seed.is_some() && !in_place { size } else { 0 }];
+    // Shared memory, copying: the link checks each message as it copies it out.
+    let fused = !in_place && link.fuses_generated();
+    // The regenerated payload to compare with, unless the link compares.
+    let mut expect = vec![
+        0u8;
+        if seed.is_some() && !in_place && !fused {
+            size
+        } else {
+            0
+        }
+    ];
     let mut tally = if link.reorders() {
         Tally::unordered()
     } else {
@@ -565,13 +583,21 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     let hooks = test_hooks::Hooks::from_env()?;
     let start = Instant::now();
     loop {
-        let mut checked_in_place = None;
+        let mut checked_by_link = None;
         let header = match seed {
             Some(seed) if in_place => {
                 let (h, ok) = link
                     .recv_in_place(seed, size)
                     .map_err(|e| e.after("sender", tally.integrity.received))?;
-                checked_in_place = Some(ok);
+                checked_by_link = Some(ok);
+                h
+            }
+            Some(seed) if fused => {
+                let (h, ok) = link
+                    .recv_generated(&mut buf, size, seed)
+                    .map_err(|e| e.after("sender", tally.integrity.received))?
+                    .ok_or_else(|| gone(link, "sender", tally.integrity.received))?;
+                checked_by_link = Some(ok);
                 h
             }
             _ => link
@@ -581,7 +607,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
         };
         match header.kind {
             FrameKind::Data => {
-                let intact = match (checked_in_place, seed) {
+                let intact = match (checked_by_link, seed) {
                     (Some(ok), _) => ok,
                     (None, Some(seed)) => {
                         buf.len() == size && {

@@ -71,6 +71,24 @@ enum Want {
     Space,
 }
 
+/// One piece of a frame for [`Ring::write`].
+enum Part<'p> {
+    /// Bytes to copy in.
+    Bytes(&'p [u8]),
+    /// A generated payload: made into the ring and into the sender's own buffer (whose
+    /// length is the part's) in one pass.
+    Generated(&'p mut [u8], &'p PayloadGen),
+}
+
+impl Part<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::Generated(copy, _) => copy.len(),
+        }
+    }
+}
+
 /// What every wait needs: how to sleep, how long, and whom to check on.
 struct Waits<'a> {
     sync: SyncKind,
@@ -528,9 +546,48 @@ impl Ring<'_> {
         ok
     }
 
+    /// Generate bytes `at..` of `gen`'s stream into the ring at our position (wrapping)
+    /// and into `copy`, as many as `copy` holds, without publishing. The caller has made
+    /// sure there is room.
+    fn put_generated(&mut self, copy: &mut [u8], at: u64, gen: &PayloadGen) {
+        let here = (self.pos % self.capacity) as usize;
+        let first = copy.len().min(self.capacity as usize - here);
+        let word = gen.words();
+        let (a, b) = copy.split_at_mut(first);
+        self.map
+            .fill_words_with_copy(self.offset + here, a, at, word);
+        if !b.is_empty() {
+            self.map
+                .fill_words_with_copy(self.offset, b, at + first as u64, word);
+        }
+        self.pos += copy.len() as u64;
+    }
+
+    /// Copy out at our position (wrapping) into `dst`, checking in the same pass that
+    /// the bytes are bytes `at..` of `gen`'s stream; without publishing. `dst` gets every
+    /// byte either way.
+    fn take_checked(&mut self, dst: &mut [u8], at: u64, gen: &PayloadGen) -> bool {
+        let here = (self.pos % self.capacity) as usize;
+        let first = dst.len().min(self.capacity as usize - here);
+        let word = gen.words();
+        let (a, b) = dst.split_at_mut(first);
+        let ok = self.map.copy_out_matching(self.offset + here, a, at, word);
+        let ok = if b.is_empty() {
+            ok
+        } else if ok {
+            self.map
+                .copy_out_matching(self.offset, b, at + first as u64, word)
+        } else {
+            self.map.copy_out(self.offset, b);
+            false
+        };
+        self.pos += dst.len() as u64;
+        ok
+    }
+
     /// Write every part, in rounds when the ring fills; publish at the end if `urgent`
     /// or a batch is complete (see `published`).
-    fn write(&mut self, parts: &[&[u8]], w: &Waits, urgent: bool) -> Result<()> {
+    fn write(&mut self, parts: &mut [Part], w: &Waits, urgent: bool) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         // (rounds so far, bytes of the frame written) for -v; only counted when on.
         let mut rounds = (0u32, 0usize, 0usize);
@@ -554,7 +611,12 @@ impl Ring<'_> {
                     }
                 }
                 let n = (free as usize).min(part.len() - done);
-                self.put(&part[done..done + n]);
+                match part {
+                    Part::Bytes(b) => self.put(&b[done..done + n]),
+                    Part::Generated(copy, gen) => {
+                        self.put_generated(&mut copy[done..done + n], done as u64, gen)
+                    }
+                }
                 done += n;
                 rounds.1 += n;
                 rounds.2 += n;
@@ -587,6 +649,16 @@ impl Ring<'_> {
 
     /// Fill `dst` from the ring, waiting for the writer as needed.
     fn read(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
+        self.read_with(dst, w, |ring, piece, _| ring.take(piece))
+    }
+
+    /// [`Ring::read`], each piece taken by `take(ring, piece, its place in dst)`.
+    fn read_with(
+        &mut self,
+        dst: &mut [u8],
+        w: &Waits,
+        mut take: impl FnMut(&mut Self, &mut [u8], usize),
+    ) -> Result<()> {
         let mut got = 0;
         while got < dst.len() {
             let mut avail = self.seen - self.pos;
@@ -600,7 +672,7 @@ impl Ring<'_> {
                 }
             }
             let n = (avail as usize).min(dst.len() - got);
-            self.take(&mut dst[got..got + n]);
+            take(self, &mut dst[got..got + n], got);
             got += n;
         }
         Ok(())
@@ -713,7 +785,11 @@ impl Link for ShmLink<'_> {
         };
         // Data may wait for a batch; a hello, an end or an echo goes at once.
         let urgent = header.kind != FrameKind::Data;
-        tx.write(&[&header.encode(), payload], &self.waits, urgent)
+        tx.write(
+            &mut [Part::Bytes(&header.encode()), Part::Bytes(payload)],
+            &self.waits,
+            urgent,
+        )
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Frame>> {
@@ -745,6 +821,77 @@ impl Link for ShmLink<'_> {
             IDEA_RING,
         );
         Ok(Some(frame))
+    }
+
+    fn fuses_generated(&self) -> bool {
+        true
+    }
+
+    /// The frame header, then the payload generated into the ring and into `buf` in one
+    /// pass (in rounds when the ring fills, as [`Link::send`]). The CRC stays 0: the
+    /// receiver regenerates and compares every byte ([`Link::recv_generated`]).
+    fn send_generated(&mut self, header: &Frame, seed: u64, buf: &mut [u8]) -> Result<()> {
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(self.no_ring("send on"));
+        };
+        let urgent = header.kind != FrameKind::Data;
+        let gen = PayloadGen::new(seed, header.seq);
+        tx.write(
+            &mut [Part::Bytes(&header.encode()), Part::Generated(buf, &gen)],
+            &self.waits,
+            urgent,
+        )
+    }
+
+    /// As [`Link::recv`], but each piece of the payload is checked against the generated
+    /// payload as it is copied out: every ring word is loaded once, stored into `buf` and
+    /// compared from the register (never re-read from the ring).
+    fn recv_generated(
+        &mut self,
+        buf: &mut Vec<u8>,
+        size: usize,
+        seed: u64,
+    ) -> Result<Option<(Frame, bool)>> {
+        self.flush()?;
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(self.no_ring("receive from"));
+        };
+        let frame = rx.read_header(&self.waits)?;
+        let total = check_len(&frame, size, &self.waits.object)?;
+        let gen = PayloadGen::new(seed, frame.seq);
+        let mut ok = true;
+        // Once a byte failed, the rest is only copied.
+        let mut take = |ring: &mut Ring, piece: &mut [u8], at: usize| {
+            if ok {
+                ok = ring.take_checked(piece, at as u64, &gen);
+            } else {
+                ring.take(piece);
+            }
+        };
+        // Grown as in `recv`: a header alone never reserves memory.
+        let mut got = if buf.capacity() >= total { total } else { 0 };
+        buf.resize(got, 0);
+        rx.read_with(buf, &self.waits, &mut take)?;
+        while got < total {
+            let step = (total - got).min(got.max(64 * 1024));
+            buf.resize(got + step, 0);
+            let base = got;
+            rx.read_with(&mut buf[got..], &self.waits, |r, p, at| {
+                take(r, p, base + at)
+            })?;
+            got += step;
+        }
+        rx.consumed(&self.waits);
+        narrate::repeated(
+            "ring read",
+            format_args!(
+                "copy and check {} bytes out of ring {}",
+                HEADER_LEN + buf.len(),
+                rx.index
+            ),
+            IDEA_RING,
+        );
+        Ok(Some((frame, ok && total == size)))
     }
 
     fn in_place(&self) -> bool {
@@ -865,7 +1012,7 @@ impl Link for ShmLink<'_> {
         let Some(tx) = self.tx.as_mut() else {
             return Err(self.no_ring("send on"));
         };
-        tx.write(&[bytes], &self.waits, true)
+        tx.write(&mut [Part::Bytes(bytes)], &self.waits, true)
     }
 
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize> {
