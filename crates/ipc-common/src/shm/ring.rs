@@ -37,6 +37,11 @@ const SHORT_SPIN: u32 = 200;
 const TIGHT_SPIN: Duration = Duration::from_micros(50);
 /// The writer publishes its head at least every this many bytes (or a quarter ring).
 const PUBLISH_BATCH: u64 = 4096;
+/// In a frame part of at least this many bytes, each side also publishes its counter
+/// every this many bytes: the reader starts on a large message while the writer still
+/// copies the rest, and neither side waits for a whole message of the other's, which
+/// is long enough (hundreds of µs at 1 MiB) to end its spinning and put it to sleep.
+const FRAME_STEP: u64 = 64 * 1024;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
 
 /// One direction of the ring, from one side's point of view.
@@ -56,7 +61,8 @@ struct Ring<'a> {
     /// and always before it waits itself. The writer publishes its head every
     /// [`PUBLISH_BATCH`] bytes, with every frame that is not data (hello, end, echo's
     /// request is data but see `flush`), and always before it waits for anything: for
-    /// space, or for the other ring in pingpong ([`Link::flush`]).
+    /// space, or for the other ring in pingpong ([`Link::flush`]). Within a large frame
+    /// both also publish every [`FRAME_STEP`] bytes.
     published: u64,
     /// `--sync mq`: (send "wake" to the peer, receive the peer's "wake").
     queues: Option<(Queue, Queue)>,
@@ -610,7 +616,11 @@ impl Ring<'_> {
                         continue;
                     }
                 }
-                let n = (free as usize).min(part.len() - done);
+                let large = part.len() as u64 >= FRAME_STEP;
+                let mut n = (free as usize).min(part.len() - done);
+                if large {
+                    n = n.min(FRAME_STEP as usize);
+                }
                 match part {
                     Part::Bytes(b) => self.put(&b[done..done + n]),
                     Part::Generated(copy, gen) => {
@@ -620,6 +630,9 @@ impl Ring<'_> {
                 done += n;
                 rounds.1 += n;
                 rounds.2 += n;
+                if large && self.pos - self.published >= FRAME_STEP {
+                    self.publish_head(w);
+                }
             }
         }
         if rounds.0 > 0 {
@@ -659,6 +672,7 @@ impl Ring<'_> {
         w: &Waits,
         mut take: impl FnMut(&mut Self, &mut [u8], usize),
     ) -> Result<()> {
+        let large = dst.len() as u64 >= FRAME_STEP;
         let mut got = 0;
         while got < dst.len() {
             let mut avail = self.seen - self.pos;
@@ -671,9 +685,16 @@ impl Ring<'_> {
                     continue;
                 }
             }
-            let n = (avail as usize).min(dst.len() - got);
+            let mut n = (avail as usize).min(dst.len() - got);
+            if large {
+                n = n.min(FRAME_STEP as usize);
+            }
             take(self, &mut dst[got..got + n], got);
             got += n;
+            // Copied out (and checked): the writer may have the room back now.
+            if large && self.pos - self.published >= FRAME_STEP {
+                self.publish_tail(w);
+            }
         }
         Ok(())
     }
