@@ -87,6 +87,16 @@ impl PayloadGen {
         mix(self.key, i)
     }
 
+    /// The same stream as a Weyl sequence (`key + i * GAMMA`) and its scramble, for the
+    /// fused copy loops, which step the sequence by an add instead of a multiply.
+    pub fn weyl(&self) -> ipc_sys::shm::Weyl<impl Fn(u64) -> u64 + Copy> {
+        ipc_sys::shm::Weyl {
+            start: self.key,
+            step: GAMMA,
+            finish: scramble,
+        }
+    }
+
     /// [`PayloadGen::word`] as a function that owns its key: for loops that store
     /// through raw pointers, which the compiler must assume may alias `self` (it would
     /// reload the key after every store instead of vectorising).
@@ -99,7 +109,11 @@ impl PayloadGen {
 
 #[inline(always)]
 fn mix(key: u64, i: u64) -> u64 {
-    let z = key.wrapping_add(i.wrapping_mul(GAMMA));
+    scramble(key.wrapping_add(i.wrapping_mul(GAMMA)))
+}
+
+#[inline(always)]
+fn scramble(z: u64) -> u64 {
     let z = z ^ (z >> 29);
     z ^ (z << 17)
 }
@@ -1043,6 +1057,15 @@ mod tests {
         let (a, b) = (words(&whole), words(&next));
         for (i, w) in a.iter().enumerate() {
             assert!(!a[i + 1..].contains(w) && !b.contains(w));
+        }
+    }
+
+    #[test]
+    fn the_weyl_form_gives_the_same_words() {
+        let g = PayloadGen::new(4, 11);
+        let w = g.weyl();
+        for i in [0u64, 1, 2, 7, 1000, u64::MAX / 8] {
+            assert_eq!(w.word(i), g.word(i));
         }
     }
 

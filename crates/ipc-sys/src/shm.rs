@@ -4,8 +4,10 @@
 //! Memory the peer may write is never seen through `&[u8]` or `&T` of plain data: it is
 //! copied in and out through raw pointers, written and compared word by word through raw
 //! unaligned stores and loads (the `--zero-copy` path: [`Mapping::fill_words`],
-//! [`Mapping::matches_words`]), or viewed as the segment [`Header`], which is made only
-//! of atomics and `UnsafeCell`s, for which concurrent writes are defined.
+//! [`Mapping::matches_words`]; the copying path's one-pass loops:
+//! [`Mapping::copy_out_matching`], [`Mapping::fill_words_with_copy`]), or viewed as the
+//! segment [`Header`], which is made only of atomics and `UnsafeCell`s, for which
+//! concurrent writes are defined.
 //!
 //! What that does not make defined: the ring's bytes are copied with plain, non-atomic
 //! accesses, and a peer (any process of the same user) may write them at the same time.
@@ -39,6 +41,26 @@ use std::ptr::NonNull;
 
 // The process-shared objects that live in a segment, where the mapping's users find them.
 pub use crate::sync::{futex_wait, futex_wake, Lock, PCond, PMutex, Sem};
+
+/// The word stream of the fused copies ([`Mapping::copy_out_matching`],
+/// [`Mapping::fill_words_with_copy`]): word `i` is `finish(start + i * step)`, wrapping,
+/// a Weyl sequence through a mixing function. The loops advance the sequence with one
+/// add per word; a closure of `i` would cost a 64-bit multiply per word, which AVX2
+/// does not have.
+#[derive(Clone, Copy, Debug)]
+pub struct Weyl<F> {
+    pub start: u64,
+    pub step: u64,
+    pub finish: F,
+}
+
+impl<F: Fn(u64) -> u64> Weyl<F> {
+    /// Word `i` of the stream.
+    #[inline(always)]
+    pub fn word(&self, i: u64) -> u64 {
+        (self.finish)(self.start.wrapping_add(i.wrapping_mul(self.step)))
+    }
+}
 
 /// A mapped segment. Unmapped (munmap or shmdt) on drop.
 pub struct Mapping {
@@ -242,18 +264,19 @@ impl Mapping {
     }
 
     /// Copy `dst.len()` bytes out of the segment at `offset` into `dst` and tell whether
-    /// they are bytes `[at, at + dst.len())` of the word stream [`Mapping::fill_words`]
-    /// writes: the copy and the check in one pass. Each word is loaded once, stored into
-    /// `dst` and compared with the expected word from the same register, so what is
-    /// checked is what `dst` holds, whatever the peer writes meanwhile. After a first
-    /// mismatch the rest is copied without comparing: `dst` always ends up a full copy.
+    /// they are bytes `[at, at + dst.len())` of the word stream `words`, laid out as
+    /// [`Mapping::fill_words`] lays out its words: the copy and the check in one pass.
+    /// Each word is loaded once, stored into `dst` and compared with the expected word
+    /// from the same register, so what is checked is what `dst` holds, whatever the peer
+    /// writes meanwhile. After a first mismatch the rest is copied without comparing:
+    /// `dst` always ends up a full copy.
     #[inline]
     pub fn copy_out_matching(
         &self,
         offset: usize,
         dst: &mut [u8],
         at: u64,
-        mut word: impl FnMut(u64) -> u64,
+        words: Weyl<impl Fn(u64) -> u64>,
     ) -> bool {
         let len = dst.len();
         self.check(offset, len);
@@ -275,7 +298,7 @@ impl Mapping {
         let mut ok = true;
         if skip != 0 && len > 0 {
             let n = (8 - skip).min(len);
-            ok = partial(0, skip, n, word(i));
+            ok = partial(0, skip, n, words.word(i));
             done = n;
             i += 1;
         }
@@ -284,7 +307,7 @@ impl Mapping {
             // SAFETY: `done + 8 * whole <= len`: every load is inside the checked range
             // (a pointer from the mapping, no reference to its bytes), every store inside
             // `dst`, which is private memory and cannot overlap the mapping; unaligned.
-            ok = unsafe { copy_words_match(src.add(done), out.add(done), whole, i, &mut word) };
+            ok = unsafe { copy_words_match(src.add(done), out.add(done), whole, i, &words) };
         } else {
             // SAFETY: as above, a plain copy.
             unsafe { std::ptr::copy_nonoverlapping(src.add(done), out.add(done), 8 * whole) };
@@ -292,7 +315,7 @@ impl Mapping {
         done += 8 * whole;
         i += whole as u64;
         if done < len {
-            let expect = if ok { word(i) } else { 0 };
+            let expect = if ok { words.word(i) } else { 0 };
             // (`partial`: `len - done < 8` bytes at `done`, in both ranges.)
             ok &= partial(done, 0, len - done, expect);
         }
@@ -308,7 +331,7 @@ impl Mapping {
         offset: usize,
         copy: &mut [u8],
         at: u64,
-        mut word: impl FnMut(u64) -> u64,
+        words: Weyl<impl Fn(u64) -> u64>,
     ) {
         let len = copy.len();
         self.check(offset, len);
@@ -327,7 +350,7 @@ impl Mapping {
         };
         if skip != 0 && len > 0 {
             let n = (8 - skip).min(len);
-            partial(0, skip, n, word(i));
+            partial(0, skip, n, words.word(i));
             done = n;
             i += 1;
         }
@@ -335,12 +358,12 @@ impl Mapping {
         // SAFETY: `done + 8 * whole <= len`: every store is inside the checked range of
         // the mapping (a raw pointer, no reference to its bytes) and inside `copy`,
         // which is private and cannot overlap the mapping; unaligned.
-        unsafe { store_words_twice(base.add(done), out.add(done), whole, i, &mut word) };
+        unsafe { store_words_twice(base.add(done), out.add(done), whole, i, &words) };
         done += 8 * whole;
         i += whole as u64;
         if done < len {
             // (`partial`: `len - done < 8` bytes at `done`, in both ranges.)
-            partial(done, 0, len - done, word(i));
+            partial(done, 0, len - done, words.word(i));
         }
     }
 
@@ -458,43 +481,45 @@ unsafe fn words_match_generic<F: FnMut(u64) -> u64>(
 /// `src..src + 8 * n` must be readable memory of one mapping, `dst..dst + 8 * n`
 /// writable memory that does not overlap it.
 #[inline(always)]
-unsafe fn copy_words_match<F: FnMut(u64) -> u64>(
+unsafe fn copy_words_match<F: Fn(u64) -> u64>(
     src: *const u8,
     dst: *mut u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { copy_words_match_avx2(src, dst, n, i, word) };
+        return unsafe { copy_words_match_avx2(src, dst, n, i, words) };
     }
     // SAFETY: the caller's contract.
-    unsafe { copy_words_match_generic(src, dst, n, i, word) }
+    unsafe { copy_words_match_generic(src, dst, n, i, words) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn copy_words_match_avx2<F: FnMut(u64) -> u64>(
+unsafe fn copy_words_match_avx2<F: Fn(u64) -> u64>(
     src: *const u8,
     dst: *mut u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) -> bool {
     // SAFETY: as for copy_words_match.
-    unsafe { copy_words_match_generic(src, dst, n, i, word) }
+    unsafe { copy_words_match_generic(src, dst, n, i, words) }
 }
 
 #[inline(always)]
-unsafe fn copy_words_match_generic<F: FnMut(u64) -> u64>(
+unsafe fn copy_words_match_generic<F: Fn(u64) -> u64>(
     src: *const u8,
     dst: *mut u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) -> bool {
+    let (step, finish) = (words.step, &words.finish);
+    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
     let mut k = 0;
     while k < n {
         let m = (n - k).min(BLOCK);
@@ -505,7 +530,8 @@ unsafe fn copy_words_match_generic<F: FnMut(u64) -> u64>(
             for j in k..k + m {
                 let v = src.add(8 * j).cast::<u64>().read_unaligned();
                 dst.add(8 * j).cast::<u64>().write_unaligned(v);
-                diff |= v ^ word(i + j as u64).to_le();
+                diff |= v ^ finish(z).to_le();
+                z = z.wrapping_add(step);
             }
         }
         k += m;
@@ -518,50 +544,52 @@ unsafe fn copy_words_match_generic<F: FnMut(u64) -> u64>(
     true
 }
 
-/// Store words `i..i + n` of `word` at `p` and at `q` (both unaligned), in blocks,
+/// Store words `i..i + n` of `words` at `p` and at `q` (both unaligned), in blocks,
 /// prefetching `p`'s lines ahead for writing. With AVX2 where the CPU has it.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be writable memory of one mapping, `q..q + 8 * n` writable memory
 /// that does not overlap it.
 #[inline(always)]
-unsafe fn store_words_twice<F: FnMut(u64) -> u64>(
+unsafe fn store_words_twice<F: Fn(u64) -> u64>(
     p: *mut u8,
     q: *mut u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { store_words_twice_avx2(p, q, n, i, word) };
+        return unsafe { store_words_twice_avx2(p, q, n, i, words) };
     }
     // SAFETY: the caller's contract.
-    unsafe { store_words_twice_generic(p, q, n, i, word) }
+    unsafe { store_words_twice_generic(p, q, n, i, words) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn store_words_twice_avx2<F: FnMut(u64) -> u64>(
+unsafe fn store_words_twice_avx2<F: Fn(u64) -> u64>(
     p: *mut u8,
     q: *mut u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) {
     // SAFETY: as for store_words_twice.
-    unsafe { store_words_twice_generic(p, q, n, i, word) }
+    unsafe { store_words_twice_generic(p, q, n, i, words) }
 }
 
 #[inline(always)]
-unsafe fn store_words_twice_generic<F: FnMut(u64) -> u64>(
+unsafe fn store_words_twice_generic<F: Fn(u64) -> u64>(
     p: *mut u8,
     q: *mut u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) {
+    let (step, finish) = (words.step, &words.finish);
+    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
     let mut k = 0;
     while k < n {
         let m = (n - k).min(BLOCK);
@@ -569,7 +597,8 @@ unsafe fn store_words_twice_generic<F: FnMut(u64) -> u64>(
         unsafe {
             prefetch_block(p.add(8 * k), 8 * (n - k), true);
             for j in k..k + m {
-                let w = word(i + j as u64).to_le();
+                let w = finish(z).to_le();
+                z = z.wrapping_add(step);
                 p.add(8 * j).cast::<u64>().write_unaligned(w);
                 q.add(8 * j).cast::<u64>().write_unaligned(w);
             }
@@ -688,6 +717,15 @@ mod tests {
         }
     }
 
+    /// A Weyl stream for the fused loops: any mixing will do here.
+    fn weyl(seed: u64) -> super::Weyl<impl Fn(u64) -> u64 + Copy> {
+        super::Weyl {
+            start: seed.wrapping_mul(0x2545_F491_4F6C_DD1D),
+            step: 0x9E37_79B9_7F4A_7C15,
+            finish: |z: u64| (z ^ (z >> 31)).rotate_left(17),
+        }
+    }
+
     /// The bytes of words `0..`, little-endian, as the payload generator lays them out.
     fn bytes(word: impl Fn(u64) -> u64, len: usize) -> Vec<u8> {
         (0..len)
@@ -766,8 +804,8 @@ mod tests {
     #[test]
     fn copy_out_matching_copies_everything_and_catches_any_flip() {
         let map = Mapping::anonymous(8192).unwrap();
-        let word = gen(5);
-        let whole = bytes(word, 4200);
+        let word = weyl(5);
+        let whole = bytes(|i| word.word(i), 4200);
         let lens = (0..90).chain([511, 512, 513, 519, 520, 1000, 4095, 4099]);
         for at in [0u64, 1, 3, 7, 8, 13] {
             for len in lens.clone() {
@@ -778,7 +816,7 @@ mod tests {
                     assert!(map.copy_out_matching(offset, &mut got, at, word));
                     assert_eq!(got, want);
                     if len >= 4 {
-                        assert!(!map.copy_out_matching(offset, &mut got, at, gen(6)));
+                        assert!(!map.copy_out_matching(offset, &mut got, at, weyl(6)));
                         assert_eq!(got, want);
                     }
                     for flip in [0, len / 2, len.saturating_sub(1)] {
@@ -803,8 +841,8 @@ mod tests {
     #[test]
     fn fill_words_with_copy_writes_both() {
         let map = Mapping::anonymous(8192).unwrap();
-        let word = gen(9);
-        let whole = bytes(word, 4200);
+        let word = weyl(9);
+        let whole = bytes(|i| word.word(i), 4200);
         for at in [0u64, 2, 5, 8, 11] {
             for len in (0..70).chain([512, 513, 1001, 4099]) {
                 for offset in [64usize, 66, 69] {
@@ -829,27 +867,25 @@ mod tests {
     #[test]
     fn portable_fused_loops_agree() {
         let map = Mapping::anonymous(8192).unwrap();
-        let mut word = gen(4);
+        let word = weyl(4);
         for n in [0usize, 1, 3, 64, 65, 200, 500] {
             let p = map.ptr.as_ptr().wrapping_add(8);
             let mut copy = vec![0u8; 8 * n];
             // SAFETY: 8 + 8 * n <= 8192 bytes of a private mapping; `copy` is separate.
-            unsafe { super::store_words_twice_generic(p, copy.as_mut_ptr(), n, 0, &mut word) };
+            unsafe { super::store_words_twice_generic(p, copy.as_mut_ptr(), n, 0, &word) };
             let mut got = vec![0u8; 8 * n];
             map.copy_out(8, &mut got);
             assert_eq!(got, copy);
             let mut out = vec![0u8; 8 * n];
             // SAFETY: as above.
-            let ok =
-                unsafe { super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &mut word) };
+            let ok = unsafe { super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &word) };
             assert!(ok);
             assert_eq!(out, copy);
             if n > 0 {
                 map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
                 // SAFETY: as above.
-                let ok = unsafe {
-                    super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &mut word)
-                };
+                let ok =
+                    unsafe { super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &word) };
                 assert!(!ok);
                 assert_eq!(out[8 * n - 1], got[8 * n - 1] ^ 1);
             }
@@ -860,7 +896,7 @@ mod tests {
     #[should_panic(expected = "outside")]
     fn copy_out_matching_is_bounds_checked() {
         let map = Mapping::anonymous(4096).unwrap();
-        map.copy_out_matching(4090, &mut [0u8; 7], 0, |i| i);
+        map.copy_out_matching(4090, &mut [0u8; 7], 0, weyl(1));
     }
 
     #[test]

@@ -558,7 +558,7 @@ impl Ring<'_> {
     fn put_generated(&mut self, copy: &mut [u8], at: u64, gen: &PayloadGen) {
         let here = (self.pos % self.capacity) as usize;
         let first = copy.len().min(self.capacity as usize - here);
-        let word = gen.words();
+        let word = gen.weyl();
         let (a, b) = copy.split_at_mut(first);
         self.map
             .fill_words_with_copy(self.offset + here, a, at, word);
@@ -575,7 +575,7 @@ impl Ring<'_> {
     fn take_checked(&mut self, dst: &mut [u8], at: u64, gen: &PayloadGen) -> bool {
         let here = (self.pos % self.capacity) as usize;
         let first = dst.len().min(self.capacity as usize - here);
-        let word = gen.words();
+        let word = gen.weyl();
         let (a, b) = dst.split_at_mut(first);
         let ok = self.map.copy_out_matching(self.offset + here, a, at, word);
         let ok = if b.is_empty() {
