@@ -88,22 +88,16 @@ impl PayloadGen {
     }
 
     /// The same stream as a Weyl sequence (`key + i * GAMMA`) and its scramble, for the
-    /// fused copy loops, which step the sequence by an add instead of a multiply.
+    /// shared-memory word loops, which step the sequence by an add instead of a multiply.
+    /// A value that owns its key: the loops store through raw pointers, which the
+    /// compiler must assume may alias `self` (it would reload the key after every store
+    /// instead of vectorising).
     pub fn weyl(&self) -> ipc_sys::shm::Weyl<impl Fn(u64) -> u64 + Copy> {
         ipc_sys::shm::Weyl {
             start: self.key,
             step: GAMMA,
             finish: scramble,
         }
-    }
-
-    /// [`PayloadGen::word`] as a function that owns its key: for loops that store
-    /// through raw pointers, which the compiler must assume may alias `self` (it would
-    /// reload the key after every store instead of vectorising).
-    #[inline(always)]
-    pub fn words(&self) -> impl Fn(u64) -> u64 + Copy {
-        let key = self.key;
-        move |i| mix(key, i)
     }
 }
 

@@ -42,8 +42,8 @@ use std::ptr::NonNull;
 // The process-shared objects that live in a segment, where the mapping's users find them.
 pub use crate::sync::{futex_wait, futex_wake, Lock, PCond, PMutex, Sem};
 
-/// The word stream of the fused copies ([`Mapping::copy_out_matching`],
-/// [`Mapping::fill_words_with_copy`]): word `i` is `finish(start + i * step)`, wrapping,
+/// The word stream the word loops write and check ([`Mapping::fill_words`] and the
+/// others): word `i` is `finish(start + i * step)`, wrapping,
 /// a Weyl sequence through a mixing function. The loops advance the sequence with one
 /// add per word; a closure of `i` would cost a 64-bit multiply per word, which AVX2
 /// does not have.
@@ -181,13 +181,13 @@ impl Mapping {
     }
 
     /// Write bytes `[at, at + len)` of a word stream into the segment at `offset`: word
-    /// `i` of the stream is `word(i)`, stored little-endian, so byte `b` of the stream is
-    /// byte `b % 8` of `word(b / 8)`. A piece may start and end inside a word (a ring
+    /// `i` of the stream is `words.word(i)`, stored little-endian, so byte `b` of the
+    /// stream is byte `b % 8` of word `b / 8`. A piece may start and end inside a word (a ring
     /// wrap splits a message anywhere); only the bytes of the range are written. Whole
     /// words go in with unaligned raw stores, straight from the generator into the
     /// mapping: no bounce buffer, no slice over shared memory.
     #[inline]
-    pub fn fill_words(&self, offset: usize, len: usize, at: u64, mut word: impl FnMut(u64) -> u64) {
+    pub fn fill_words(&self, offset: usize, len: usize, at: u64, words: Weyl<impl Fn(u64) -> u64>) {
         self.check(offset, len);
         let base = self.ptr.as_ptr().wrapping_add(offset);
         let (mut done, mut i) = (0usize, at / 8);
@@ -195,7 +195,7 @@ impl Mapping {
         if skip != 0 && len > 0 {
             // The tail of a word the previous piece began.
             let n = (8 - skip).min(len);
-            let bytes = word(i).to_le_bytes();
+            let bytes = words.word(i).to_le_bytes();
             // SAFETY: `n <= len` bytes at `offset` are inside the mapping (checked);
             // the source is a local array. A raw copy: no reference to shared bytes.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(skip), base, n) };
@@ -206,12 +206,12 @@ impl Mapping {
         // SAFETY: `done + 8 * whole <= len`, so every store is inside the checked range.
         // The pointer comes from the mapping, not from a reference to its bytes, and the
         // stores are unaligned-safe.
-        unsafe { store_words(base.add(done), whole, i, &mut word) };
+        unsafe { store_words(base.add(done), whole, i, &words) };
         done += 8 * whole;
         i += whole as u64;
         if done < len {
             // The head of a word the next piece (or nothing) finishes.
-            let bytes = word(i).to_le_bytes();
+            let bytes = words.word(i).to_le_bytes();
             // SAFETY: `len - done < 8` bytes at `offset + done` are inside the checked
             // range; the source is a local array.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(done), len - done) };
@@ -227,7 +227,7 @@ impl Mapping {
         offset: usize,
         len: usize,
         at: u64,
-        mut word: impl FnMut(u64) -> u64,
+        words: Weyl<impl Fn(u64) -> u64>,
     ) -> bool {
         self.check(offset, len);
         let base = self.ptr.as_ptr().wrapping_add(offset).cast_const();
@@ -242,7 +242,7 @@ impl Mapping {
         };
         if skip != 0 && len > 0 {
             let n = (8 - skip).min(len);
-            if !partial(base, skip, n, word(i)) {
+            if !partial(base, skip, n, words.word(i)) {
                 return false;
             }
             done = n;
@@ -251,14 +251,14 @@ impl Mapping {
         let whole = (len - done) / 8;
         // SAFETY: `done + 8 * whole <= len`: every load is inside the checked range,
         // through a pointer from the mapping (no reference to its bytes), unaligned.
-        if !unsafe { words_match(base.add(done), whole, i, &mut word) } {
+        if !unsafe { words_match(base.add(done), whole, i, &words) } {
             return false;
         }
         done += 8 * whole;
         i += whole as u64;
         if done < len {
             // SAFETY: (in `partial`) `len - done < 8` bytes at `done` are in range.
-            return partial(base.wrapping_add(done), 0, len - done, word(i));
+            return partial(base.wrapping_add(done), 0, len - done, words.word(i));
         }
         true
     }
@@ -376,31 +376,33 @@ impl Mapping {
     }
 }
 
-/// Store words `i..i + n` of `word` at `p` (unaligned), in blocks, prefetching ahead.
+/// Store words `i..i + n` of `words` at `p` (unaligned), in blocks, prefetching ahead.
 /// With AVX2 where the CPU has it: the generator and the stores run twice as wide.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be writable memory of one mapping.
 #[inline(always)]
-unsafe fn store_words<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
+unsafe fn store_words<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &Weyl<F>) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { store_words_avx2(p, n, i, word) };
+        return unsafe { store_words_avx2(p, n, i, words) };
     }
     // SAFETY: the caller's contract.
-    unsafe { store_words_generic(p, n, i, word) }
+    unsafe { store_words_generic(p, n, i, words) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn store_words_avx2<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
+unsafe fn store_words_avx2<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &Weyl<F>) {
     // SAFETY: as for store_words.
-    unsafe { store_words_generic(p, n, i, word) }
+    unsafe { store_words_generic(p, n, i, words) }
 }
 
 #[inline(always)]
-unsafe fn store_words_generic<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
+unsafe fn store_words_generic<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &Weyl<F>) {
+    let (step, finish) = (words.step, &words.finish);
+    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
     let mut k = 0;
     while k < n {
         let m = (n - k).min(BLOCK);
@@ -410,49 +412,52 @@ unsafe fn store_words_generic<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64
             for j in k..k + m {
                 p.add(8 * j)
                     .cast::<u64>()
-                    .write_unaligned(word(i + j as u64).to_le());
+                    .write_unaligned(finish(z).to_le());
+                z = z.wrapping_add(step);
             }
         }
         k += m;
     }
 }
 
-/// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `word`. In blocks:
+/// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `words`. In blocks:
 /// the differences are OR-ed together (which vectorises) and looked at once per block,
 /// so a mismatch stops the check early. With AVX2 where the CPU has it.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be readable memory of one mapping.
 #[inline(always)]
-unsafe fn words_match<F: FnMut(u64) -> u64>(p: *const u8, n: usize, i: u64, word: &mut F) -> bool {
+unsafe fn words_match<F: Fn(u64) -> u64>(p: *const u8, n: usize, i: u64, words: &Weyl<F>) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { words_match_avx2(p, n, i, word) };
+        return unsafe { words_match_avx2(p, n, i, words) };
     }
     // SAFETY: the caller's contract.
-    unsafe { words_match_generic(p, n, i, word) }
+    unsafe { words_match_generic(p, n, i, words) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn words_match_avx2<F: FnMut(u64) -> u64>(
+unsafe fn words_match_avx2<F: Fn(u64) -> u64>(
     p: *const u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) -> bool {
     // SAFETY: as for words_match.
-    unsafe { words_match_generic(p, n, i, word) }
+    unsafe { words_match_generic(p, n, i, words) }
 }
 
 #[inline(always)]
-unsafe fn words_match_generic<F: FnMut(u64) -> u64>(
+unsafe fn words_match_generic<F: Fn(u64) -> u64>(
     p: *const u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) -> bool {
+    let (step, finish) = (words.step, &words.finish);
+    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
     let mut k = 0;
     while k < n {
         let m = (n - k).min(BLOCK);
@@ -461,7 +466,8 @@ unsafe fn words_match_generic<F: FnMut(u64) -> u64>(
         unsafe {
             prefetch_block(p.add(8 * k), 8 * (n - k), false);
             for j in k..k + m {
-                diff |= p.add(8 * j).cast::<u64>().read_unaligned() ^ word(i + j as u64).to_le();
+                diff |= p.add(8 * j).cast::<u64>().read_unaligned() ^ finish(z).to_le();
+                z = z.wrapping_add(step);
             }
         }
         if diff != 0 {
@@ -708,16 +714,7 @@ pub fn shm_rmid(id: i32) -> io::Result<()> {
 mod tests {
     use super::Mapping;
 
-    /// A stand-in for the payload generator: any word stream will do here.
-    fn gen(seed: u64) -> impl Fn(u64) -> u64 + Copy {
-        move |i| {
-            (i ^ seed)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .rotate_left(17)
-        }
-    }
-
-    /// A Weyl stream for the fused loops: any mixing will do here.
+    /// A stand-in for the payload generator: any Weyl stream and mixing will do here.
     fn weyl(seed: u64) -> super::Weyl<impl Fn(u64) -> u64 + Copy> {
         super::Weyl {
             start: seed.wrapping_mul(0x2545_F491_4F6C_DD1D),
@@ -739,9 +736,9 @@ mod tests {
     #[test]
     fn words_match_the_generator_at_any_offset_and_length() {
         let map = Mapping::anonymous(4096).unwrap();
-        let word = gen(7);
-        let whole = bytes(word, 200);
-        let other = gen(8);
+        let word = weyl(7);
+        let whole = bytes(|i| word.word(i), 200);
+        let other = weyl(8);
         for at in 0..24u64 {
             for len in 0..(whole.len() - at as usize).min(90) {
                 for offset in [64usize, 65, 67, 71, 4096 - 1 - len] {
@@ -775,7 +772,7 @@ mod tests {
     #[test]
     fn portable_word_loops_agree() {
         let map = Mapping::anonymous(4096).unwrap();
-        let mut word = gen(3);
+        let word = weyl(3);
         for n in [0usize, 1, 3, 64, 65, 200, 500] {
             map.fill_words(8, 8 * n, 0, word);
             let mut want = vec![0u8; 8 * n];
@@ -783,16 +780,16 @@ mod tests {
             map.copy_in(8, &vec![0; 8 * n]);
             let p = map.ptr.as_ptr().wrapping_add(8);
             // SAFETY: 8 + 8 * n <= 4096 bytes of a private mapping.
-            unsafe { super::store_words_generic(p, n, 0, &mut word) };
+            unsafe { super::store_words_generic(p, n, 0, &word) };
             let mut got = vec![0u8; 8 * n];
             map.copy_out(8, &mut got);
             assert_eq!(got, want);
             // SAFETY: as above.
-            assert!(unsafe { super::words_match_generic(p, n, 0, &mut word) });
+            assert!(unsafe { super::words_match_generic(p, n, 0, &word) });
             if n > 0 {
                 map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
                 // SAFETY: as above.
-                assert!(!unsafe { super::words_match_generic(p, n, 0, &mut word) });
+                assert!(!unsafe { super::words_match_generic(p, n, 0, &word) });
             }
         }
     }
@@ -903,13 +900,13 @@ mod tests {
     #[should_panic(expected = "outside")]
     fn fill_words_is_bounds_checked() {
         let map = Mapping::anonymous(4096).unwrap();
-        map.fill_words(4090, 7, 0, |i| i);
+        map.fill_words(4090, 7, 0, weyl(1));
     }
 
     #[test]
     #[should_panic(expected = "outside")]
     fn matches_words_is_bounds_checked() {
         let map = Mapping::anonymous(4096).unwrap();
-        map.matches_words(usize::MAX, 2, 0, |i| i);
+        map.matches_words(usize::MAX, 2, 0, weyl(1));
     }
 }

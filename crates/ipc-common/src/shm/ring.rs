@@ -527,7 +527,7 @@ impl Ring<'_> {
     fn put_words(&mut self, len: usize, at: u64, gen: &PayloadGen) {
         let here = (self.pos % self.capacity) as usize;
         let first = len.min(self.capacity as usize - here);
-        let word = gen.words();
+        let word = gen.weyl();
         self.map.fill_words(self.offset + here, first, at, word);
         if first < len {
             self.map
@@ -542,7 +542,7 @@ impl Ring<'_> {
     fn take_words(&mut self, len: usize, at: u64, gen: &PayloadGen) -> bool {
         let here = (self.pos % self.capacity) as usize;
         let first = len.min(self.capacity as usize - here);
-        let word = gen.words();
+        let word = gen.weyl();
         let ok = self.map.matches_words(self.offset + here, first, at, word)
             && (first == len
                 || self
