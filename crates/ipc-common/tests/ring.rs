@@ -11,6 +11,7 @@ use ipc_common::shm::layout::{
     self, Api, Header, SyncKind, HEADER_SIZE, MAGIC, STATE_READY, VERSION,
 };
 use ipc_common::shm::ring::{ShmLink, Side, SyncQueues};
+use ipc_common::workload::fill_generated;
 use ipc_common::Link;
 use ipc_sys::shm::{Lock, Mapping};
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -134,5 +135,73 @@ fn round_trip(sync: SyncKind) {
 fn every_sync_kind_carries_every_message() {
     for sync in [SyncKind::Mutex, SyncKind::Sem, SyncKind::Mq, SyncKind::Spin] {
         round_trip(sync);
+    }
+}
+
+const SEED: u64 = 11;
+const GENERATED: u64 = 300;
+
+/// Generated frames of `size` bytes through the one-pass paths: the sender's copy and
+/// the ring made at once (or, small, made then copied in), checked as copied out.
+fn generated_round_trip(sync: SyncKind, size: usize) {
+    let file = tempfile::tempfile().expect("a temporary file");
+    file.set_len(HEADER_SIZE as u64 + CAPACITY)
+        .expect("size the segment");
+    let checked = publish(
+        &Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap"),
+        sync,
+    );
+    let produce = |link: &mut ShmLink| {
+        let mut buf = vec![0u8; size];
+        let mut want = vec![0u8; size];
+        for seq in 0..GENERATED {
+            let header = Frame {
+                kind: FrameKind::Data,
+                len: size as u32,
+                crc: 0,
+                seq,
+            };
+            link.send_generated(&header, SEED, &mut buf)
+                .unwrap_or_else(|e| panic!("send {seq}: {e}"));
+            fill_generated(SEED, seq, &mut want);
+            assert!(buf == want, "the sender's own copy of {seq}");
+        }
+        link.send(&Frame::for_payload(FrameKind::End, GENERATED, &[]), &[])
+            .expect("send end");
+        link.flush().expect("flush");
+    };
+    let consume = |link: &mut ShmLink| {
+        let (mut buf, mut want) = (Vec::new(), vec![0u8; size]);
+        let mut seen = 0;
+        loop {
+            let (frame, intact) = link
+                .recv_generated(&mut buf, size, SEED)
+                .unwrap_or_else(|e| panic!("recv after {seen}: {e}"))
+                .expect("a frame before the end");
+            if frame.kind == FrameKind::End {
+                return seen;
+            }
+            assert_eq!(frame.seq, seen, "in order, none lost");
+            assert!(intact, "frame {seen} of {size} bytes checks");
+            fill_generated(SEED, seen, &mut want);
+            assert!(buf == want, "frame {seen} has its bytes");
+            seen += 1;
+        }
+    };
+    let received = std::thread::scope(|s| {
+        let consumer = s.spawn(|| as_side(&file, Side::Consumer, &checked, None, consume));
+        s.spawn(|| as_side(&file, Side::Producer, &checked, None, produce));
+        consumer.join().expect("the consumer thread")
+    });
+    assert_eq!(received, GENERATED, "{} {size}", sync.as_str());
+}
+
+#[test]
+fn generated_frames_go_in_one_pass_and_are_checked_as_copied() {
+    // Odd sizes, both sides of the one-pass threshold, most larger than the ring.
+    for size in [1, 13, 100, 2047, 4095, 4096, 5003, 9000] {
+        for sync in [SyncKind::Spin, SyncKind::Mutex] {
+            generated_round_trip(sync, size);
+        }
     }
 }
