@@ -151,7 +151,11 @@ fn generated_round_trip(sync: SyncKind, size: usize) {
         &Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap"),
         sync,
     );
+    // Neither side starts before both hold their alive mutex: a side that waited for a
+    // peer not yet started would find its mutex free and take it for dead.
+    let both = std::sync::Barrier::new(2);
     let produce = |link: &mut ShmLink| {
+        both.wait();
         let mut buf = vec![0u8; size];
         let mut want = vec![0u8; size];
         for seq in 0..GENERATED {
@@ -171,6 +175,7 @@ fn generated_round_trip(sync: SyncKind, size: usize) {
         link.flush().expect("flush");
     };
     let consume = |link: &mut ShmLink| {
+        both.wait();
         let (mut buf, mut want) = (Vec::new(), vec![0u8; size]);
         let mut seen = 0;
         loop {
