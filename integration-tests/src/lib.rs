@@ -63,6 +63,20 @@ fn build_bins_once(profile_dir: &Path) -> Option<PathBuf> {
     Some(dir.clone())
 }
 
+/// One `#[test]` per row, each running `check(item, arg)` for every item of `over`:
+/// `tests_over!(APIS => a_second_sender_is_refused: second_is_refused("send"));`.
+#[macro_export]
+macro_rules! tests_over {
+    ($over:expr => $($test:ident: $check:ident($arg:expr)),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            for item in $over {
+                $check(item, $arg);
+            }
+        }
+    )*};
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name no other test (or run of the suite) uses: `ipc-test-<tag>-<pid>-<n>`.
@@ -203,6 +217,18 @@ pub fn assert_verified(v: &serde_json::Value, messages: u64) {
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["duplicated"], 0, "{v}");
     assert_eq!(v["corrupted"], 0, "{v}");
+}
+
+/// The human summary on `out`'s stdout: all `messages` arrived once and intact.
+#[track_caller]
+pub fn assert_verified_line(out: &Output, messages: u64) {
+    let line = format!("{messages} received, 0 lost, 0 duplicated, 0 corrupted: verified");
+    assert!(
+        stdout(out).contains(&line),
+        "no {line:?}\nstdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
 }
 
 /// Where POSIX queues show as files when the mqueue file system is mounted. Tests name a
@@ -651,10 +677,19 @@ pub fn assert_file_received(recv: &Output, output: &Path, data: &[u8], chunk: us
     assert_eq!(v["payload"], "file", "{v}");
     assert_eq!(v["bytes"], data.len() as u64, "{v}");
     assert_verified(&v, data.len().div_ceil(chunk) as u64);
+    assert_holds(output, data);
+}
+
+/// The file at `path` holds exactly `data` (a transfer's output, byte for byte).
+#[track_caller]
+pub fn assert_holds(path: &Path, data: &[u8]) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     assert!(
-        std::fs::read(output).expect("read the output") == data,
-        "{} differs from the input",
-        output.display()
+        got == data,
+        "{} differs from the input ({} bytes, {} expected)",
+        path.display(),
+        got.len(),
+        data.len()
     );
 }
 
@@ -892,6 +927,13 @@ pub fn require_tool(test: &str, tool: &str, arg: &str) -> bool {
 pub fn require_root(test: &str, why: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     require(test, (!root).then(|| format!("needs root {why}")))
+}
+
+/// [`require`] root and `setpriv` (util-linux), to run a process as another user.
+#[track_caller]
+pub fn require_other_user(test: &str) -> bool {
+    require_root(test, "to run a process as another user")
+        && require_tool(test, "setpriv", "--version")
 }
 
 /// `CHECKS_ONLY=WORD`: only the mechanisms whose label contains WORD (printed), to

@@ -119,81 +119,89 @@ const KEY_FILE_SQUAT: Squat = Squat {
     says: "is not a key file",
 };
 
-const SEGMENT_SQUAT: Squat = Squat {
-    mode: 0o644,
-    data: b"not a segment\n",
-    says: "has mode 644",
-};
+/// A plain file of mode 0644 with `data` where the object goes, refused as `says`.
+const fn plain_file(data: &'static [u8], says: &'static str) -> Squat {
+    Squat {
+        mode: 0o644,
+        data,
+        says,
+    }
+}
+
+const SEGMENT_SQUAT: Squat = plain_file(b"not a segment\n", "has mode 644");
+
+/// A row for `program`, which plays both sides (`send`, `recv`, `run`), with what rows
+/// share unless they say otherwise: no flags of its own, an object in the temporary
+/// directory that both sides make, a survivor that says how far the dead peer got.
+const fn pair_program(
+    label: &'static str,
+    program: &'static str,
+    reports_as: &'static str,
+    runs_as: &'static str,
+) -> Mechanism {
+    Mechanism {
+        label,
+        programs: (program, program),
+        verbs: true,
+        flags: &[],
+        reports_as,
+        runs_as,
+        tcp: false,
+        object: in_tmp,
+        creators: BOTH,
+        removed: "removed",
+        sender_gone: (PEER_GONE, &["after "]),
+        receiver_gone: (PEER_GONE, &["after "]),
+        squat: None,
+        sysv: false,
+    }
+}
+
+/// The System V row of a POSIX one: `--api sysv`, the object a key file (which someone
+/// else can make), and both sides narrating so the leak check learns the key.
+const fn sysv_of(
+    posix: Mechanism,
+    label: &'static str,
+    key_file: fn(&str) -> Option<PathBuf>,
+) -> Mechanism {
+    Mechanism {
+        label,
+        flags: &["--api", "sysv"],
+        object: key_file,
+        squat: Some(KEY_FILE_SQUAT),
+        sysv: true,
+        ..posix
+    }
+}
 
 pub const FIFO: Mechanism = Mechanism {
-    label: "fifo",
-    programs: ("pipe-pair", "pipe-pair"),
-    verbs: true,
-    flags: &[],
-    reports_as: "fifo",
-    runs_as: "pipe",
-    tcp: false,
-    object: in_tmp,
-    creators: BOTH,
     removed: "removed FIFO",
     sender_gone: (PEER_GONE, &["sender", "after "]),
     receiver_gone: (PEER_GONE, &["receiver closed", "after "]),
-    squat: Some(Squat {
-        mode: 0o644,
-        data: b"not a fifo",
-        says: "is not a FIFO",
-    }),
-    sysv: false,
+    squat: Some(plain_file(b"not a fifo", "is not a FIFO")),
+    ..pair_program("fifo", "pipe-pair", "fifo", "pipe")
 };
 
 const MQ: Mechanism = Mechanism {
-    label: "mq-posix",
-    programs: ("mq-pair", "mq-pair"),
-    verbs: true,
     flags: &["--api", "posix"],
-    reports_as: "mq",
-    runs_as: "mq",
-    tcp: false,
     object: posix_queue,
-    creators: BOTH,
-    removed: "removed",
     // A queue outlives its writer: the receiver sees only that nothing comes.
     sender_gone: (TIMEOUT, &["nothing arrived", "after "]),
     receiver_gone: (TIMEOUT, &["the receiver took nothing", "after "]),
-    squat: None,
-    sysv: false,
+    ..pair_program("mq-posix", "mq-pair", "mq", "mq")
 };
 
 pub const MQ_POSIX: Mechanism = MQ;
 
-pub const MQ_SYSV: Mechanism = Mechanism {
-    label: "mq-sysv",
-    flags: &["--api", "sysv"],
-    object: mq_key_file,
-    squat: Some(KEY_FILE_SQUAT),
-    sysv: true,
-    ..MQ
-};
+pub const MQ_SYSV: Mechanism = sysv_of(MQ, "mq-sysv", mq_key_file);
 
 const UNIX: Mechanism = Mechanism {
-    label: "unix-stream",
-    programs: ("socket-pair", "socket-pair"),
-    verbs: true,
     flags: &["--type", "stream"],
-    reports_as: "unix",
-    runs_as: "socketpair",
-    tcp: false,
-    object: in_tmp,
     creators: &[Role::Receiver],
     removed: "removed socket",
-    sender_gone: (PEER_GONE, &["after "]),
     receiver_gone: (PEER_GONE, &["closed its", "after "]),
-    squat: Some(Squat {
-        mode: 0o644,
-        data: b"not a socket",
-        says: "is not a socket",
-    }),
-    sysv: false,
+    squat: Some(plain_file(b"not a socket", "is not a socket")),
+    ..pair_program("unix-stream", "socket-pair", "unix", "socketpair")
 };
 
 pub const UNIX_STREAM: Mechanism = UNIX;
@@ -204,7 +212,6 @@ pub const UNIX_DGRAM: Mechanism = Mechanism {
     // No connection: a dead sender looks like a silent one, a dead receiver is a
     // refused sendmsg.
     sender_gone: (TIMEOUT, &["no datagram arrived", "after "]),
-    receiver_gone: (PEER_GONE, &["closed its", "after "]),
     ..UNIX
 };
 
@@ -225,33 +232,22 @@ pub const TCP: Mechanism = Mechanism {
     ..UNIX
 };
 
+/// The producer and the consumer: one program per side, no `run`.
 const SHM: Mechanism = Mechanism {
-    label: "shm-posix",
     programs: ("shm-producer", "shm-consumer"),
     verbs: false,
     flags: &["--api", "posix"],
-    reports_as: "shm",
-    runs_as: "",
-    tcp: false,
     object: posix_shm,
     creators: &[Role::Sender],
-    removed: "removed",
     sender_gone: (PEER_GONE, &["producer"]),
     receiver_gone: (PEER_GONE, &["consumer"]),
     squat: Some(SEGMENT_SQUAT),
-    sysv: false,
+    ..pair_program("shm-posix", "shm-producer", "shm", "")
 };
 
 pub const SHM_POSIX: Mechanism = SHM;
 
-pub const SHM_SYSV: Mechanism = Mechanism {
-    label: "shm-sysv",
-    flags: &["--api", "sysv"],
-    object: shm_key_file,
-    squat: Some(KEY_FILE_SQUAT),
-    sysv: true,
-    ..SHM
-};
+pub const SHM_SYSV: Mechanism = sysv_of(SHM, "shm-sysv", shm_key_file);
 
 pub const SHM_MMAP: Mechanism = Mechanism {
     label: "shm-mmap",

@@ -196,29 +196,36 @@ pub fn raw_generated_payloads_are_checked(m: &Mechanism) {
     p.assert_all_gone(&ep);
 }
 
-/// A receiver expecting another seed finds every message corrupted: exit 3.
-pub fn wrong_seed_is_named_from_the_hello(m: &Mechanism) {
-    let ep = m.endpoint("seed");
-    let p = transfer(
-        m,
-        &ep,
-        Role::Receiver,
-        &["-n", "50", "--seed", "1"],
-        &["--seed", "2"],
-    );
-    // The hello carries the sender's seed: the receiver refuses before any message.
-    assert_code(&p.receiver, 2);
-    let err = stderr(&p.receiver);
+/// A receiver whose flags contradict the sender's hello (`recv` against `send`) refuses
+/// it before any message with exit 2, `error[mismatch]` and `says` (both values); the
+/// sender finds its receiver gone, or had sent all before it left.
+pub fn receiver_contradicting_the_hello_is_refused(
+    m: &Mechanism,
+    send: &[&str],
+    recv: &[&str],
+    says: &str,
+) {
+    let ep = m.endpoint("mismatch");
+    let p = transfer(m, &ep, Role::Receiver, send, recv);
+    assert_exit(&p.receiver, 2, &["error[mismatch]", says]);
     assert!(
-        err.contains("error[mismatch]") && err.contains("--seed 2 but the sender sends 1"),
-        "{err}"
-    );
-    assert!(
-        matches!(p.sender.status.code(), Some(0 | 4)),
-        "{:?}",
-        p.sender.status
+        matches!(code(&p.sender.status), 0 | 4),
+        "{}: {:?}\n{}",
+        m.label,
+        p.sender.status,
+        stderr(&p.sender)
     );
     p.assert_all_gone(&ep);
+}
+
+/// A receiver expecting another seed is told the sender's from the hello: exit 2.
+pub fn wrong_seed_is_named_from_the_hello(m: &Mechanism) {
+    receiver_contradicting_the_hello_is_refused(
+        m,
+        &["-n", "50", "--seed", "1"],
+        &["--seed", "2"],
+        "--seed 2 but the sender sends 1",
+    );
 }
 
 /// A side that starts and finds no peer within `--timeout` ends with exit 4, naming
@@ -347,12 +354,14 @@ pub fn signals_while_waiting_remove_the_object(m: &Mechanism) {
 }
 
 /// A file someone else made under the object's name: both sides refuse it with exit 1
-/// (the creators naming it and why) and leave it as it was.
+/// (the creators naming it and why) and leave it as it was (the same file, bytes, mode).
 pub fn squatter_is_refused_and_left_alone(m: &Mechanism) {
     let squat = m.squat.as_ref().expect("a squattable object");
     let ep = m.endpoint("squat");
     let path = m.object(&ep).expect("an object path");
     write_with_mode(&path, squat.data, squat.mode);
+    let file = |st: nix::sys::stat::FileStat| (st.st_ino, st.st_uid);
+    let before = file(object_stat(&path));
     for role in [Role::Receiver, Role::Sender] {
         let mut c = m.side(role, &ep);
         c.args(["--timeout", "1"]);
@@ -368,6 +377,12 @@ pub fn squatter_is_refused_and_left_alone(m: &Mechanism) {
         }
         assert!(!err.contains("panicked"), "{err}");
         assert_untouched(&path, squat.data, squat.mode);
+        assert_eq!(
+            file(object_stat(&path)),
+            before,
+            "{} {role:?}: the squatter's file was replaced",
+            m.label
+        );
     }
     remove_object(&path);
     assert_no_leftovers(&ep.name);

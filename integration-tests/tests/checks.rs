@@ -5,6 +5,7 @@
 //! Each scenario is written once and runs over every mechanism of the table below;
 //! a check that is removed or weakened turns at least one row red.
 
+use integration_tests::mechanism::free_port;
 use integration_tests::*;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -122,13 +123,6 @@ fn mechanisms() -> Vec<Mech> {
         &["--api", "posix", "--sync", "spin", "--zero-copy"],
     ));
     v
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Run `m` with `both` flags on both sides, `sender_only` flags and `env` on the sender;
@@ -360,45 +354,4 @@ fn raw_bytes_that_differ_are_corrupted() {
         file: false,
         expect: Expect::Counts(N - 1, 0, 0, 1),
     });
-}
-
-/// A hello that announces a message size of 0, or one over the largest, written into a
-/// receiver's FIFO by hand: refused (exit 3) naming the field, before any data.
-#[test]
-fn a_hello_with_an_impossible_message_size_is_refused() {
-    use ipc_common::frame::{FrameKind, Header, Hello, Payload};
-    use std::io::Write;
-    for size in [0, ipc_common::args::MAX_SIZE as u64 + 1] {
-        let fifo = std::env::temp_dir().join(unique("chk-hello"));
-        let hello = Hello {
-            mode: ipc_common::Mode::Stream,
-            payload: Payload::Generated { seed: 1 },
-            count: 1,
-            size,
-        }
-        .encode();
-        let mut bytes = Header::for_payload(FrameKind::Hello, 0, &hello)
-            .encode()
-            .to_vec();
-        bytes.extend_from_slice(&hello);
-        let mut recv = cmd("pipe-pair");
-        recv.args(["recv", "--timeout", "20", "--fifo"]).arg(&fifo);
-        let child = start(&mut recv);
-        wait_for_path(&fifo, Duration::from_secs(20));
-        {
-            let mut w = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&fifo)
-                .expect("open the FIFO for writing");
-            let _ = w.write_all(&bytes);
-        }
-        let out = finish_within(child, WATCHDOG);
-        assert_code(&out, 3);
-        assert!(
-            stderr(&out).contains("hello has an invalid message size"),
-            "size {size}: {}",
-            stderr(&out)
-        );
-        assert!(!fifo.exists(), "the FIFO was left behind");
-    }
 }

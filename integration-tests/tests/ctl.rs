@@ -3,7 +3,9 @@
 //! Each test runs its pairs and ipc-ctl with TMPDIR set to a directory of its own, so
 //! the records (TMPDIR/ipc-pairs-UID), key files and FIFOs of concurrent tests never mix.
 
-use integration_tests::{cmd, finish_within, signal, start, stderr, stdout, unique};
+use integration_tests::{
+    cmd, finish_within, require_other_user, signal, start, stderr, stdout, unique,
+};
 use nix::sys::signal::Signal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -102,19 +104,10 @@ fn sysv_id_of(o: &serde_json::Value) -> i32 {
     o["id"].as_i64().expect("a SysV id") as i32
 }
 
-/// Another uid is needed: root here, `setpriv` to become nobody. Not root: skip,
-/// unless CI=true, where a missing privilege is a failure.
-fn can_switch_user() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && Command::new("setpriv").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs root and setpriv"
-        );
-        eprintln!("skipped: needs root and setpriv (util-linux) to run as uid 65534");
-    }
-    ok
+/// The temporary directory of `test`, which runs ipc-ctl as another user too: `None`
+/// (the test skipped, saying why) without root and `setpriv`.
+fn tmpdir_for_two_users(test: &str) -> Option<tempfile::TempDir> {
+    require_other_user(test).then(tmpdir)
 }
 
 fn as_nobody(tmp: &Path, program: &Path, args: &[&str]) -> Output {
@@ -335,10 +328,9 @@ fn check_fails_while_leftovers_remain() {
 
 #[test]
 fn another_users_objects_are_never_touched() {
-    if !can_switch_user() {
+    let Some(tmp) = tmpdir_for_two_users("another_users_objects_are_never_touched") else {
         return;
-    }
-    let tmp = tmpdir();
+    };
     let t = tmp.path();
     // Root's crashed pair: its key file, given away to another user since, stays.
     let dead = unique("ctl-owner");
@@ -371,10 +363,9 @@ fn another_users_objects_are_never_touched() {
 
 #[test]
 fn a_record_directory_someone_else_made_is_refused() {
-    if !can_switch_user() {
+    let Some(tmp) = tmpdir_for_two_users("a_record_directory_someone_else_made_is_refused") else {
         return;
-    }
-    let tmp = tmpdir();
+    };
     let t = tmp.path();
     // Root squats nobody's record directory, open to all.
     let squat = t.join("ipc-pairs-65534");

@@ -8,11 +8,14 @@
 //! `FAULTS_TRIALS=N` sets the SIGKILL trials per mechanism and side (default 2). A SIGKILL
 //! lands after a seeded number of messages (the victim kills itself there through the
 //! debug-only `IPC_TEST_KILL_AFTER` hook), so a printed seed replays the same trial.
+//! `CHECKS_ONLY=WORD` runs the matrices over the variants whose label contains WORD.
 
-use integration_tests::mechanism::Role;
+use integration_tests::mechanism::{
+    shm, Endpoint, Mechanism, Role, ALL, FIFO, MQ_POSIX, MQ_SYSV, SHM_POSIX, SHM_SYSV, UNIX_STREAM,
+};
 use integration_tests::*;
 use nix::sys::signal::Signal;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -24,11 +27,14 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The `--timeout` every side gets here.
+/// The `--timeout` every side gets here, but for the kill matrix's detectable deaths.
 const TIMEOUT: &str = "3";
-/// Watchdog for a side that must end by itself: `--timeout` plus a generous margin for
-/// a loaded machine. A hang fails the test; the duration is never asserted.
-const SURVIVOR_WATCHDOG: Duration = Duration::from_secs(20);
+/// The kill matrix's `--timeout` where the survivor can tell a death: far longer than
+/// detection takes, so a survivor that only timed out says "30.0 s".
+const LONG: &str = "30";
+/// Watchdog for a side that must end by itself: the longest `--timeout` plus a generous
+/// margin for a loaded machine. A hang fails the test; the duration is never asserted.
+const SURVIVOR_WATCHDOG: Duration = Duration::from_secs(60);
 /// More messages than any trial can move before its kill lands.
 const ENDLESS: &str = "100000000";
 
@@ -67,19 +73,6 @@ fn trials() -> usize {
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(name)
-}
-
-/// ftok(path, 'I') as glibc computes it, from the key file's device and inode.
-fn ftok(path: &Path) -> Option<u32> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.ino() as u32 & 0xffff) | ((m.dev() as u32 & 0xff) << 16) | (u32::from(b'I') << 24))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A SysV object: `ipcs` kind letter (m, q, s) and id.
@@ -150,160 +143,55 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// One mechanism and variant of the matrix, with a fresh name.
-struct Mech {
-    label: String,
-    name: String,
-    sender: Vec<String>,
-    receiver: Vec<String>,
-    /// The side that creates the object and waits; the other attaches.
-    creator: Role,
-    /// The name that exists while the creator waits and goes once both are attached
-    /// (the evidence that the transfer runs). None: TCP (no name) or `run`.
-    object: Option<PathBuf>,
-    /// A SysV key file: its ftok key names the SysV object to check for leftovers.
-    key_file: Option<PathBuf>,
-    /// `pipe-pair run`: one process; the receiver is its child.
+/// One variant of the matrices: a row of the mechanism table, and what only its sender
+/// is given (a sync kind, a pool, zero-copy).
+struct Variant {
+    m: &'static Mechanism,
+    sender: Vec<&'static str>,
+    /// Both sides from one `run` command (the receiver its child).
     run: bool,
 }
 
-const SHM_APIS: [&str; 2] = ["posix", "sysv"];
-const SYNCS: [&str; 4] = ["mutex", "sem", "mq", "spin"];
-const SOCKET_TYPES: [&str; 3] = ["stream", "dgram", "seqpacket"];
+impl Variant {
+    fn label(&self) -> String {
+        let run = self.run.then_some("run");
+        let words = [self.m.label]
+            .into_iter()
+            .chain(run)
+            .chain(self.sender.clone());
+        words.collect::<Vec<_>>().join(" ")
+    }
+}
 
-/// Every mechanism and variant of the matrix, each under a new unique name.
-fn mechanisms() -> Vec<Mech> {
-    let common = |name: &str| -> Vec<String> { strings(&["--name", name, "--timeout", TIMEOUT]) };
-    let flow = strings(&["-n", ENDLESS, "-s", "64"]);
+const SYNCS: [&str; 4] = ["mutex", "sem", "mq", "spin"];
+
+/// Every variant of the matrices: shared memory for each `--api` and `--sync` kind, a
+/// pool, zero-copy; every pair program's row; an anonymous pipe through `run`.
+fn variants() -> Vec<Variant> {
+    let row = |m: &'static Mechanism, sender: &[&'static str]| Variant {
+        m,
+        sender: sender.to_vec(),
+        run: false,
+    };
     let mut v = Vec::new();
-    for api in SHM_APIS {
+    for api in ["posix", "sysv", "mmap"] {
         for sync in SYNCS {
-            let name = unique(&format!("fk-shm-{api}-{sync}"));
-            let (object, key_file) = if api == "posix" {
-                (Path::new("/dev/shm").join(&name), None)
-            } else {
-                let k = tmp(&format!("{name}.key"));
-                (k.clone(), Some(k))
-            };
-            v.push(Mech {
-                label: format!("shm {api} --sync {sync}"),
-                sender: [
-                    strings(&["shm-producer", "--api", api, "--sync", sync]),
-                    flow.clone(),
-                    common(&name),
-                ]
-                .concat(),
-                receiver: [strings(&["shm-consumer", "--api", api]), common(&name)].concat(),
-                creator: Role::Sender,
-                object: Some(object),
-                key_file,
-                run: false,
-                name,
-            });
+            v.push(row(shm(api), &["--sync", sync]));
         }
     }
-    let name = unique("fk-pool");
-    v.push(Mech {
-        label: "shm pool --segments 3".into(),
-        sender: [
-            strings(&["shm-producer", "--segments", "3", "--segment-size", "8K"]),
-            flow.clone(),
-            common(&name),
-        ]
-        .concat(),
-        receiver: [strings(&["shm-consumer"]), common(&name)].concat(),
-        creator: Role::Sender,
-        object: Some(Path::new("/dev/shm").join(&name)),
-        key_file: None,
-        run: false,
-        name,
-    });
-    for api in ["posix", "sysv"] {
-        let name = unique(&format!("fk-mq-{api}"));
-        let (object, key_file) = if api == "posix" {
-            (Path::new("/dev/mqueue").join(&name), None)
-        } else {
-            let k = tmp(&format!("{name}.mq.key"));
-            (k.clone(), Some(k))
-        };
-        v.push(Mech {
-            label: format!("mq {api}"),
-            sender: [
-                strings(&["mq-pair", "send", "--api", api]),
-                flow.clone(),
-                common(&name),
-            ]
-            .concat(),
-            receiver: [strings(&["mq-pair", "recv", "--api", api]), common(&name)].concat(),
-            creator: Role::Receiver,
-            object: Some(object),
-            key_file,
-            run: false,
-            name,
-        });
+    v.push(row(
+        &SHM_POSIX,
+        &["--segments", "3", "--segment-size", "8K"],
+    ));
+    v.push(row(&SHM_POSIX, &["--sync", "spin", "--zero-copy"]));
+    for &m in ALL.iter().filter(|m| m.verbs) {
+        v.push(row(m, &[]));
     }
-    let name = unique("fk-fifo");
-    v.push(Mech {
-        label: "FIFO".into(),
-        sender: [strings(&["pipe-pair", "send"]), flow.clone(), common(&name)].concat(),
-        receiver: [strings(&["pipe-pair", "recv"]), common(&name)].concat(),
-        creator: Role::Receiver,
-        object: Some(tmp(&name)),
-        key_file: None,
-        run: false,
-        name,
-    });
-    let name = unique("fk-run");
-    v.push(Mech {
-        label: "anonymous pipe (run)".into(),
-        sender: [
-            strings(&["pipe-pair", "run"]),
-            flow.clone(),
-            strings(&["--timeout", TIMEOUT]),
-        ]
-        .concat(),
-        receiver: Vec::new(),
-        creator: Role::Sender,
-        object: None,
-        key_file: None,
+    v.push(Variant {
         run: true,
-        name,
+        ..row(&FIFO, &[])
     });
-    for ty in SOCKET_TYPES {
-        let name = unique(&format!("fk-unix-{ty}"));
-        v.push(Mech {
-            label: format!("unix {ty}"),
-            sender: [
-                strings(&["socket-pair", "send", "--type", ty]),
-                flow.clone(),
-                common(&name),
-            ]
-            .concat(),
-            receiver: [
-                strings(&["socket-pair", "recv", "--type", ty]),
-                common(&name),
-            ]
-            .concat(),
-            creator: Role::Receiver,
-            object: Some(tmp(&name)),
-            key_file: None,
-            run: false,
-            name,
-        });
-    }
-    let addr = format!("127.0.0.1:{}", free_port());
-    let t = strings(&["--tcp", &addr, "--timeout", TIMEOUT]);
-    v.push(Mech {
-        label: "TCP 127.0.0.1".into(),
-        sender: [strings(&["socket-pair", "send"]), flow, t.clone()].concat(),
-        receiver: [strings(&["socket-pair", "recv"]), t].concat(),
-        creator: Role::Receiver,
-        object: None,
-        key_file: None,
-        run: false,
-        name: unique("fk-tcp"),
-    });
-    v
+    only(v, Variant::label)
 }
 
 /// The number in "after N messages", if the text has one.
@@ -318,8 +206,9 @@ fn progress(text: &str) -> Option<u64> {
 }
 
 /// The survivor's verdict: exit 4, a message naming the dead peer and how far it got.
+/// Returns the error line and that count.
 #[track_caller]
-fn assert_survivor(label: &str, out: &Output, dead: Role) {
+fn assert_survivor(label: &str, out: &Output, dead: Role) -> (String, u64) {
     let err = stderr(out);
     assert_eq!(
         code(&out.status),
@@ -334,8 +223,44 @@ fn assert_survivor(label: &str, out: &Output, dead: Role) {
         dead.words().iter().any(|w| line.contains(w)),
         "{label}: the message names the {dead:?}: {line}"
     );
+    assert!(!err.contains("panicked"), "{label}: {err}");
     let n = progress(line).unwrap_or_else(|| panic!("{label}: no 'after N messages': {line}"));
     assert!(n > 0, "{label}: the kill landed mid-transfer: {line}");
+    (line.to_string(), n)
+}
+
+/// The survivor of a peer that killed itself after `n` messages told it as the table
+/// says (`gone`: its tag, its words): a death, not the timeout (`timeout` seconds),
+/// unless only the timeout can tell (the tag is `error[timeout]`); and it counts exactly
+/// what a dead sender sent (a dead receiver's sender may have sent more than it took).
+#[track_caller]
+fn assert_told(label: &str, line: &str, gone: (&str, &[&str]), timeout: &str, dead: Role, n: u64) {
+    let (tag, words) = gone;
+    assert!(line.contains(tag), "{label}: tagged {tag}: {line}");
+    for word in words {
+        assert!(line.contains(word), "{label}: says {word:?}: {line}");
+    }
+    let timed_out = line.contains(&format!("{timeout}.0 s")) || line.contains("error[timeout]");
+    if tag == "error[timeout]" {
+        assert!(
+            timed_out,
+            "{label}: only the timeout can tell, and says so: {line}"
+        );
+    } else {
+        assert!(
+            !timed_out,
+            "{label}: told by the timeout, not as a death: {line}"
+        );
+    }
+    let got = progress(line).unwrap_or(0);
+    if dead == Role::Sender {
+        assert_eq!(
+            got, n,
+            "{label}: the survivor counts what the sender sent: {line}"
+        );
+    } else {
+        assert!(got >= n, "{label}: the survivor counts {got}: {line}");
+    }
 }
 
 /// What the signalled side must do: SIGKILL cannot be caught (128 + 9); SIGINT and
@@ -357,50 +282,62 @@ fn assert_victim(label: &str, out: &Output, sig: Signal) {
     }
 }
 
-/// Start the two sides of `m` and return (sender, receiver, SysV ids) once data flows.
-/// `kill_after`: the `IPC_TEST_KILL_AFTER` hook both sides get (the victim then dies by
-/// itself at that message); without it, a seeded pause lets some messages flow first.
+/// Start the two sides of `v` at `ep`, each with `--timeout timeout`, and return
+/// (sender, receiver, SysV ids) once data flows. `kill_after`: the `IPC_TEST_KILL_AFTER`
+/// hook both sides get (the victim then dies by itself at that message); without it, a
+/// seeded pause lets some messages flow first.
 fn start_transfer(
-    m: &Mech,
-    rng: &mut Rng,
+    v: &Variant,
+    ep: &Endpoint,
+    timeout: &str,
     kill_after: Option<&str>,
+    rng: &mut Rng,
 ) -> (Child, Child, Vec<SysvId>) {
-    let (first, second) = match m.creator {
-        Role::Sender => (&m.sender, &m.receiver),
-        Role::Receiver => (&m.receiver, &m.sender),
-    };
-    let command = |argv: &[String]| {
-        let mut c = command(argv);
+    let m = v.m;
+    let side = |role: Role| {
+        let mut c = m.side(role, ep);
+        c.args(["--timeout", timeout]);
+        if role == Role::Sender {
+            c.args(["-n", ENDLESS, "-s", "64"]).args(&v.sender);
+        }
         if let Some(spec) = kill_after {
             c.env("IPC_TEST_KILL_AFTER", spec);
         }
         c
     };
-    let a = start(&mut command(first));
+    // The shared-memory producer makes the segment; everywhere else the receiver.
+    let first = if m.creators == [Role::Sender] {
+        Role::Sender
+    } else {
+        Role::Receiver
+    };
+    let a = start(&mut side(first));
+    let object = m.object(ep);
     let mut keys = Vec::new();
-    match &m.object {
+    match &object {
         Some(obj) => {
             wait_for_path(obj, Duration::from_secs(10));
-            if let Some(k) = m.key_file.as_deref().and_then(ftok) {
+            if m.sysv {
+                let k = ftok(obj);
                 keys = sysv_ids(k);
                 assert!(
                     !keys.is_empty(),
                     "{}: no SysV object for key {k:#x}",
-                    m.label
+                    v.label()
                 );
             }
         }
         None => std::thread::sleep(Duration::from_millis(300)),
     }
-    let b = start(&mut command(second));
+    let b = start(&mut side(first.other()));
     // Evidence that both are attached: the creator removes the name once they are.
-    if let Some(obj) = &m.object {
+    if let Some(obj) = &object {
         let t = Instant::now();
         while object_exists(obj) {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "{}: the peers never attached",
-                m.label
+                v.label()
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -408,31 +345,33 @@ fn start_transfer(
     if kill_after.is_none() {
         std::thread::sleep(Duration::from_millis(150 + rng.below(200)));
     }
-    match m.creator {
+    match first {
         Role::Sender => (a, b, keys),
         Role::Receiver => (b, a, keys),
     }
 }
 
 /// One trial: signal `victim` mid-transfer; check both sides and the leftovers.
-fn trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng) -> String {
-    let label = format!("{} / {sig} to the {victim:?}", m.label);
-    if m.run {
-        return run_trial(m, victim, sig, rng, &label);
+fn trial(v: &Variant, victim: Role, sig: Signal, rng: &mut Rng) -> String {
+    let ep = v.m.endpoint("fk");
+    let label = format!("{} / {sig} to the {victim:?}", v.label());
+    if v.run {
+        return run_trial(v, &ep, victim, sig, rng, &label);
     }
-    // SIGKILL: the victim kills itself after a seeded message count.
-    let kill_after = (sig == Signal::SIGKILL).then(|| {
-        let who = match victim {
-            Role::Sender => "sender",
-            Role::Receiver => "receiver",
-        };
-        format!("{who}:{}", 1 + rng.below(2000))
-    });
-    let label = match &kill_after {
+    // SIGKILL: the victim kills itself after a seeded message count, and the survivor
+    // waits long for it where it can tell a death.
+    let gone = v.m.gone(victim);
+    let kill_after = (sig == Signal::SIGKILL).then(|| 1 + rng.below(2000));
+    let timeout = match kill_after {
+        Some(_) if gone.0 != "error[timeout]" => LONG,
+        _ => TIMEOUT,
+    };
+    let spec = kill_after.map(|n| format!("{}:{n}", victim.hook()));
+    let label = match &spec {
         Some(spec) => format!("{label} (IPC_TEST_KILL_AFTER={spec})"),
         None => label,
     };
-    let (sender, receiver, keys) = start_transfer(m, rng, kill_after.as_deref());
+    let (sender, receiver, keys) = start_transfer(v, &ep, timeout, spec.as_deref(), rng);
     let (victim_child, survivor) = match victim {
         Role::Sender => (sender, receiver),
         Role::Receiver => (receiver, sender),
@@ -440,32 +379,39 @@ fn trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng) -> String {
     if kill_after.is_none() {
         signal(&victim_child, sig);
     }
-    let v = finish_within(victim_child, SURVIVOR_WATCHDOG);
+    let dead = finish_within(victim_child, SURVIVOR_WATCHDOG);
     let s = finish_within(survivor, SURVIVOR_WATCHDOG);
-    assert_victim(&format!("{label}\nsurvivor: {}", stderr(&s)), &v, sig);
-    assert_survivor(&label, &s, victim);
-    assert_clean(&m.name, &keys);
-    format!("{label}: {}", progress(&stderr(&s)).unwrap_or(0))
+    assert_victim(&format!("{label}\nsurvivor: {}", stderr(&s)), &dead, sig);
+    let (line, got) = assert_survivor(&label, &s, victim);
+    if let Some(n) = kill_after {
+        assert_told(&label, &line, gone, timeout, victim, n);
+        if !v.m.tcp {
+            let err = stderr(&s);
+            assert!(err.contains(&ep.name), "{label}: names the object: {err}");
+        }
+    }
+    assert_clean(&ep.name, &keys);
+    format!("{label}: {got}")
 }
 
 /// The receiver of `pipe-pair run` is its child. This process is a child subreaper, so
 /// the receiver orphaned by a killed `run` is handed to us and its exit code is ours to
 /// read.
-fn run_trial(m: &Mech, victim: Role, sig: Signal, rng: &mut Rng, label: &str) -> String {
+fn run_trial(
+    v: &Variant,
+    ep: &Endpoint,
+    victim: Role,
+    sig: Signal,
+    rng: &mut Rng,
+    label: &str,
+) -> String {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-    let run = start(&mut command(&m.sender));
-    let t = Instant::now();
-    let child = loop {
-        let kids =
-            std::fs::read_to_string(format!("/proc/{}/task/{}/children", run.id(), run.id()))
-                .unwrap_or_default();
-        if let Some(pid) = kids.split_whitespace().next() {
-            break nix::unistd::Pid::from_raw(pid.parse().unwrap());
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "{label}: no child");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let run = start(
+        v.m.run(ep)
+            .args(["-n", ENDLESS, "-s", "64", "--timeout", TIMEOUT]),
+    );
+    let child = nix::unistd::Pid::from_raw(run_child(&run, Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300 + rng.below(200)));
     match victim {
         Role::Receiver => {
@@ -524,8 +470,8 @@ fn kill_matrix_sigkill_either_side_at_seeded_points() {
     let mut done = 0;
     for t in 0..trials() {
         for victim in [Role::Sender, Role::Receiver] {
-            for m in mechanisms() {
-                let line = trial(&m, victim, Signal::SIGKILL, &mut rng);
+            for v in variants() {
+                let line = trial(&v, victim, Signal::SIGKILL, &mut rng);
                 eprintln!("trial {t}: {line} messages before the kill");
                 done += 1;
             }
@@ -549,8 +495,8 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
     };
     let mut done = 0;
     for victim in [Role::Sender, Role::Receiver] {
-        for (i, m) in mechanisms().into_iter().enumerate() {
-            eprintln!("{}", trial(&m, victim, sig(i, victim), &mut rng));
+        for (i, v) in variants().into_iter().enumerate() {
+            eprintln!("{}", trial(&v, victim, sig(i, victim), &mut rng));
             done += 1;
         }
     }
@@ -562,153 +508,110 @@ fn sigint_and_sigterm_on_either_side_mid_transfer() {
 // run under the same name recognises them and replaces them, and so does ipc-ctl clean.
 // ---------------------------------------------------------------------------------
 
-/// A mechanism whose creating side waits alone, as a crashed run leaves it.
-struct Stale {
-    label: &'static str,
-    /// The creating side, waiting for a peer (killed while it waits).
-    creator: Vec<String>,
-    /// Then a complete run: creator first, peer second.
-    peer: Vec<String>,
-    /// Names the crash leaves behind.
-    left: Vec<PathBuf>,
-    key_file: Option<PathBuf>,
-    /// What the next creator says about the leftover (None: it just reuses it).
-    note: Option<&'static str>,
-}
+/// The mechanisms whose creating side (the first of the row's creators) waits alone, as
+/// a crashed run leaves it: (row, flags only the creator gets, the queues it makes
+/// besides its object (name suffixes in /dev/mqueue), what the next creator says about
+/// the leftover (None: a FIFO records no owner; the next run takes it over)).
+type StaleCase = (
+    &'static Mechanism,
+    &'static [&'static str],
+    &'static [&'static str],
+    Option<&'static str>,
+);
 
-fn stale_cases(name: &str) -> Vec<Stale> {
-    let n = |v: &[&str]| [strings(v), strings(&["--name", name, "--json"])].concat();
-    let shm = Path::new("/dev/shm").join(name);
-    let key = tmp(&format!("{name}.key"));
-    let mq_key = tmp(&format!("{name}.mq.key"));
-    let mq = Path::new("/dev/mqueue").join(name);
-    vec![
-        Stale {
-            label: "shm posix",
-            creator: n(&["shm-producer", "-n", "20"]),
-            peer: n(&["shm-consumer"]),
-            left: vec![shm.clone()],
-            key_file: None,
-            note: Some("replacing a stale"),
-        },
-        Stale {
-            label: "shm posix --sync mq",
-            creator: n(&["shm-producer", "--sync", "mq", "-n", "20"]),
-            peer: n(&["shm-consumer"]),
-            left: vec![
-                shm,
-                Path::new("/dev/mqueue").join(format!("{name}.r0.ready")),
-            ],
-            key_file: None,
-            note: Some("replacing a stale"),
-        },
-        Stale {
-            label: "shm sysv",
-            creator: n(&["shm-producer", "--api", "sysv", "-n", "20"]),
-            peer: n(&["shm-consumer", "--api", "sysv"]),
-            left: vec![key.clone()],
-            key_file: Some(key.clone()),
-            note: Some("replacing a stale"),
-        },
-        Stale {
-            label: "mq posix",
-            creator: n(&["mq-pair", "recv"]),
-            peer: n(&["mq-pair", "send", "-n", "20"]),
-            left: vec![mq],
-            key_file: None,
-            note: Some("stale"),
-        },
-        Stale {
-            label: "mq sysv",
-            creator: n(&["mq-pair", "recv", "--api", "sysv"]),
-            peer: n(&["mq-pair", "send", "--api", "sysv", "-n", "20"]),
-            left: vec![mq_key.clone()],
-            key_file: Some(mq_key),
-            note: Some("stale"),
-        },
-        Stale {
-            // A FIFO records no owner: the next run takes it over and removes it once
-            // both ends are open.
-            label: "FIFO",
-            creator: n(&["pipe-pair", "recv"]),
-            peer: n(&["pipe-pair", "send", "-n", "20"]),
-            left: vec![tmp(name)],
-            key_file: None,
-            note: None,
-        },
-        Stale {
-            label: "unix socket",
-            creator: n(&["socket-pair", "recv"]),
-            peer: n(&["socket-pair", "send", "-n", "20"]),
-            left: vec![tmp(name)],
-            key_file: None,
-            note: Some("stale"),
-        },
-    ]
-}
+const STALE: [StaleCase; 7] = [
+    (&SHM_POSIX, &[], &[], Some("replacing a stale")),
+    (
+        &SHM_POSIX,
+        &["--sync", "mq"],
+        &[".r0.ready"],
+        Some("replacing a stale"),
+    ),
+    (&SHM_SYSV, &[], &[], Some("replacing a stale")),
+    (&MQ_POSIX, &[], &[], Some("stale")),
+    (&MQ_SYSV, &[], &[], Some("stale")),
+    (&FIFO, &[], &[], None),
+    (&UNIX_STREAM, &[], &[], Some("stale")),
+];
 
-/// Start `c`'s creator, wait until it made its objects, SIGKILL it. Returns the SysV ids.
-fn crash_while_waiting(c: &Stale) -> Vec<SysvId> {
-    let mut crashed = start(&mut command(&c.creator));
-    for p in &c.left {
+/// Start the creator of `c` at a fresh endpoint, wait until it made its objects, SIGKILL
+/// it, and check that they stay. Returns the endpoint, the SysV ids and the dead pid.
+fn crash_while_waiting(c: &StaleCase) -> (Endpoint, Vec<SysvId>, u32) {
+    let &(m, flags, queues, _) = c;
+    let ep = m.endpoint("stale");
+    let mut crashed = start(m.side(m.creators[0], &ep).args(flags));
+    let mut left = vec![m.object(&ep).expect("a named object")];
+    for q in queues {
+        left.push(Path::new(MQUEUE_DIR).join(format!("{}{q}", ep.name)));
+    }
+    for p in &left {
         wait_for_path(p, Duration::from_secs(10));
     }
-    let ids = c
-        .key_file
-        .as_deref()
-        .and_then(ftok)
-        .map(sysv_ids)
-        .unwrap_or_default();
+    let ids = if m.sysv {
+        sysv_ids(ftok(&left[0]))
+    } else {
+        Vec::new()
+    };
+    assert_eq!(m.sysv, !ids.is_empty(), "{}: a stale SysV object", m.label);
     std::thread::sleep(Duration::from_millis(100));
+    let pid = crashed.id();
     crashed.kill().unwrap();
     let _ = crashed.wait();
-    for p in &c.left {
+    for p in &left {
         assert!(
             object_exists(p),
             "{}: the crash left {}",
-            c.label,
+            m.label,
             p.display()
         );
     }
-    ids
+    (ep, ids, pid)
 }
 
 #[test]
 fn a_crashed_runs_leftovers_are_replaced_by_the_next_run_and_removed_by_clean_ipc() {
     let _serial = serial();
-    for i in 0..stale_cases("x").len() {
+    for c in &STALE {
+        let &(m, flags, _, note) = c;
+        let creator = m.creators[0];
         // The next run replaces them, with a note.
-        let name = unique("stale");
-        let c = &stale_cases(&name)[i];
-        let stale_ids = crash_while_waiting(c);
-        if c.key_file.is_some() {
-            assert!(!stale_ids.is_empty(), "{}: a stale SysV object", c.label);
-        }
-        let a = start(&mut command(&c.creator));
+        let (ep, stale_ids, dead) = crash_while_waiting(c);
+        let side = |role: Role| {
+            let mut s = m.side(role, &ep);
+            s.arg("--json");
+            if role == creator {
+                s.args(flags);
+            }
+            if role == Role::Sender {
+                s.args(["-n", "20"]);
+            }
+            s
+        };
+        let a = start(&mut side(creator));
         std::thread::sleep(Duration::from_millis(300));
-        let b = start(&mut command(&c.peer));
+        let b = start(&mut side(creator.other()));
         let (a, b) = (finish(a), finish(b));
-        assert_code(&a, 0);
-        assert_code(&b, 0);
-        if let Some(note) = c.note {
-            assert!(stderr(&a).contains(note), "{}: {}", c.label, stderr(&a));
+        assert_both_ok(&a, &b);
+        if let Some(note) = note {
+            assert!(stderr(&a).contains(note), "{}: {}", m.label, stderr(&a));
         }
-        let recv = if c.creator[0] == "shm-producer" {
+        let recv = if creator == Role::Sender {
+            // The producer names the dead one.
+            let dead = format!("dead producer (pid {dead})");
+            assert!(stderr(&a).contains(&dead), "{}: {}", m.label, stderr(&a));
             &b
         } else {
             &a
         };
         assert_verified(&summary(recv), 20);
-        assert_clean(&name, &stale_ids);
+        assert_clean(&ep.name, &stale_ids);
 
         // ipc-ctl clean, given this test's prefix, finds and removes them.
-        let name = unique("stale-clean");
-        let c = &stale_cases(&name)[i];
-        let stale_ids = crash_while_waiting(c);
-        let out = run(cmd("ipc-ctl").args(["clean", "--only", &name]));
+        let (ep, stale_ids, _) = crash_while_waiting(c);
+        let out = run(cmd("ipc-ctl").args(["clean", "--only", &ep.name]));
         assert_code(&out, 0);
         assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
-        assert_clean(&name, &stale_ids);
+        assert_clean(&ep.name, &stale_ids);
     }
 }
 
@@ -776,10 +679,11 @@ fn fingerprint(p: &Path) -> (u32, u32, u64, u64) {
     (m.st_mode, m.st_uid, m.st_ino, m.st_size as u64)
 }
 
-/// Run `argv` against a squatted object: exit 1 (or one of `codes`), the object named
-/// in the message, nothing of ours left, the squatter's object untouched.
+/// Run `argv` against a squatted object: exit 1 (or one of `codes`), the message saying
+/// each of `says` (the object's name at least), nothing of ours left, the squatter's
+/// object untouched.
 #[track_caller]
-fn assert_refused(argv: &[String], codes: &[i32], squatted: &Path, named: &str) {
+fn assert_refused(argv: &[String], codes: &[i32], squatted: &Path, says: &[&str]) {
     let before = fingerprint(squatted);
     let out = run(command(argv).args(["--timeout", "1"]));
     let err = stderr(&out);
@@ -788,10 +692,12 @@ fn assert_refused(argv: &[String], codes: &[i32], squatted: &Path, named: &str) 
         "{argv:?}: exit {} (expected {codes:?})\n{err}",
         code(&out.status)
     );
-    assert!(
-        err.contains(named),
-        "{argv:?}: the message names {named}: {err}"
-    );
+    for said in says {
+        assert!(
+            err.contains(said),
+            "{argv:?}: the message says {said}: {err}"
+        );
+    }
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(
         fingerprint(squatted),
@@ -815,13 +721,21 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
         if owner == "nobody" {
             chown_nobody(&p);
         }
+        // Open to others: the message says the mode (another owner: see the name).
+        let mode_said = format!("has mode {mode:o}");
+        let path = p.display().to_string();
+        let says: &[&str] = if mode == 0o600 {
+            &[&path]
+        } else {
+            &[&path, &mode_said]
+        };
         for side in ["recv", "send"] {
-            assert_refused(&named(&name, &["pipe-pair", side]), &[1], &p, &name);
+            assert_refused(&named(&name, &["pipe-pair", side]), &[1], &p, says);
         }
         std::fs::remove_file(&p).unwrap();
     }
 
-    // A socket file of another owner, and a plain file where the socket goes.
+    // A socket file of another owner (a plain file where it goes: the shared scenario).
     let name = unique("squat-sock");
     let p = tmp(&name);
     python(
@@ -829,16 +743,8 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
         &[p.to_str().unwrap()],
     );
     chown_nobody(&p);
-    assert_refused(&named(&name, &["socket-pair", "recv"]), &[1], &p, &name);
+    assert_refused(&named(&name, &["socket-pair", "recv"]), &[1], &p, &[&name]);
     std::fs::remove_file(&p).unwrap();
-    for ty in SOCKET_TYPES {
-        let name = unique("squat-file");
-        let p = tmp(&name);
-        std::fs::write(&p, b"not a socket").unwrap();
-        let argv = named(&name, &["socket-pair", "recv", "--type", ty]);
-        assert_refused(&argv, &[1], &p, &name);
-        std::fs::remove_file(&p).unwrap();
-    }
 
     // POSIX shared memory: another owner, open to others, another layout (garbage).
     // The consumer may call garbage a failed check of the data (exit 3).
@@ -858,9 +764,14 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
         if how == "nobody" {
             chown_nobody(&p);
         }
-        assert_refused(&named(&name, &["shm-producer"]), &[1], &p, &name);
+        assert_refused(&named(&name, &["shm-producer"]), &[1], &p, &[&name]);
         let consumer_codes: &[i32] = if how == "garbage" { &[1, 3] } else { &[1] };
-        assert_refused(&named(&name, &["shm-consumer"]), consumer_codes, &p, &name);
+        assert_refused(
+            &named(&name, &["shm-consumer"]),
+            consumer_codes,
+            &p,
+            &[&name],
+        );
         std::fs::remove_file(&p).unwrap();
     }
 
@@ -871,7 +782,7 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     chown_nobody(&p);
     for side in ["shm-producer", "shm-consumer"] {
-        assert_refused(&named(&name, &[side, "--api", "mmap"]), &[1], &p, &name);
+        assert_refused(&named(&name, &[side, "--api", "mmap"]), &[1], &p, &[&name]);
     }
     std::fs::remove_file(&p).unwrap();
 
@@ -886,7 +797,7 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
     let p = Path::new(MQUEUE_DIR).join(&name);
     chown_nobody(&p);
     for side in ["recv", "send"] {
-        assert_refused(&named(&name, &["mq-pair", side]), &[1], &p, &name);
+        assert_refused(&named(&name, &["mq-pair", side]), &[1], &p, &[&name]);
     }
     remove_object(&p);
 
@@ -916,7 +827,7 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
         ));
         let id = sysv_squat(kind, &key);
         for side in sides {
-            assert_refused(&named(&name, side), &[1], &key, &name);
+            assert_refused(&named(&name, side), &[1], &key, &[&name]);
             assert!(
                 ipcs_all()
                     .iter()
@@ -939,7 +850,7 @@ fn squatted_objects_are_refused_named_and_left_untouched() {
     ] {
         std::fs::write(key, b"").unwrap();
         chown_nobody(key);
-        assert_refused(&argv, &[1], key, &name);
+        assert_refused(&argv, &[1], key, &[&name]);
         std::fs::remove_file(key).unwrap();
     }
 }
@@ -1008,7 +919,7 @@ fn every_object_a_waiting_side_creates_is_mode_0600() {
             let mode = object_stat(&p).st_mode & 0o777;
             assert_eq!(mode, 0o600, "{argv:?}: {} has mode {mode:o}", p.display());
             if p.extension().is_some_and(|e| e == "key") {
-                let key = ftok(&p).unwrap();
+                let key = ftok(&p);
                 for (kind, k, id) in ipcs_all() {
                     if k == key {
                         let perms = Command::new("ipcs")
@@ -1098,6 +1009,14 @@ fn proc_value(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// `shm-producer --api api --segment-size size` at `name`, giving up after 1 s.
+fn producer_of_size(api: &str, size: &str, name: &str) -> Command {
+    let mut c = cmd("shm-producer");
+    c.args(["--api", api, "--segment-size", size])
+        .args(["--name", name, "--timeout", "1"]);
+    c
+}
+
 #[test]
 fn limits_are_named_with_how_to_raise_them() {
     let _serial = serial();
@@ -1120,8 +1039,7 @@ fn limits_are_named_with_how_to_raise_them() {
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     let ask = format!("{}G", (free >> 30) + 2);
     let name = unique("lim-shm");
-    let out =
-        run(cmd("shm-producer").args(["--segment-size", &ask, "--name", &name, "--timeout", "1"]));
+    let out = run(&mut producer_of_size("posix", &ask, &name));
     assert_one_clear_error(&format!("--segment-size {ask}"), &out, 1);
     let err = stderr(&out);
     assert!(
@@ -1133,18 +1051,8 @@ fn limits_are_named_with_how_to_raise_them() {
     // The same through a mapped file on tmpfs: refused before ftruncate, file removed.
     let name = unique("lim-mmap");
     let file = Path::new("/dev/shm").join(format!("{name}.mmap"));
-    let out = run(cmd("shm-producer")
-        .args([
-            "--api",
-            "mmap",
-            "--segment-size",
-            &ask,
-            "--name",
-            &name,
-            "--timeout",
-            "1",
-            "--file",
-        ])
+    let out = run(producer_of_size("mmap", &ask, &name)
+        .arg("--file")
         .arg(&file));
     assert_one_clear_error(&format!("--api mmap --segment-size {ask}"), &out, 1);
     assert!(stderr(&out).contains("free"), "{}", stderr(&out));
@@ -1155,16 +1063,7 @@ fn limits_are_named_with_how_to_raise_them() {
     if shmmax < (1 << 40) {
         let name = unique("lim-sysv");
         let ask = (shmmax + 8192).to_string();
-        let out = run(cmd("shm-producer").args([
-            "--api",
-            "sysv",
-            "--segment-size",
-            &ask,
-            "--name",
-            &name,
-            "--timeout",
-            "1",
-        ]));
+        let out = run(&mut producer_of_size("sysv", &ask, &name));
         assert_one_clear_error("sysv over shmmax", &out, 1);
         assert!(
             stderr(&out).contains("/proc/sys/kernel/shmmax"),
@@ -1177,16 +1076,8 @@ fn limits_are_named_with_how_to_raise_them() {
     }
     // A SysV segment the kernel cannot commit (ENOMEM), if it refuses one.
     let name = unique("lim-sysv-big");
-    let out = run(cmd("shm-producer").args([
-        "--api",
-        "sysv",
-        "--segment-size",
-        &format!("{}G", (free >> 30) * 64),
-        "--name",
-        &name,
-        "--timeout",
-        "1",
-    ]));
+    let huge = format!("{}G", (free >> 30) * 64);
+    let out = run(&mut producer_of_size("sysv", &huge, &name));
     if code(&out.status) == 1 {
         assert_one_clear_error("sysv huge", &out, 1);
         let err = stderr(&out);
@@ -1242,20 +1133,14 @@ fn limits_are_named_with_how_to_raise_them() {
 #[test]
 fn bad_flags_on_every_binary_exit_2_or_1_with_one_clear_line() {
     let _serial = serial();
-    let common: &[(&[&str], i32)] = &[
-        (&["--bogus"], 2),
-        (&["-s", "0"], 2),
-        (&["-s", "300M"], 2),
-        (&["-s", "4X"], 2),
-        (&["-s", "99999999999999999999"], 2),
-        (&["-n", "0"], 2),
-        (&["-n", "-5"], 2),
-        (&["-n", "99999999999999999999999"], 2),
-        (&["--timeout", "0"], 2),
-        (&["--timeout", "nan"], 2),
-        (&["--timeout", "1e9"], 2),
-        (&["--mode", "sideways"], 2),
-        (&["--seed", "x"], 2),
+    // Every binary: an unknown flag, and these values of common flags, are usage errors.
+    let common: &[(&str, &[&str])] = &[
+        ("--bogus", &[]),
+        ("-s", &["0", "300M", "4X", "99999999999999999999"]),
+        ("-n", &["0", "-5", "99999999999999999999999"]),
+        ("--timeout", &["0", "nan", "1e9"]),
+        ("--mode", &["sideways"]),
+        ("--seed", &["x"]),
     ];
     let sending: &[(&[&str], i32)] = &[
         (&["--input", "/nonexistent/in.bin"], 1),
@@ -1305,8 +1190,13 @@ fn bad_flags_on_every_binary_exit_2_or_1_with_one_clear_line() {
         n += 1;
     };
     for bin in binaries() {
-        for (flags, expected) in common {
-            check(&bin, flags, *expected);
+        for (flag, values) in common {
+            if values.is_empty() {
+                check(&bin, &[flag], 2);
+            }
+            for value in *values {
+                check(&bin, &[flag, value], 2);
+            }
         }
         let sends = bin[0] == "shm-producer" || bin.get(1).is_some_and(|s| *s != "recv");
         let recvs = bin[0] == "shm-consumer" || bin.get(1).is_some_and(|s| *s != "send");

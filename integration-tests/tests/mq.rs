@@ -1,5 +1,6 @@
 //! mq-pair end to end, beyond the scenarios every mechanism shares (tests/scenarios.rs):
-//! sizes and priorities, foreign feeders, stale and squatted queues, how the queues show.
+//! sizes and priorities, foreign feeders, squatted queues, how the queues show (stale ones:
+//! tests/faults.rs, crashed runs).
 //!
 //! Every test uses its own name; SysV queues are found by the key the summary (or the
 //! error message) names, so parallel tests never see each other's objects.
@@ -171,10 +172,7 @@ fn raw_receiver_fed_by_a_foreign_program() {
         assert_code(&fed, 0);
         let recv = finish(recv);
         assert_code(&recv, 0);
-        assert!(
-            std::fs::read(&output).unwrap() == data,
-            "{api}: raw output differs"
-        );
+        assert_holds(&output, &data);
         let s = stdout(&recv);
         assert!(
             s.contains("payload=raw") && s.contains("40 messages"),
@@ -201,41 +199,6 @@ fn interrupted_receiver_removes_the_queue_and_the_sender_says_so() {
         "{err}"
     );
     assert_all_gone(&ep.name, &stderr_of(&[&send, &recv]), &pids);
-}
-
-#[test]
-fn stale_queue_from_a_crashed_run_is_replaced() {
-    for api in APIS {
-        let ep = mq(api).endpoint("stale");
-        let name = &ep.name;
-        let path = mq(api).object_named(name);
-        // A receiver killed while waiting leaves its queue (and SysV key file) behind.
-        let mut crashed = start(&mut mq(api).side(Role::Receiver, &ep));
-        let crashed_pid = crashed.id();
-        wait_for_path(&path, Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(100));
-        let stale_key = if api == "sysv" {
-            vec![ftok(&path)]
-        } else {
-            vec![]
-        };
-        crashed.kill().unwrap();
-        let _ = crashed.wait();
-        assert!(object_exists(&path), "the crash left {}", path.display());
-        if api == "sysv" {
-            assert!(!sysv_leftovers(&stale_key).is_empty(), "a stale SysV queue");
-        }
-        let p = transfer(mq(api), &ep, Role::Receiver, &["-n", "20"], &[]);
-        assert_both_ok(&p.sender, &p.receiver);
-        let (recv, v) = (stderr(&p.receiver), summary(&p.receiver));
-        assert!(recv.contains("stale"), "{recv}");
-        assert_verified(&v, 20);
-        let mut keys = stale_key;
-        keys.extend(key_of(&v));
-        let mut pids = p.pids.clone();
-        pids.push(crashed_pid);
-        assert_clean(name, &keys, &pids);
-    }
 }
 
 #[test]

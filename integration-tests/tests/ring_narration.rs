@@ -27,13 +27,8 @@ fn narrated_producer(sync: &str) -> String {
     prod.wait_for("waiting", Duration::from_secs(20));
     let cons = start_watched(cmd("shm-consumer").args(["--name", &name, "--timeout", "30"]));
     let (p, c) = (prod.finish(), cons.finish());
-    assert_code(&p, 0);
-    assert_code(&c, 0);
-    assert!(
-        stdout(&c).contains("3 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
-        "{}",
-        stdout(&c)
-    );
+    assert_both_ok(&p, &c);
+    assert_verified_line(&c, 3);
     assert_no_leftovers(&name);
     stderr(&p)
 }

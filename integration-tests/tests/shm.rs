@@ -1,7 +1,7 @@
 //! The shared-memory pair end to end, beyond the scenarios every mechanism shares
 //! (tests/scenarios.rs): `shm-producer` and `shm-consumer` as real processes, over POSIX,
 //! SysV and mapped-file segments, with every sync kind, in both modes and both start
-//! orders; faults (killed peers for each sync kind, stale and squatted names, corrupted
+//! orders; faults (killed peers for each sync kind, live and squatted names, corrupted
 //! segments); and after every test, the leak checks: nothing named after the test in
 //! /tmp, /dev/shm or /dev/mqueue, and no SysV segment with the test's key.
 //!
@@ -9,7 +9,7 @@
 //! that the leak check looks for; segments are also matched by creator pid.
 
 use integration_tests::mechanism::{shm, Role, SHM_POSIX};
-use integration_tests::scenario::killed_peer;
+use integration_tests::scenario::{killed_peer, receiver_contradicting_the_hello_is_refused};
 use integration_tests::*;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
@@ -179,10 +179,7 @@ fn human_summary_names_the_segment() {
     let s = stdout(&cons);
     assert!(s.starts_with("shm receiver"), "{s}");
     assert!(s.contains("api=posix") && s.contains("sync=mutex"), "{s}");
-    assert!(
-        s.contains("10 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
-        "{s}"
-    );
+    assert_verified_line(&cons, 10);
     assert_all_gone(&name, "", &pids);
 }
 
@@ -317,53 +314,7 @@ fn interrupted_waiting_producer_removes_everything() {
 }
 
 // ---------------------------------------------------------------------------------
-// 7. Stale segments are replaced; live ones refused.
-
-#[test]
-fn stale_segment_of_a_killed_producer_is_replaced() {
-    for api in APIS {
-        let name = unique(&format!("stale-{api}"));
-        let path = shm(api).object_named(&name);
-        // A producer killed while it waits: its name stays (it is removed only on attach).
-        let sync = if api == "posix" { "mq" } else { "mutex" };
-        let mut old =
-            start_watched(side(PROD, api, &name).args(["--sync", sync, "--timeout", "60"]));
-        old.wait_for("waiting", Duration::from_secs(20));
-        let old_pid = old.id();
-        signal(old.child(), Signal::SIGKILL);
-        let old = old.finish_within(Duration::from_secs(20));
-        assert!(path.exists(), "{}: the stale name remains", path.display());
-        if api == "sysv" {
-            assert!(sysv_shm_segments().iter().any(|s| s.cpid == old_pid));
-        }
-
-        let mut prod = start_watched(side(PROD, api, &name).args([
-            "--sync",
-            sync,
-            "-n",
-            "300",
-            "--json",
-            "--timeout",
-            "30",
-        ]));
-        prod.wait_for("waiting", Duration::from_secs(20));
-        let cons = run(side(CONS, api, &name).args(["--json", "--timeout", "30"]));
-        let prod_pid = prod.id();
-        let prod = prod.finish();
-        assert_both_ok(&prod, &cons);
-        assert_verified(&summary(&cons), 300);
-        let err = stderr(&prod);
-        assert!(
-            err.contains("replacing a stale") && err.contains(&format!("pid {old_pid}")),
-            "{api}: {err}"
-        );
-        assert_all_gone(
-            &name,
-            &stderr_of(&[&old, &prod, &cons]),
-            &[old_pid, prod_pid],
-        );
-    }
-}
+// 7. A live segment is refused (a stale one is replaced: tests/faults.rs, crashed runs).
 
 #[test]
 fn live_segment_is_refused_by_a_second_producer() {
@@ -563,20 +514,12 @@ fn verbose_narrates_the_system_calls() {
     ];
     for &(api, prod_calls, cons_calls) in cases {
         let name = unique(&format!("narrate-{api}"));
-        let (prod, cons, pids) = pair(
-            cmd(PROD).args([
-                "--api",
-                api,
-                "--name",
-                &name,
-                "-v",
-                "-n",
-                "3",
-                "--timeout",
-                "30",
-            ]),
-            cmd(CONS).args(["--api", api, "--name", &name, "-v", "--timeout", "30"]),
-        );
+        let narrated = |bin: &str| {
+            let mut c = cmd(bin);
+            c.args(["--api", api, "--name", &name, "-v", "--timeout", "30"]);
+            c
+        };
+        let (prod, cons, pids) = pair(narrated(PROD).args(["-n", "3"]), &mut narrated(CONS));
         assert_both_ok(&prod, &cons);
         let (pe, ce) = (stderr(&prod), stderr(&cons));
         for call in prod_calls {
@@ -1199,40 +1142,15 @@ fn pool_mode_pingpong_and_a_file() {
             .arg(&input),
     );
     assert_both_ok(&p, &c);
-    assert!(
-        std::fs::read(&output).unwrap() == data,
-        "pool output differs from the input"
-    );
+    assert_holds(&output, &data);
     assert_all_gone(&name, &stderr_of(&[&p, &c]), &pids);
 }
 
+/// The shared killed-peer scenario over a pool: the producer names the dead consumer.
 #[test]
 fn pool_mode_killed_consumer_ends_the_producer() {
-    let name = unique("pool-kill");
-    let path = shm("posix").object_named(&name);
-    let prod = start_watched(side(PROD, "posix", &name).args([
-        "--segments",
-        "3",
-        "--segment-size",
-        "8K",
-        "-n",
-        "100000000",
-        "-s",
-        "1K",
-        "--timeout",
-        "3",
-    ]));
-    wait_for_path(&path, Duration::from_secs(20));
-    let cons = start_watched(side(CONS, "posix", &name).args(["--timeout", "3"]));
-    wait_for_gone(&path, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(300));
-    let pids = vec![prod.id(), cons.id()];
-    signal(cons.child(), Signal::SIGKILL);
-    let dead = cons.finish_within(Duration::from_secs(30));
-    let out = prod.finish_within(Duration::from_secs(30));
-    assert_no_panic(&out);
-    assert_exit(&out, 4, &["consumer"]);
-    assert_all_gone(&name, &stderr_of(&[&dead, &out]), &pids);
+    let pool = ["--segments", "3", "--segment-size", "8K"];
+    killed_peer(&SHM_POSIX, Role::Receiver, &pool);
 }
 
 #[test]
@@ -1291,20 +1209,13 @@ fn zero_copy_builds_and_checks_in_place() {
 
 #[test]
 fn zero_copy_with_a_wrong_seed_fails_verification() {
-    let name = unique("zc-seed");
-    let (p, c, pids) = pair(
-        side(PROD, "posix", &name).args(["--zero-copy", "-n", "20", "--seed", "7"]),
-        side(CONS, "posix", &name).args(["--seed", "8", "--json"]),
-    );
     // The hello names the producer's seed: the consumer refuses before any message.
-    assert_code(&c, 2);
-    assert!(
-        stderr(&c).contains("--seed 8 but the sender sends 7"),
-        "{}",
-        stderr(&c)
+    receiver_contradicting_the_hello_is_refused(
+        &SHM_POSIX,
+        &["--zero-copy", "-n", "20", "--seed", "7"],
+        &["--seed", "8"],
+        "--seed 8 but the sender sends 7",
     );
-    assert!(matches!(code(&p.status), 0 | 4), "{}", stderr(&p));
-    assert_all_gone(&name, &stderr_of(&[&p, &c]), &pids);
 }
 
 #[test]
@@ -1320,12 +1231,7 @@ fn zero_copy_refuses_what_it_cannot_build_in_place() {
             .arg("--zero-copy")
             .args(&bad)
             .args(["--timeout", "1"]));
-        assert_code(&out, 2);
-        assert!(
-            stderr(&out).contains("--zero-copy"),
-            "{bad:?}: {}",
-            stderr(&out)
-        );
+        assert_exit(&out, 2, &["--zero-copy"]);
     }
     assert_no_leftovers(&name);
 }

@@ -68,10 +68,7 @@ fn raw_from_socat(ours: &[&str], socat_addr: &str, wait: impl Fn()) {
     let recv = finish(recv);
     assert_code(&recv, 0);
     assert!(stdout(&recv).contains("payload=raw"), "{}", stdout(&recv));
-    assert!(
-        std::fs::read(&output).unwrap() == data,
-        "raw output differs"
-    );
+    assert_holds(&output, &data);
 }
 
 /// socket-pair --raw is the sender, socat the receiver.
@@ -95,10 +92,7 @@ fn raw_to_socat(socat_addr: &str, ours: &[&str], wait: impl Fn()) {
         .args(ours));
     assert_code(&send, 0);
     assert_code(&finish(socat), 0);
-    assert!(
-        std::fs::read(&output).unwrap() == data,
-        "socat's copy differs"
-    );
+    assert_holds(&output, &data);
 }
 
 #[test]

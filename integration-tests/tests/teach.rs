@@ -2,6 +2,8 @@
 //! receiver per FIFO, flags that contradict the sender's hello, each side's `--help`,
 //! and `--step` with and without a terminal.
 
+use integration_tests::mechanism::FIFO;
+use integration_tests::scenario::receiver_contradicting_the_hello_is_refused;
 use integration_tests::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,11 +41,7 @@ fn interval_paces_the_sender_one_message_at_a_time() {
         "20",
     ]));
     assert_code(&out, 0);
-    assert!(
-        stdout(&out).contains("3 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
-        "{}",
-        stdout(&out)
-    );
+    assert_verified_line(&out, 3);
     // The sender's narration, in order: a message, the pause, the next message...
     // (no pause after the last one).
     let err = stderr(&out);
@@ -83,12 +81,7 @@ fn receivers_refuse_interval() {
         cmd("mq-pair").args(["recv", "--name", &name]),
     ] {
         let out = run(c.args(["--interval", "1s", "--timeout", "1"]));
-        assert_code(&out, 2);
-        assert!(
-            stderr(&out).contains("--interval given to the receiver"),
-            "{}",
-            stderr(&out)
-        );
+        assert_exit(&out, 2, &["--interval given to the receiver"]);
     }
     assert_no_leftovers(&name);
 }
@@ -182,42 +175,8 @@ fn receiver_flags_that_contradict_the_hello_are_named_with_both_values() {
         ),
     ];
     for (mine, theirs, says) in cases {
-        let name = unique("teach-mis");
-        let recv = start(
-            cmd(P)
-                .args(["recv", "--name", &name, "--timeout", "20"])
-                .args(*mine),
-        );
-        wait_for_path(&fifo(&name), Duration::from_secs(10));
-        let send = start(
-            cmd(P)
-                .args(["send", "--name", &name, "--timeout", "5"])
-                .args(*theirs),
-        );
-        let (recv, send) = (finish(recv), finish(send));
-        assert_code(&recv, 2);
-        let err = stderr(&recv);
-        assert!(
-            err.contains("error[mismatch]") && err.contains(says),
-            "{says}: {err}"
-        );
-        // The sender finds its receiver gone (or had sent all before it left).
-        assert!(matches!(code(&send.status), 0 | 4), "{}", stderr(&send));
-        assert_no_leftovers(&name);
+        receiver_contradicting_the_hello_is_refused(&FIFO, theirs, mine, says);
     }
-    // Shared memory too: the consumer names the producer's seed.
-    let name = unique("teach-mis-shm");
-    let cons = start(cmd("shm-consumer").args(["--name", &name, "--seed", "2", "--timeout", "20"]));
-    std::thread::sleep(Duration::from_millis(300));
-    let prod = start(cmd("shm-producer").args(["--name", &name, "-n", "10", "--timeout", "5"]));
-    let (cons, _prod) = (finish(cons), finish(prod));
-    assert_code(&cons, 2);
-    assert!(
-        stderr(&cons).contains("--seed 2 but the sender sends 1"),
-        "{}",
-        stderr(&cons)
-    );
-    assert_no_leftovers(&name);
 }
 
 #[test]

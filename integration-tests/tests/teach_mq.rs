@@ -2,6 +2,7 @@
 //! refused, naming the first), `-v` narration of split messages and of who created the
 //! queue, and `--help` that offers each side only its own flags.
 
+use integration_tests::mechanism::mq;
 use integration_tests::*;
 use std::time::Duration;
 
@@ -37,30 +38,16 @@ fn second_is_refused(api: &str, verb: &str) {
     let other = if verb == "send" { "recv" } else { "send" };
     let peer = side(other, api, &name, &["-n", "5"]).finish();
     let first = first.finish();
-    assert_code(&peer, 0);
-    assert_code(&first, 0);
+    assert_both_ok(&peer, &first);
     let summary = if verb == "recv" { &first } else { &peer };
-    assert!(
-        stdout(summary).contains("5 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
-        "{api}: {}",
-        stdout(summary)
-    );
+    assert_verified_line(summary, 5);
     assert_no_leftovers(&name);
 }
 
-#[test]
-fn a_second_sender_is_refused() {
-    for api in APIS {
-        second_is_refused(api, "send");
-    }
-}
-
-#[test]
-fn a_second_receiver_is_refused() {
-    for api in APIS {
-        second_is_refused(api, "recv");
-    }
-}
+tests_over!(APIS =>
+    a_second_sender_is_refused: second_is_refused("send"),
+    a_second_receiver_is_refused: second_is_refused("recv"),
+);
 
 /// `run -v` with messages larger than the queue's: each part narrated with its number,
 /// the creator's and the opener's queue calls told apart, and the child said to open
@@ -69,20 +56,11 @@ fn a_second_receiver_is_refused() {
 fn run_narrates_parts_creator_and_opener() {
     for api in APIS {
         let name = unique("teach-narr");
-        let out = run(cmd(P).args([
-            "run",
-            "--api",
-            api,
-            "--name",
-            &name,
-            "-v",
-            "-n",
-            "2",
-            "-s",
-            "20000",
-            "--timeout",
-            "20",
-        ]));
+        let m = mq(api);
+        let out =
+            run(m
+                .run(&m.at(&name))
+                .args(["-v", "-n", "2", "-s", "20000", "--timeout", "20"]));
         assert_code(&out, 0);
         let err = stderr(&out);
         let (send, recv) = if api == "sysv" {
@@ -176,13 +154,8 @@ fn keep_leaves_the_name_while_the_pair_runs() {
         signal(recv.child(), Signal::SIGCONT);
         let (send, recv) = (send.finish(), recv.finish());
         assert!(present, "{api}: --keep removed the name while the pair ran");
-        assert_code(&send, 0);
-        assert_code(&recv, 0);
-        assert!(
-            stdout(&recv).contains("20 received, 0 lost, 0 duplicated, 0 corrupted: verified"),
-            "{api}: {}",
-            stdout(&recv)
-        );
+        assert_both_ok(&send, &recv);
+        assert_verified_line(&recv, 20);
         assert_no_leftovers(&name);
     }
 }

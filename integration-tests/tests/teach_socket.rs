@@ -16,21 +16,17 @@ fn sock(name: &str) -> std::path::PathBuf {
 
 /// Start the receiver, then the sender; both with `transport` and a timeout.
 fn pair(transport: &[&str], recv: &[&str], send: &[&str]) -> (Output, Output) {
-    let r = start(
-        cmd(P)
-            .arg("recv")
-            .args(recv)
+    let side = |verb: &str, args: &[&str]| {
+        let mut c = cmd(P);
+        c.arg(verb)
+            .args(args)
             .args(transport)
-            .args(["--timeout", "20"]),
-    );
+            .args(["--timeout", "20"]);
+        start(&mut c)
+    };
+    let r = side("recv", recv);
     std::thread::sleep(Duration::from_millis(300));
-    let s = start(
-        cmd(P)
-            .arg("send")
-            .args(send)
-            .args(transport)
-            .args(["--timeout", "20"]),
-    );
+    let s = side("send", send);
     (finish(r), finish(s))
 }
 

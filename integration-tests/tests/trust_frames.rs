@@ -19,12 +19,8 @@ const HUGE: u32 = 256 << 20;
 /// `pipe-pair recv --fifo PATH` under `prlimit`, or `None` (with the reason printed)
 /// when prlimit is missing, which is a failure under CI=true.
 fn limited_receiver(fifo: &PathBuf) -> Option<Command> {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prlimit (util-linux) is required under CI"
-        );
-        eprintln!("skipping: prlimit (util-linux) is not installed");
+    let test = format!("the hostile frames of {}", fifo.display());
+    if !require_tool(&test, "prlimit", "--version") {
         return None;
     }
     let mut c = Command::new("prlimit");
@@ -104,6 +100,18 @@ fn a_header_before_the_hello_may_claim_no_more_than_a_hello() {
         3,
         &[&format!("announces {HUGE} payload bytes"), &hello],
     );
+}
+
+/// A hello that announces a message size of 0, or one over the largest: refused
+/// (exit 3) naming the field, before any data.
+#[test]
+fn a_hello_with_an_impossible_message_size_is_refused() {
+    for size in [0, ipc_common::args::MAX_SIZE as u64 + 1] {
+        let Some(out) = feed("tf-hello", &hello(size)) else {
+            return;
+        };
+        assert_exit(&out, 3, &["hello has an invalid message size"]);
+    }
 }
 
 #[test]

@@ -43,33 +43,6 @@ fn kill(w: Watched) -> Output {
     w.finish_within(LIMIT)
 }
 
-/// Whether we may act as another user (root, with `setpriv`); when not, say why, and
-/// under CI=true fail instead of skipping.
-fn can_switch_user(test: &str) -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
-        Some("not root")
-    } else if Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        Some("no setpriv")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: {why}, and CI=true"
-            );
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // A side stopped while it holds the ring's lock.
 
@@ -267,7 +240,7 @@ if op == "unlink":
 /// unlinking it.
 #[test]
 fn another_users_helper_queue_is_refused_and_left_alone() {
-    if !can_switch_user("another_users_helper_queue_is_refused_and_left_alone") {
+    if !require_other_user("another_users_helper_queue_is_refused_and_left_alone") {
         return;
     }
     let name = unique("mq-squat");
@@ -352,26 +325,16 @@ fn crashed_producer_then_consumer_first(api: &str, point: &str) {
     assert_no_leftovers(&name);
 }
 
-#[test]
-fn producer_killed_while_waiting_then_consumer_first() {
-    for api in APIS {
-        crashed_producer_then_consumer_first(api, "waiting");
-    }
-}
-
-#[test]
-fn producer_killed_before_sizing_then_consumer_first() {
-    for api in APIS {
-        crashed_producer_then_consumer_first(api, "create");
-    }
-}
-
-#[test]
-fn producer_killed_before_publishing_then_consumer_first() {
-    for api in APIS {
-        crashed_producer_then_consumer_first(api, "publish");
-    }
-}
+// The producer killed at each point: while it waits, before it sized the segment,
+// before it published the layout.
+tests_over!(APIS =>
+    producer_killed_while_waiting_then_consumer_first:
+        crashed_producer_then_consumer_first("waiting"),
+    producer_killed_before_sizing_then_consumer_first:
+        crashed_producer_then_consumer_first("create"),
+    producer_killed_before_publishing_then_consumer_first:
+        crashed_producer_then_consumer_first("publish"),
+);
 
 // ---------------------------------------------------------------------------------
 // A segment truncated under a running pair.

@@ -3,6 +3,7 @@
 //! hosts a shared secret decides. The foreign side runs as uid 65534 through
 //! `setpriv` (so these tests need root; they skip when not root, and fail under CI).
 
+use integration_tests::mechanism::free_port;
 use integration_tests::*;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -126,30 +127,21 @@ c.close()
 /// Can this test run? Needs root (to act as another user), setpriv and a python3 that
 /// uid 65534 may run. A missing piece skips with the reason, or fails under CI=true.
 fn can_run(test: &str) -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
-        Some("needs root to run a peer as another user (setpriv)".to_string())
-    } else if !as_nobody(Command::new(python()).args(["-c", "pass"]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        Some(format!(
-            "cannot run `setpriv ... {} -c pass` as uid {NOBODY} (install util-linux and python3)",
-            python()
-        ))
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} cannot run under CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
+    require_other_user(test) && {
+        let runs = as_nobody(Command::new(python()).args(["-c", "pass"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        require(
+            test,
+            (!runs).then(|| {
+                format!(
+                    "cannot run `{} -c pass` as uid {NOBODY} (install python3)",
+                    python()
+                )
+            }),
+        )
     }
 }
 
@@ -214,13 +206,6 @@ fn write_public(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 /// A python helper as uid 65534 (or as us), stdin piped so the test can end it.
 fn helper(script: &str, args: &[&str], nobody: bool) -> Child {
     let mut c = Command::new(python());
@@ -252,40 +237,45 @@ fn end(mut child: Child) -> Output {
     finish_within(child, WATCH)
 }
 
+/// `check(type, name, socket path)` for each Unix socket type under a fresh name; then
+/// nothing of the name is left.
+fn each_type(tag: &str, mut check: impl FnMut(&str, &str, &Path)) {
+    for ty in TYPES {
+        let name = unique(&format!("{tag}-{ty}"));
+        check(ty, &name, &std::env::temp_dir().join(&name));
+        assert_no_leftovers(&name);
+    }
+}
+
+/// A squatter of uid 65534 holds the sender's address (`squat_at`, a socket of type
+/// `ty`): the sender, told `to`, refuses it (exit 1, naming the uid) and the squatter
+/// receives nothing.
+fn a_squatter_gets_nothing(squat_at: &str, ty: &str, to: &[&str]) {
+    let (_dir, input) = temp_file(&random_bytes(100_000, 7));
+    let squatter = helper(SQUATTER, &[squat_at, ty], true);
+    let send = run(cmd(P)
+        .arg("send")
+        .args(to)
+        .args(["--timeout", "5", "--input"])
+        .arg(&input));
+    let got = end(squatter);
+    assert_exit(&send, 1, &[&format!("uid {NOBODY}")]);
+    assert_eq!(
+        stdout(&got).trim(),
+        "0",
+        "{squat_at} {ty}: the squatter received bytes"
+    );
+}
+
 #[test]
 fn a_unix_squatter_of_another_user_gets_nothing() {
     if !can_run("a_unix_squatter_of_another_user_gets_nothing") {
         return;
     }
-    let data = random_bytes(100_000, 7);
-    let (_dir, input) = temp_file(&data);
-    for ty in TYPES {
-        let name = unique(&format!("squat-{ty}"));
-        let path = std::env::temp_dir().join(&name);
-        let squatter = helper(SQUATTER, &[path.to_str().unwrap(), ty], true);
-        let send = run(cmd(P)
-            .args([
-                "send",
-                "--name",
-                &name,
-                "--type",
-                ty,
-                "--timeout",
-                "5",
-                "--input",
-            ])
-            .arg(&input));
-        let got = end(squatter);
-        assert_code(&send, 1);
-        let err = stderr(&send);
-        assert!(err.contains(&format!("uid {NOBODY}")), "{ty}: {err}");
-        assert_eq!(
-            stdout(&got).trim(),
-            "0",
-            "{ty}: the squatter received bytes"
-        );
-        assert_no_leftovers(&name);
-    }
+    each_type("squat", |ty, name, path| {
+        let to = ["--name", name, "--type", ty];
+        a_squatter_gets_nothing(path.to_str().unwrap(), ty, &to);
+    });
 }
 
 #[test]
@@ -300,17 +290,15 @@ fn a_unix_receiver_drops_another_users_sender_and_takes_its_own() {
     let real = random_bytes(50_000, 11);
     let input = write_public(dir.path(), "real.bin", &real);
     let foreign = write_public(dir.path(), "foreign.bin", b"FOREIGN BYTES FROM ROOT");
-    for ty in TYPES {
-        let name = unique(&format!("drop-{ty}"));
-        let path = std::env::temp_dir().join(&name);
+    each_type("drop", |ty, name, path| {
         let output = dir.path().join(format!("out-{ty}.bin"));
         let recv = start(&mut as_nobody(
             Command::new(&nb.path)
-                .args(["recv", "--raw", "--name", &name, "--type", ty])
+                .args(["recv", "--raw", "--name", name, "--type", ty])
                 .args(["--timeout", "20", "--output"])
                 .arg(&output),
         ));
-        wait_for_path(&path, Duration::from_secs(10));
+        wait_for_path(path, Duration::from_secs(10));
         let intruder = Command::new(python())
             .arg("-c")
             .arg(CLIENT)
@@ -322,7 +310,7 @@ fn a_unix_receiver_drops_another_users_sender_and_takes_its_own() {
         assert!(intruder.status.success(), "{}", stderr(&intruder));
         let send = run(&mut as_nobody(
             Command::new(&nb.path)
-                .args(["send", "--raw", "--name", &name, "--type", ty])
+                .args(["send", "--raw", "--name", name, "--type", ty])
                 .args(["--timeout", "5", "--input"])
                 .arg(&input),
         ));
@@ -330,12 +318,8 @@ fn a_unix_receiver_drops_another_users_sender_and_takes_its_own() {
         assert_code(&recv, 0);
         assert_code(&send, 0);
         assert!(stderr(&recv).contains("uid 0"), "{ty}: {}", stderr(&recv));
-        assert!(
-            std::fs::read(&output).unwrap() == real,
-            "{ty}: the output is not (only) the real sender's bytes"
-        );
-        assert_no_leftovers(&name);
-    }
+        assert_holds(&output, &real);
+    });
 }
 
 #[test]
@@ -414,19 +398,9 @@ fn tcp_sender_refuses_another_users_listener() {
     if !can_run("tcp_sender_refuses_another_users_listener") {
         return;
     }
-    let data = random_bytes(100_000, 9);
-    let (_dir, input) = temp_file(&data);
-    let port = free_port().to_string();
-    let listener = helper(SQUATTER, &[&format!("tcp:{port}"), "stream"], true);
-    let send = run(cmd(P)
-        .args(["send", "--tcp", &format!("127.0.0.1:{port}")])
-        .args(["--timeout", "5", "--input"])
-        .arg(&input));
-    let got = end(listener);
-    assert_code(&send, 1);
-    let err = stderr(&send);
-    assert!(err.contains(&format!("uid {NOBODY}")), "{err}");
-    assert_eq!(stdout(&got).trim(), "0", "the listener received bytes");
+    let port = free_port();
+    let to = ["--tcp", &format!("127.0.0.1:{port}")];
+    a_squatter_gets_nothing(&format!("tcp:{port}"), "stream", &to);
 }
 
 #[test]
@@ -491,11 +465,6 @@ fn between_hosts_a_shared_secret_decides() {
             return;
         }
     };
-    let in_ns = |host: usize| {
-        let mut c = hosts.command(host, P);
-        c.env_remove("IPC_SECRET");
-        c
-    };
     let dir = tempfile::tempdir().unwrap();
     let good = secret_file(dir.path(), "good", "correct horse battery staple\n");
     let bad = secret_file(dir.path(), "bad", "wrong horse");
@@ -503,41 +472,30 @@ fn between_hosts_a_shared_secret_decides() {
     let input = write_public(dir.path(), "in.bin", &data);
     let addr = "10.201.0.1:5000";
     let output = dir.path().join("out.bin");
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+    let (input, out_file) = (input.to_str().unwrap(), output.to_str().unwrap());
+    // A pair across the hosts, the receiver on the first, the sender (with `env`) on the
+    // second; IPC_SECRET only where given. Returns (sender, receiver).
+    let across = |recv: &[&str], send: &[&str], env: &[(&str, &str)]| {
+        let side = |host: usize, verb: &str, args: &[&str]| {
+            let mut c = hosts.command(host, P);
+            c.env_remove("IPC_SECRET")
+                .args([verb, "--tcp", addr, "--timeout", "20"])
+                .args(args);
+            c
+        };
+        let recv = start(&mut side(0, "recv", recv));
+        let send = start(side(1, "send", send).envs(env.iter().copied()));
+        (finish(send), finish(recv))
+    };
 
     // The same secret on both sides (a file on one, the variable on the other).
-    let recv = start(
-        in_ns(0)
-            .args([
-                "recv",
-                "--tcp",
-                addr,
-                "--json",
-                "--timeout",
-                "20",
-                "--secret-file",
-            ])
-            .arg(&good)
-            .arg("--output")
-            .arg(&output),
+    let (send, recv) = across(
+        &["--json", "--secret-file", good, "--output", out_file],
+        &["-s", "4K", "--input", input],
+        &[("IPC_SECRET", "correct horse battery staple")],
     );
-    let send = start(
-        in_ns(1)
-            .args([
-                "send",
-                "--tcp",
-                addr,
-                "-s",
-                "4K",
-                "--timeout",
-                "20",
-                "--input",
-            ])
-            .arg(&input)
-            .env("IPC_SECRET", "correct horse battery staple"),
-    );
-    let (send, recv) = (finish(send), finish(recv));
-    assert_code(&send, 0);
-    assert_code(&recv, 0);
+    assert_both_ok(&send, &recv);
     assert!(
         !stderr(&recv).contains("anyone who can reach"),
         "{}",
@@ -547,21 +505,11 @@ fn between_hosts_a_shared_secret_decides() {
     std::fs::remove_file(&output).unwrap();
 
     // Another secret: both refuse, no payload is written.
-    let recv = start(
-        in_ns(0)
-            .args(["recv", "--tcp", addr, "--timeout", "20", "--secret-file"])
-            .arg(&good)
-            .arg("--output")
-            .arg(&output),
+    let (send, recv) = across(
+        &["--secret-file", good, "--output", out_file],
+        &["--secret-file", bad, "--input", input],
+        &[],
     );
-    let send = start(
-        in_ns(1)
-            .args(["send", "--tcp", addr, "--timeout", "20", "--secret-file"])
-            .arg(&bad)
-            .arg("--input")
-            .arg(&input),
-    );
-    let (send, recv) = (finish(send), finish(recv));
     for (side, out) in [("sender", &send), ("receiver", &recv)] {
         assert_code(out, 1);
         assert!(
@@ -576,11 +524,8 @@ fn between_hosts_a_shared_secret_decides() {
     );
 
     // No secret: it works as before, and the receiver says once who can take part.
-    let recv = start(in_ns(0).args(["recv", "--tcp", addr, "--json", "--timeout", "20"]));
-    let send = start(in_ns(1).args(["send", "--tcp", addr, "-n", "100", "--timeout", "20"]));
-    let (send, recv) = (finish(send), finish(recv));
-    assert_code(&send, 0);
-    assert_code(&recv, 0);
+    let (send, recv) = across(&["--json"], &["-n", "100"], &[]);
+    assert_both_ok(&send, &recv);
     assert_verified(&summary(&recv), 100);
     assert_eq!(
         stderr(&recv)

@@ -33,142 +33,44 @@ pub struct Mech {
     pub stream_only: bool,
 }
 
-const fn pair(
-    id: &'static str,
-    what: &'static str,
-    bin: &'static str,
-    flags: &'static [&'static str],
-) -> Mech {
-    Mech {
-        id,
-        what,
-        copy_based: true,
-        start: Start::Pair { bin, flags },
-        stream_only: false,
-    }
-}
+/// A mechanism's row: id, words, and how its pair starts.
+type Row = (&'static str, &'static str, Start);
 
-const fn shm(id: &'static str, what: &'static str, flags: &'static [&'static str]) -> Mech {
-    Mech {
-        id,
-        what,
-        copy_based: false,
-        start: Start::Shm { flags },
-        stream_only: false,
-    }
-}
+/// The bench's mechanisms, in the order of its tables and plots.
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    ("pipe", "anonymous pipe (pipe-pair run)", Start::Run { bin: "pipe-pair" }),
+    ("fifo", "FIFO (named pipe)", Start::Pair { bin: "pipe-pair", flags: &[] }),
+    ("mq-posix", "POSIX message queue", Start::Pair { bin: "mq-pair", flags: &["--api", "posix"] }),
+    ("mq-sysv", "SysV message queue", Start::Pair { bin: "mq-pair", flags: &["--api", "sysv"] }),
+    ("unix-stream", "Unix-domain stream socket", Start::Pair { bin: "socket-pair", flags: &["--type", "stream"] }),
+    ("unix-dgram", "Unix-domain datagram socket", Start::Pair { bin: "socket-pair", flags: &["--type", "dgram"] }),
+    ("unix-seqpacket", "Unix-domain seqpacket socket", Start::Pair { bin: "socket-pair", flags: &["--type", "seqpacket"] }),
+    ("tcp", "TCP on 127.0.0.1", Start::Tcp),
+    ("shm-posix-spin", "shared memory (POSIX), spin then futex", Start::Shm { flags: &["--api", "posix", "--sync", "spin"] }),
+    ("shm-posix-mutex", "shared memory (POSIX), robust mutex + condvars", Start::Shm { flags: &["--api", "posix", "--sync", "mutex"] }),
+    ("shm-posix-sem", "shared memory (POSIX), semaphores", Start::Shm { flags: &["--api", "posix", "--sync", "sem"] }),
+    ("shm-posix-mq", "shared memory (POSIX), ready/ok on queues", Start::Shm { flags: &["--api", "posix", "--sync", "mq"] }),
+    ("shm-sysv-spin", "shared memory (SysV), spin then futex", Start::Shm { flags: &["--api", "sysv", "--sync", "spin"] }),
+    ("shm-sysv-mutex", "shared memory (SysV), robust mutex + condvars", Start::Shm { flags: &["--api", "sysv", "--sync", "mutex"] }),
+    ("shm-sysv-sem", "shared memory (SysV), semaphores", Start::Shm { flags: &["--api", "sysv", "--sync", "sem"] }),
+    ("shm-sysv-mq", "shared memory (SysV), ready/ok on queues", Start::Shm { flags: &["--api", "sysv", "--sync", "mq"] }),
+    ("shm-pool", "shared memory pool: 4 POSIX segments, ids over a queue", Start::Shm { flags: &["--api", "posix", "--sync", "mq", "--segments", "4"] }),
+    ("shm-zc-spin", "shared memory, --zero-copy, spin (built and checked in place)", Start::Shm { flags: &["--api", "posix", "--sync", "spin", "--zero-copy"] }),
+    ("shm-zc-mutex", "shared memory, --zero-copy, mutex (built and checked in place)", Start::Shm { flags: &["--api", "posix", "--sync", "mutex", "--zero-copy"] }),
+];
 
 pub fn all() -> Vec<Mech> {
-    let mut v = vec![
-        Mech {
-            id: "pipe",
-            what: "anonymous pipe (pipe-pair run)",
-            copy_based: true,
-            start: Start::Run { bin: "pipe-pair" },
-            stream_only: false,
-        },
-        pair("fifo", "FIFO (named pipe)", "pipe-pair", &[]),
-        pair(
-            "mq-posix",
-            "POSIX message queue",
-            "mq-pair",
-            &["--api", "posix"],
-        ),
-        pair(
-            "mq-sysv",
-            "SysV message queue",
-            "mq-pair",
-            &["--api", "sysv"],
-        ),
-        pair(
-            "unix-stream",
-            "Unix-domain stream socket",
-            "socket-pair",
-            &["--type", "stream"],
-        ),
-        pair(
-            "unix-dgram",
-            "Unix-domain datagram socket",
-            "socket-pair",
-            &["--type", "dgram"],
-        ),
-        pair(
-            "unix-seqpacket",
-            "Unix-domain seqpacket socket",
-            "socket-pair",
-            &["--type", "seqpacket"],
-        ),
-        Mech {
-            id: "tcp",
-            what: "TCP on 127.0.0.1",
-            copy_based: true,
-            start: Start::Tcp,
-            stream_only: false,
-        },
-        shm(
-            "shm-posix-spin",
-            "shared memory (POSIX), spin then futex",
-            &["--api", "posix", "--sync", "spin"],
-        ),
-        shm(
-            "shm-posix-mutex",
-            "shared memory (POSIX), robust mutex + condvars",
-            &["--api", "posix", "--sync", "mutex"],
-        ),
-        shm(
-            "shm-posix-sem",
-            "shared memory (POSIX), semaphores",
-            &["--api", "posix", "--sync", "sem"],
-        ),
-        shm(
-            "shm-posix-mq",
-            "shared memory (POSIX), ready/ok on queues",
-            &["--api", "posix", "--sync", "mq"],
-        ),
-        shm(
-            "shm-sysv-spin",
-            "shared memory (SysV), spin then futex",
-            &["--api", "sysv", "--sync", "spin"],
-        ),
-        shm(
-            "shm-sysv-mutex",
-            "shared memory (SysV), robust mutex + condvars",
-            &["--api", "sysv", "--sync", "mutex"],
-        ),
-        shm(
-            "shm-sysv-sem",
-            "shared memory (SysV), semaphores",
-            &["--api", "sysv", "--sync", "sem"],
-        ),
-        shm(
-            "shm-sysv-mq",
-            "shared memory (SysV), ready/ok on queues",
-            &["--api", "sysv", "--sync", "mq"],
-        ),
-        shm(
-            "shm-pool",
-            "shared memory pool: 4 POSIX segments, ids over a queue",
-            &["--api", "posix", "--sync", "mq", "--segments", "4"],
-        ),
-    ];
-    for (id, what, flags) in [
-        (
-            "shm-zc-spin",
-            "shared memory, --zero-copy, spin (built and checked in place)",
-            &["--api", "posix", "--sync", "spin", "--zero-copy"],
-        ),
-        (
-            "shm-zc-mutex",
-            "shared memory, --zero-copy, mutex (built and checked in place)",
-            &["--api", "posix", "--sync", "mutex", "--zero-copy"],
-        ),
-    ] {
-        v.push(Mech {
-            stream_only: true,
-            ..shm(id, what, flags)
-        });
-    }
-    v
+    ROWS.iter()
+        .map(|&(id, what, ref start)| Mech {
+            id,
+            what,
+            // Shared memory is the one that does not copy through the kernel.
+            copy_based: !matches!(start, Start::Shm { .. }),
+            stream_only: matches!(start, Start::Shm { flags } if flags.contains(&"--zero-copy")),
+            start: start.clone(),
+        })
+        .collect()
 }
 
 /// The segment each shm run uses: room for four messages, at least 1 MiB.

@@ -279,35 +279,36 @@ pub enum Role {
 
 /// Check what only the combination of flags can tell, and that `--input` can be read.
 pub fn validate(args: &CommonArgs, role: Role) -> Result<()> {
-    if args.input.is_some() && args.seed.is_some() {
-        return Err(Error::usage(
+    // (refused when, what was given, why): the first that applies is the error.
+    let refused = [
+        (
+            args.input.is_some() && args.seed.is_some(),
             "--seed and --input both given",
             "a seed generates payloads; with --input the file's bytes are the payload",
-        ));
-    }
-    if args.raw && args.mode == Some(Mode::Pingpong) {
-        return Err(Error::usage(
+        ),
+        (
+            args.raw && args.mode == Some(Mode::Pingpong),
             "--raw with --mode pingpong",
             "raw bytes have no frame to answer; use --mode stream with --raw",
-        ));
-    }
-    if role == Role::Send && args.output.is_some() {
-        return Err(Error::usage(
+        ),
+        (
+            role == Role::Send && args.output.is_some(),
             "--output given to the sender",
             "--output is for the receiving side",
-        ));
-    }
-    if role == Role::Recv && args.interval.is_some() {
-        return Err(Error::usage(
+        ),
+        (
+            role == Role::Recv && args.interval.is_some(),
             "--interval given to the receiver",
             "--interval paces the sending side; the receiver takes messages as they come",
-        ));
-    }
-    if role == Role::Recv && args.input.is_some() {
-        return Err(Error::usage(
+        ),
+        (
+            role == Role::Recv && args.input.is_some(),
             "--input given to the receiver",
             "--input is for the sending side; the receiver writes with --output",
-        ));
+        ),
+    ];
+    if let Some(&(_, what, why)) = refused.iter().find(|r| r.0) {
+        return Err(Error::usage(what, why));
     }
     if role != Role::Send {
         if let Some(DataPath::File(p)) = &args.output {

@@ -6,6 +6,7 @@ use crate::args::{validate, CommonArgs, Role};
 use crate::error::Result;
 use crate::report::Report;
 use crate::workload::finish;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 /// The exit codes (docs/design.md), for `--help`.
@@ -54,22 +55,93 @@ pub fn run_main(
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-/// Parse a pair binary's command line (`send`, `recv`, `run` subcommands) with each
-/// side's `--help` offering that side's flags only: [`CommonArgs`] holds every flag,
-/// and a flag meant for the other side is hidden from a subcommand's help (given
-/// anyway, [`validate`] refuses it with exit 2 and says which side it is for).
-pub fn parse<C: clap::Parser>() -> C {
-    let cmd = C::command().mut_subcommands(|sub| match sub.get_name() {
-        "send" => for_side(sub, Role::Send),
-        "recv" => for_side(sub, Role::Recv),
-        _ => sub,
-    });
-    from_matches(cmd)
+/// What a binary's `--help` says of it: one line, a paragraph (`--help`), and the
+/// examples it ends with before the exit codes.
+pub struct Help {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub long_about: &'static str,
+    pub examples: &'static str,
 }
 
-/// [`parse`] for a binary that is one side only (`shm-producer`, `shm-consumer`).
-pub fn parse_as<C: clap::Parser>(role: Role) -> C {
-    from_matches(for_side(C::command(), role))
+impl Help {
+    fn apply(&self, cmd: clap::Command) -> clap::Command {
+        cmd.name(self.name)
+            .about(self.about)
+            .long_about(self.long_about)
+            .after_help(after_help(self.examples))
+    }
+}
+
+/// The command line of a pair binary: one of its subcommands (`send`, `recv`, `run`).
+#[derive(clap::Parser)]
+#[command(version)]
+struct PairCli<C: clap::Subcommand> {
+    #[command(subcommand)]
+    cmd: C,
+}
+
+/// A pair binary's parsed command line: the subcommand, the side it runs, and its
+/// common flags (read again from the subcommand's, for [`run_main`]).
+pub struct Pair<C> {
+    pub cmd: C,
+    pub role: Role,
+    pub common: CommonArgs,
+}
+
+/// The command line of a binary that is one side only: its own flags, then the common ones.
+#[derive(clap::Parser)]
+#[command(version)]
+pub struct SideCli<A: clap::Args> {
+    #[command(flatten)]
+    pub own: A,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Parse a pair binary's command line with each side's `--help` offering that side's
+/// flags only: [`CommonArgs`] holds every flag, and a flag meant for the other side is
+/// hidden from a subcommand's help (given anyway, [`validate`] refuses it with exit 2
+/// and says which side it is for).
+pub fn parse<C: clap::Subcommand>(help: &Help) -> Pair<C> {
+    let cmd =
+        help.apply(PairCli::<C>::command())
+            .mut_subcommands(|sub| match side_of(sub.get_name()) {
+                Role::Both => sub,
+                role => for_side(sub, role),
+            });
+    let matches = cmd.get_matches();
+    let (name, sub) = matches.subcommand().expect("clap requires a subcommand");
+    let pair = PairCli::<C>::from_arg_matches(&matches).and_then(|cli| {
+        Ok(Pair {
+            cmd: cli.cmd,
+            role: side_of(name),
+            common: CommonArgs::from_arg_matches(sub)?,
+        })
+    });
+    pair.unwrap_or_else(|e| e.exit())
+}
+
+/// The side a pair binary's subcommand runs: `run` runs both.
+fn side_of(subcommand: &str) -> Role {
+    match subcommand {
+        "send" => Role::Send,
+        "recv" => Role::Recv,
+        _ => Role::Both,
+    }
+}
+
+/// [`parse`] for a binary that is one side only (`shm-producer`, `shm-consumer`);
+/// `hide`: common flags it has no use for, beyond the other side's.
+pub fn parse_as<A: clap::Args>(help: &Help, role: Role, hide: &[&str]) -> SideCli<A> {
+    let cmd = for_side(help.apply(SideCli::<A>::command()), role).mut_args(|arg| {
+        if hide.contains(&arg.get_id().as_str()) {
+            arg.hide(true)
+        } else {
+            arg
+        }
+    });
+    from_matches(cmd)
 }
 
 fn from_matches<C: clap::Parser>(cmd: clap::Command) -> C {

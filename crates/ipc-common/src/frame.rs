@@ -66,24 +66,32 @@ pub enum FrameError {
 /// Refuse a frame whose header announces more than `max` payload bytes: the most the
 /// receiver accepts at this point (a hello's [`HELLO_LEN`] before the hello, the size the
 /// hello announced after it). A verification error (exit 3) naming the bound.
+#[inline]
 pub fn check_len(header: &Header, max: usize, object: &str) -> crate::Result<usize> {
     let len = header.len as usize;
     if len > max {
-        let bound = if max == HELLO_LEN && header.kind == FrameKind::Hello {
-            format!("the {HELLO_LEN} bytes of a hello")
-        } else {
-            format!("the bound of {max} bytes (before the hello: a hello's {HELLO_LEN}; after it: the message size it announced)")
-        };
-        return Err(crate::Error::verify(
-            object,
-            format!(
-                "a {:?} frame header announces {len} payload bytes, more than {bound}; nothing was allocated for it",
-                header.kind
-            ),
-        )
-        .with_remedy("the other side is not this program or its data is corrupted; run the same build on both sides"));
+        return Err(too_long(header, max, object));
     }
     Ok(len)
+}
+
+/// [`check_len`]'s error, out of the per-message path.
+#[cold]
+fn too_long(header: &Header, max: usize, object: &str) -> crate::Error {
+    let len = header.len;
+    let bound = if max == HELLO_LEN && header.kind == FrameKind::Hello {
+        format!("the {HELLO_LEN} bytes of a hello")
+    } else {
+        format!("the bound of {max} bytes (before the hello: a hello's {HELLO_LEN}; after it: the message size it announced)")
+    };
+    crate::Error::verify(
+        object,
+        format!(
+            "a {:?} frame header announces {len} payload bytes, more than {bound}; nothing was allocated for it",
+            header.kind
+        ),
+    )
+    .with_remedy("the other side is not this program or its data is corrupted; run the same build on both sides")
 }
 
 /// CRC-32 over the sequence number and the payload, so a message delivered under the

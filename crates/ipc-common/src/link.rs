@@ -4,6 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::frame::Header;
+use crate::workload::PayloadGen;
+
+/// What [`Link::recv_generated`] returns: the header and whether the payload is intact,
+/// or `None`: the peer closed its end.
+pub type Received = Option<(Header, bool)>;
 
 pub trait Link {
     /// Names the channel in messages, e.g. `FIFO /tmp/ipc-pipe.fifo`.
@@ -65,16 +70,8 @@ pub trait Link {
     /// `(seed, frame's seq)` as it is copied into `buf`: one read of each byte, no
     /// regenerated buffer. Returns the header and whether the payload is intact: `size`
     /// bytes, every one as generated. `Ok(None)`: the peer closed its end.
-    fn recv_generated(
-        &mut self,
-        _buf: &mut Vec<u8>,
-        _size: usize,
-        _seed: u64,
-    ) -> Result<Option<(Header, bool)>> {
-        Err(Error::usage(
-            format!("{} cannot check while copying", self.object()),
-            "only shared memory fuses the check into its copy",
-        ))
+    fn recv_generated(&mut self, buf: &mut Vec<u8>, size: usize, seed: u64) -> Result<Received> {
+        recv_then_match(self, buf, size, seed)
     }
 
     /// Does this link build and check payloads in place (shared memory `--zero-copy`)?
@@ -101,4 +98,19 @@ fn unsupported(object: &str) -> Error {
         format!("{object} cannot build messages in place"),
         "--zero-copy is for shared memory",
     )
+}
+
+/// [`Link::recv_generated`] in two passes: [`Link::recv`], then a comparison with the
+/// generated payload of `(seed, frame's seq)`, generated as it goes (no second buffer).
+pub fn recv_then_match<L: Link + ?Sized>(
+    link: &mut L,
+    buf: &mut Vec<u8>,
+    size: usize,
+    seed: u64,
+) -> Result<Received> {
+    let Some(frame) = link.recv(buf, size)? else {
+        return Ok(None);
+    };
+    let intact = buf.len() == size && PayloadGen::new(seed, frame.seq).matches(buf);
+    Ok(Some((frame, intact)))
 }

@@ -192,6 +192,17 @@ pub fn dir() -> PathBuf {
     std::env::temp_dir().join(format!("ipc-pairs-{uid}"))
 }
 
+/// How a file of this user's alone is opened for writing in the record directory: mode
+/// 0600, never through a symbolic link, not inherited by children.
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    options
+}
+
 /// Check the record directory: a real directory (not a symlink) of ours, closed to
 /// group and others, since whoever could write there could forge or hide records.
 /// `create`: make it (0700) if missing. `Ok(None)`: missing and not created.
@@ -359,11 +370,8 @@ impl State {
         };
         let object = format!("record {}", tmp.display());
         let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
+        let mut file = private_file()
             .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(|e| Error::os(&object, "open(O_CREAT|O_EXCL|O_NOFOLLOW, 0600)", e))?;
         let json = serde_json::to_vec_pretty(&record).expect("a record serialises");

@@ -58,7 +58,48 @@ pub struct Report {
     pub verified: bool,
 }
 
+/// The keys of the latency and integrity parts, which a report may not have: null then.
+const OPTIONAL_KEYS: [&str; 8] = [
+    "p50_ns",
+    "p99_ns",
+    "p999_ns",
+    "max_ns",
+    "received",
+    "lost",
+    "duplicated",
+    "corrupted",
+];
+
 impl Report {
+    /// The report of a run described but not measured yet: zeros, nothing verified.
+    pub fn new(
+        mechanism: String,
+        role: &'static str,
+        options: BTreeMap<String, String>,
+        mode: crate::args::Mode,
+        payload: &'static str,
+        size: u64,
+        seed: Option<u64>,
+    ) -> Report {
+        Report {
+            mechanism,
+            role,
+            options,
+            mode,
+            payload,
+            size,
+            seed,
+            messages: 0,
+            bytes: 0,
+            seconds: 0.0,
+            msgs_per_sec: 0.0,
+            mib_per_sec: 0.0,
+            latency: None,
+            integrity: None,
+            verified: false,
+        }
+    }
+
     pub fn set_timing(&mut self, messages: u64, bytes: u64, elapsed: Duration) {
         self.messages = messages;
         self.bytes = bytes;
@@ -72,16 +113,7 @@ impl Report {
         let mut v = serde_json::to_value(self).expect("a report always serialises");
         // Keep every key present, so a consumer never has to guess.
         if let Some(obj) = v.as_object_mut() {
-            for key in [
-                "p50_ns",
-                "p99_ns",
-                "p999_ns",
-                "max_ns",
-                "received",
-                "lost",
-                "duplicated",
-                "corrupted",
-            ] {
+            for key in OPTIONAL_KEYS {
                 obj.entry(key).or_insert(serde_json::Value::Null);
             }
         }
@@ -151,22 +183,27 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 fn human_count(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
+    in_thousands(v, COUNT, 1)
 }
 
 pub fn human_ns(ns: u64) -> String {
-    if ns >= 1_000_000 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else if ns >= 1_000 {
-        format!("{:.1} µs", ns as f64 / 1e3)
+    in_thousands(ns as f64, NANOS, 1)
+}
+
+/// The names of one, a thousand and a million of a count, and of nanoseconds.
+pub const COUNT: [&str; 3] = ["", "k", "M"];
+pub const NANOS: [&str; 3] = [" ns", " µs", " ms"];
+
+/// `v` in the largest of `units` (one, thousand, million) it reaches: millions with two
+/// decimals, thousands with `k_digits`, ones whole.
+pub fn in_thousands(v: f64, units: [&str; 3], k_digits: usize) -> String {
+    let [one, thousand, million] = units;
+    if v >= 1e6 {
+        format!("{:.2}{million}", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.k_digits$}{thousand}", v / 1e3)
     } else {
-        format!("{ns} ns")
+        format!("{v:.0}{one}")
     }
 }
 
@@ -206,25 +243,23 @@ mod tests {
     use super::*;
 
     fn sample() -> Report {
+        let options = BTreeMap::from([("path".to_string(), "/tmp/x".to_string())]);
+        let mode = crate::args::Mode::Stream;
         Report {
-            mechanism: "fifo".into(),
-            role: "receiver",
-            options: BTreeMap::from([("path".to_string(), "/tmp/x".to_string())]),
-            mode: crate::args::Mode::Stream,
-            payload: "generated",
-            size: 64,
-            seed: Some(1),
-            messages: 0,
-            bytes: 0,
-            seconds: 0.0,
-            msgs_per_sec: 0.0,
-            mib_per_sec: 0.0,
-            latency: None,
             integrity: Some(Integrity {
                 received: 10,
                 ..Default::default()
             }),
             verified: true,
+            ..Report::new(
+                "fifo".into(),
+                "receiver",
+                options,
+                mode,
+                "generated",
+                64,
+                Some(1),
+            )
         }
     }
 
@@ -244,7 +279,7 @@ mod tests {
         let mut r = sample();
         r.set_timing(10, 640, Duration::from_millis(10));
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
-        for key in [
+        let always = [
             "mechanism",
             "role",
             "options",
@@ -257,21 +292,23 @@ mod tests {
             "seconds",
             "msgs_per_sec",
             "mib_per_sec",
-            "p50_ns",
-            "p99_ns",
-            "p999_ns",
-            "max_ns",
-            "received",
-            "lost",
-            "duplicated",
-            "corrupted",
             "verified",
-        ] {
+        ];
+        for key in always.into_iter().chain(OPTIONAL_KEYS) {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }
         assert_eq!(v["received"], 10);
         assert_eq!(v["msgs_per_sec"], 1000.0);
         assert!(v["p50_ns"].is_null());
+    }
+
+    #[test]
+    fn thousands_scale_to_the_largest_unit_reached() {
+        assert_eq!(human_ns(999), "999 ns");
+        assert_eq!(human_ns(1_500), "1.5 µs");
+        assert_eq!(human_ns(2_345_678), "2.35 ms");
+        assert_eq!(human_count(12_345.0), "12.3k");
+        assert_eq!(in_thousands(12_345.0, COUNT, 0), "12k");
     }
 
     #[test]

@@ -55,11 +55,14 @@ fn publish(map: &Mapping, sync: SyncKind) -> layout::Checked {
 
 /// Map the segment's file anew in this thread, hold `side`'s alive mutex (the peer's
 /// sign of life) and run `f` over a link of that side.
+/// Both sides hold their alive mutex before either starts: a side that found its peer's
+/// free (its thread not started yet, on a loaded machine) would take it for dead.
 fn as_side<R>(
     file: &std::fs::File,
     side: Side,
     checked: &layout::Checked,
     queues: Option<SyncQueues>,
+    started: &std::sync::Barrier,
     f: impl FnOnce(&mut ShmLink) -> R,
 ) -> R {
     let map = Mapping::map_shared(file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
@@ -69,6 +72,7 @@ fn as_side<R>(
         Side::Consumer => &h.consumer_alive,
     };
     assert_eq!(alive.lock().expect("lock"), Lock::Acquired);
+    started.wait();
     let mut link = ShmLink::new(&map, "test ring".into(), side, checked, TIMEOUT, queues);
     let r = f(&mut link);
     alive.unlock();
@@ -106,7 +110,14 @@ fn consume(link: &mut ShmLink) -> u64 {
     }
 }
 
-fn round_trip(sync: SyncKind) {
+/// A segment with one ring of [`CAPACITY`] bytes and `sync`, then a consumer and a
+/// producer thread on it, started together; returns what `consume` returns.
+fn pair<R: Send>(
+    sync: SyncKind,
+    (prod_q, cons_q): (Option<SyncQueues>, Option<SyncQueues>),
+    produce: impl FnOnce(&mut ShmLink) + Send,
+    consume: impl FnOnce(&mut ShmLink) -> R + Send,
+) -> R {
     let file = tempfile::tempfile().expect("a temporary file");
     file.set_len(HEADER_SIZE as u64 + CAPACITY)
         .expect("size the segment");
@@ -114,20 +125,26 @@ fn round_trip(sync: SyncKind) {
         &Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap"),
         sync,
     );
+    let started = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let consumer =
+            s.spawn(|| as_side(&file, Side::Consumer, &checked, cons_q, &started, consume));
+        s.spawn(|| as_side(&file, Side::Producer, &checked, prod_q, &started, produce));
+        consumer.join().expect("the consumer thread")
+    })
+}
+
+fn round_trip(sync: SyncKind) {
     // `--sync mq`: the wake-up queues beside the segment, removed when `_guards` drops.
     let name = format!("ipc-test-ring-{}-{}", std::process::id(), sync.as_str());
-    let (prod_q, cons_q, _guards) = if sync == SyncKind::Mq {
+    let (queues, _guards) = if sync == SyncKind::Mq {
         let (q, guards) = SyncQueues::create(&name, 1).expect("create the sync queues");
         let c = SyncQueues::open(&name, 1, Side::Consumer).expect("open the sync queues");
-        (Some(q), Some(c), guards)
+        ((Some(q), Some(c)), guards)
     } else {
-        (None, None, Vec::new())
+        ((None, None), Vec::new())
     };
-    let received = std::thread::scope(|s| {
-        let consumer = s.spawn(|| as_side(&file, Side::Consumer, &checked, cons_q, consume));
-        s.spawn(|| as_side(&file, Side::Producer, &checked, prod_q, produce));
-        consumer.join().expect("the consumer thread")
-    });
+    let received = pair(sync, queues, produce, consume);
     assert_eq!(received, MESSAGES, "{}", sync.as_str());
 }
 
@@ -142,20 +159,10 @@ const SEED: u64 = 11;
 const GENERATED: u64 = 300;
 
 /// Generated frames of `size` bytes through the one-pass paths: the sender's copy and
-/// the ring made at once (or, small, made then copied in), checked as copied out.
+/// the ring made at once, checked as copied out (or, small, made then copied in, copied
+/// out then compared).
 fn generated_round_trip(sync: SyncKind, size: usize) {
-    let file = tempfile::tempfile().expect("a temporary file");
-    file.set_len(HEADER_SIZE as u64 + CAPACITY)
-        .expect("size the segment");
-    let checked = publish(
-        &Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap"),
-        sync,
-    );
-    // Neither side starts before both hold their alive mutex: a side that waited for a
-    // peer not yet started would find its mutex free and take it for dead.
-    let both = std::sync::Barrier::new(2);
     let produce = |link: &mut ShmLink| {
-        both.wait();
         let mut buf = vec![0u8; size];
         let mut want = vec![0u8; size];
         for seq in 0..GENERATED {
@@ -175,7 +182,6 @@ fn generated_round_trip(sync: SyncKind, size: usize) {
         link.flush().expect("flush");
     };
     let consume = |link: &mut ShmLink| {
-        both.wait();
         let (mut buf, mut want) = (Vec::new(), vec![0u8; size]);
         let mut seen = 0;
         loop {
@@ -193,11 +199,7 @@ fn generated_round_trip(sync: SyncKind, size: usize) {
             seen += 1;
         }
     };
-    let received = std::thread::scope(|s| {
-        let consumer = s.spawn(|| as_side(&file, Side::Consumer, &checked, None, consume));
-        s.spawn(|| as_side(&file, Side::Producer, &checked, None, produce));
-        consumer.join().expect("the consumer thread")
-    });
+    let received = pair(sync, (None, None), produce, consume);
     assert_eq!(received, GENERATED, "{} {size}", sync.as_str());
 }
 

@@ -26,7 +26,7 @@ impl ReadOnly {
             ));
         }
         // SAFETY: a fresh read-only shared mapping at an address the kernel chooses;
-        // nothing of ours is overwritten, and MAP_FAILED is checked below.
+        // nothing of ours is overwritten, and MAP_FAILED is checked after.
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -37,34 +37,27 @@ impl ReadOnly {
                 0,
             )
         };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(addr.cast::<u8>())
-            .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
-        Ok(ReadOnly {
-            ptr,
-            len,
-            sysv: false,
-        })
+        ReadOnly::at(addr, "mmap", len, false)
     }
 
     /// `shmat(id, NULL, SHM_RDONLY)`; the length comes from the kernel (`IPC_STAT`).
     pub fn attach_sysv(id: i32) -> io::Result<ReadOnly> {
         let len = super::shm::shm_stat(id)?.size;
         // SAFETY: shmat with a null address lets the kernel choose; SHM_RDONLY maps it
-        // read-only. (void*)-1 on error is checked below.
+        // read-only. (void*)-1 on error is checked after.
         let addr = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
-        if addr as isize == -1 {
+        ReadOnly::at(addr, "shmat", len, true)
+    }
+
+    /// The view of what `call` (mmap or shmat) returned: both fail with (void*)-1,
+    /// which is MAP_FAILED.
+    fn at(addr: *mut libc::c_void, call: &str, len: usize, sysv: bool) -> io::Result<ReadOnly> {
+        if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(addr.cast::<u8>())
-            .ok_or_else(|| io::Error::other("shmat gave a null pointer"))?;
-        Ok(ReadOnly {
-            ptr,
-            len,
-            sysv: true,
-        })
+            .ok_or_else(|| io::Error::other(format!("{call} gave a null pointer")))?;
+        Ok(ReadOnly { ptr, len, sysv })
     }
 
     pub fn len(&self) -> usize {

@@ -82,20 +82,17 @@ impl Mapping {
         // SAFETY: memmap2's map_mut is unsafe because another process may change the
         // file's contents under the mapping. That is the point here, and this module
         // never hands out a plain reference into it (only the all-atomic header and copies).
-        let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
-        let ptr = NonNull::new(map.as_mut_ptr())
-            .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
-        Ok(Mapping {
-            ptr,
-            len,
-            backing: Backing::Mmap(map),
-        })
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
+        Mapping::mapped(map, len)
     }
 
     /// An anonymous private mapping of `len` bytes: a segment no other process sees,
     /// for the corrupted-segment fuzz target and property test.
     pub fn anonymous(len: usize) -> io::Result<Mapping> {
-        let mut map = memmap2::MmapMut::map_anon(len)?;
+        Mapping::mapped(memmap2::MmapMut::map_anon(len)?, len)
+    }
+
+    fn mapped(mut map: memmap2::MmapMut, len: usize) -> io::Result<Mapping> {
         let ptr = NonNull::new(map.as_mut_ptr())
             .ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
         Ok(Mapping {
@@ -158,6 +155,7 @@ impl Mapping {
     }
 
     /// Copy `dst.len()` bytes out of the segment at `offset`.
+    #[inline]
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
         self.check(offset, dst.len());
         // SAFETY: the range is inside the mapping (checked) and cannot overlap `dst`,
@@ -172,6 +170,7 @@ impl Mapping {
     }
 
     /// Copy `src` into the segment at `offset`.
+    #[inline]
     pub fn copy_in(&self, offset: usize, src: &[u8]) {
         self.check(offset, src.len());
         // SAFETY: the range is inside the mapping (checked) and cannot overlap `src`.
@@ -282,43 +281,31 @@ impl Mapping {
         self.check(offset, len);
         let src = self.ptr.as_ptr().wrapping_add(offset).cast_const();
         let out = dst.as_mut_ptr();
-        let (mut done, mut i) = (0usize, at / 8);
-        let skip = (at % 8) as usize;
-        // A partial word: load its bytes once into a local, store and compare that.
-        let partial = |pos: usize, from: usize, n: usize, expect: u64| {
-            let mut got = [0u8; 8];
-            // SAFETY: the caller passes `n` bytes at `pos` inside the checked source
-            // range and inside `dst`; `got` is local.
-            unsafe {
-                std::ptr::copy_nonoverlapping(src.add(pos), got.as_mut_ptr(), n);
-                std::ptr::copy_nonoverlapping(got.as_ptr(), out.add(pos), n);
-            }
-            got[..n] == expect.to_le_bytes()[from..from + n]
-        };
         let mut ok = true;
-        if skip != 0 && len > 0 {
-            let n = (8 - skip).min(len);
-            ok = partial(0, skip, n, words.word(i));
-            done = n;
-            i += 1;
-        }
-        let whole = (len - done) / 8;
-        if ok {
-            // SAFETY: `done + 8 * whole <= len`: every load is inside the checked range
-            // (a pointer from the mapping, no reference to its bytes), every store inside
-            // `dst`, which is private memory and cannot overlap the mapping; unaligned.
-            ok = unsafe { copy_words_match(src.add(done), out.add(done), whole, i, &words) };
-        } else {
-            // SAFETY: as above, a plain copy.
-            unsafe { std::ptr::copy_nonoverlapping(src.add(done), out.add(done), 8 * whole) };
-        }
-        done += 8 * whole;
-        i += whole as u64;
-        if done < len {
-            let expect = if ok { words.word(i) } else { 0 };
-            // (`partial`: `len - done < 8` bytes at `done`, in both ranges.)
-            ok &= partial(done, 0, len - done, expect);
-        }
+        for_pieces(at, len, |piece| match piece {
+            Piece::Part { pos, from, n, i } => {
+                // Load its bytes once into a local, store and compare that.
+                let mut got = [0u8; 8];
+                // SAFETY: `n` bytes at `pos`, inside the checked source range and inside
+                // `dst`; `got` is local.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.add(pos), got.as_mut_ptr(), n);
+                    std::ptr::copy_nonoverlapping(got.as_ptr(), out.add(pos), n);
+                }
+                ok = ok && got[..n] == words.word(i).to_le_bytes()[from..from + n];
+            }
+            Piece::Words { pos, n, i } if ok => {
+                // SAFETY: `pos + 8 * n <= len`: every load is inside the checked range (a
+                // pointer from the mapping, no reference to its bytes), every store
+                // inside `dst`, which is private memory and cannot overlap the mapping;
+                // unaligned.
+                ok = unsafe { copy_words_match(src.add(pos), out.add(pos), n, i, &words) };
+            }
+            Piece::Words { pos, n, .. } => {
+                // SAFETY: as above, a plain copy.
+                unsafe { std::ptr::copy_nonoverlapping(src.add(pos), out.add(pos), 8 * n) };
+            }
+        });
         ok
     }
 
@@ -326,47 +313,56 @@ impl Mapping {
     /// and into `copy`, private memory, in one pass: each word is made once and stored
     /// twice. What [`Mapping::fill_words`] writes, with the sender's own copy beside it.
     #[inline]
-    pub fn fill_words_with_copy(
+    pub fn fill_words_with_copy<F: Fn(u64) -> u64>(
         &self,
         offset: usize,
         copy: &mut [u8],
         at: u64,
-        words: Weyl<impl Fn(u64) -> u64>,
+        words: Weyl<F>,
     ) {
         let len = copy.len();
         self.check(offset, len);
         let base = self.ptr.as_ptr().wrapping_add(offset);
         let out = copy.as_mut_ptr();
-        let (mut done, mut i) = (0usize, at / 8);
-        let skip = (at % 8) as usize;
-        let partial = |pos: usize, from: usize, n: usize, w: u64| {
-            let bytes = w.to_le_bytes();
-            // SAFETY: the caller passes `n <= 8 - from` bytes at `pos` inside the checked
-            // range and inside `copy`; the source is a local array.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), base.add(pos), n);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), out.add(pos), n);
+        for_pieces(at, len, |piece| match piece {
+            Piece::Part { pos, from, n, i } => {
+                let bytes = words.word(i).to_le_bytes();
+                // SAFETY: `n <= 8 - from` bytes at `pos`, inside the checked range and
+                // inside `copy`; the source is a local array.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), base.add(pos), n);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), out.add(pos), n);
+                }
             }
-        };
-        if skip != 0 && len > 0 {
-            let n = (8 - skip).min(len);
-            partial(0, skip, n, words.word(i));
-            done = n;
-            i += 1;
+            Piece::Words { pos, n, i } => {
+                // SAFETY: `pos + 8 * n <= len`: every store is inside the checked range
+                // of the mapping (a raw pointer, no reference to its bytes) and inside
+                // `copy`, which is private and cannot overlap the mapping; unaligned.
+                unsafe { store_words_twice(base.add(pos), out.add(pos), n, i, &words) };
+            }
+        });
+    }
+
+    /// Start fetching the cache lines of the `len` bytes at `offset`: owned, for bytes
+    /// about to be written (`write`), or shared, for bytes about to be read. The
+    /// transfers from the peer's core then overlap whatever the caller does first,
+    /// instead of stalling its first store or load. A hint: no memory changes.
+    #[inline]
+    pub fn prefetch(&self, offset: usize, len: usize, write: bool) {
+        self.check(offset, len);
+        if len == 0 {
+            return;
         }
-        let whole = (len - done) / 8;
-        // SAFETY: `done + 8 * whole <= len`: every store is inside the checked range of
-        // the mapping (a raw pointer, no reference to its bytes) and inside `copy`,
-        // which is private and cannot overlap the mapping; unaligned.
-        unsafe { store_words_twice(base.add(done), out.add(done), whole, i, &words) };
-        done += 8 * whole;
-        i += whole as u64;
-        if done < len {
-            // (`partial`: `len - done < 8` bytes at `done`, in both ranges.)
-            partial(done, 0, len - done, words.word(i));
+        let base = self.ptr.as_ptr().cast_const();
+        // Every line the range touches, from the one holding its first byte.
+        let mut at = offset & !63;
+        while at < offset + len {
+            prefetch_line(base.wrapping_add(at), write);
+            at += 64;
         }
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
@@ -376,112 +372,148 @@ impl Mapping {
     }
 }
 
+/// A piece of bytes `[at, at + len)` of a word stream (see [`for_pieces`]).
+enum Piece {
+    /// `n < 8` bytes at `pos` of the range: bytes `from..from + n` of word `i`.
+    Part {
+        pos: usize,
+        from: usize,
+        n: usize,
+        i: u64,
+    },
+    /// `n` whole words at `pos` of the range: words `i..i + n`.
+    Words { pos: usize, n: usize, i: u64 },
+}
+
+/// Bytes `[at, at + len)` of a word stream in pieces, in order: the end of the word `at`
+/// falls in (unless it starts one), the whole words, then the start of one more word.
+#[inline(always)]
+fn for_pieces(at: u64, len: usize, mut f: impl FnMut(Piece)) {
+    let (mut pos, mut i) = (0usize, at / 8);
+    let from = (at % 8) as usize;
+    if from != 0 && len > 0 {
+        let n = (8 - from).min(len);
+        f(Piece::Part { pos, from, n, i });
+        pos = n;
+        i += 1;
+    }
+    let n = (len - pos) / 8;
+    f(Piece::Words { pos, n, i });
+    pos += 8 * n;
+    i += n as u64;
+    if pos < len {
+        f(Piece::Part {
+            pos,
+            from: 0,
+            n: len - pos,
+            i,
+        });
+    }
+}
+
+/// Run `f` compiled for AVX2 where the CPU has it (the generator and the word loads and
+/// stores inlined into it run twice as wide), else as it is.
+#[inline(always)]
+fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(test)]
+    if PORTABLE.get() {
+        return f();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked), all that `avx2` requires.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: [`wide`] runs its loop as it is, so that the portable build of the loops
+    /// can be compared with the dispatched one.
+    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Walk words `i..i + n` of `words` in blocks of [`BLOCK`], prefetching the lines of
+/// `p` (the mapping's side) ahead, for writing or for reading: `each(j, word j)` for
+/// every word `j` of a block, with the results OR-ed together (which vectorises) and
+/// looked at once per block. Returns where the first block with a nonzero result ends,
+/// or `None`. The word loops below are this walk and what each does per word, run by
+/// [`wide`].
+///
+/// # Safety
+/// `p..p + 8 * n` must be memory of one mapping (only prefetched here).
+#[inline(always)]
+unsafe fn walk_words<F: Fn(u64) -> u64>(
+    p: *const u8,
+    write: bool,
+    n: usize,
+    i: u64,
+    words: &Weyl<F>,
+    mut each: impl FnMut(usize, u64) -> u64,
+) -> Option<usize> {
+    wide(|| {
+        let (step, finish) = (words.step, &words.finish);
+        let mut z = words.start.wrapping_add(i.wrapping_mul(step));
+        let mut k = 0;
+        while k < n {
+            let m = (n - k).min(BLOCK);
+            // SAFETY: `k < n`: the caller's range; prefetches never fault.
+            unsafe { prefetch_block(p.add(8 * k), 8 * (n - k), write) };
+            let mut diff = 0u64;
+            for j in k..k + m {
+                diff |= each(j, finish(z).to_le());
+                z = z.wrapping_add(step);
+            }
+            k += m;
+            if diff != 0 {
+                return Some(k);
+            }
+        }
+        None
+    })
+}
+
 /// Store words `i..i + n` of `words` at `p` (unaligned), in blocks, prefetching ahead.
-/// With AVX2 where the CPU has it: the generator and the stores run twice as wide.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be writable memory of one mapping.
 #[inline(always)]
 unsafe fn store_words<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &Weyl<F>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { store_words_avx2(p, n, i, words) };
-    }
+    let store = |j: usize, w: u64| {
+        // SAFETY: `j < n` (the walk's): inside the caller's range; unaligned.
+        unsafe { p.add(8 * j).cast::<u64>().write_unaligned(w) };
+        0
+    };
     // SAFETY: the caller's contract.
-    unsafe { store_words_generic(p, n, i, words) }
+    unsafe { walk_words(p, true, n, i, words, store) };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn store_words_avx2<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &Weyl<F>) {
-    // SAFETY: as for store_words.
-    unsafe { store_words_generic(p, n, i, words) }
-}
-
-#[inline(always)]
-unsafe fn store_words_generic<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &Weyl<F>) {
-    let (step, finish) = (words.step, &words.finish);
-    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(BLOCK);
-        // SAFETY: `k + m <= n`: the caller's range; prefetches never fault.
-        unsafe {
-            prefetch_block(p.add(8 * k), 8 * (n - k), true);
-            for j in k..k + m {
-                p.add(8 * j)
-                    .cast::<u64>()
-                    .write_unaligned(finish(z).to_le());
-                z = z.wrapping_add(step);
-            }
-        }
-        k += m;
-    }
-}
-
-/// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `words`. In blocks:
-/// the differences are OR-ed together (which vectorises) and looked at once per block,
-/// so a mismatch stops the check early. With AVX2 where the CPU has it.
+/// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `words`. In blocks,
+/// so a mismatch stops the check early.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be readable memory of one mapping.
 #[inline(always)]
 unsafe fn words_match<F: Fn(u64) -> u64>(p: *const u8, n: usize, i: u64, words: &Weyl<F>) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { words_match_avx2(p, n, i, words) };
-    }
+    // SAFETY: `j < n` (the walk's): inside the caller's range; unaligned.
+    let differs = |j: usize, w: u64| unsafe { p.add(8 * j).cast::<u64>().read_unaligned() } ^ w;
     // SAFETY: the caller's contract.
-    unsafe { words_match_generic(p, n, i, words) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn words_match_avx2<F: Fn(u64) -> u64>(
-    p: *const u8,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
-) -> bool {
-    // SAFETY: as for words_match.
-    unsafe { words_match_generic(p, n, i, words) }
-}
-
-#[inline(always)]
-unsafe fn words_match_generic<F: Fn(u64) -> u64>(
-    p: *const u8,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
-) -> bool {
-    let (step, finish) = (words.step, &words.finish);
-    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(BLOCK);
-        let mut diff = 0u64;
-        // SAFETY: `k + m <= n`: the caller's range; prefetches never fault.
-        unsafe {
-            prefetch_block(p.add(8 * k), 8 * (n - k), false);
-            for j in k..k + m {
-                diff |= p.add(8 * j).cast::<u64>().read_unaligned() ^ finish(z).to_le();
-                z = z.wrapping_add(step);
-            }
-        }
-        if diff != 0 {
-            return false;
-        }
-        k += m;
-    }
-    true
+    unsafe { walk_words(p, false, n, i, words, differs) }.is_none()
 }
 
 /// Copy the `n` words at `src` (unaligned) to `dst` and tell whether they are words
 /// `i..i + n` of `word`: each word is loaded once, stored, and compared from the register.
 /// In blocks, as [`words_match`]; after a block with a difference the rest is copied
-/// without comparing. With AVX2 where the CPU has it.
+/// without comparing.
 ///
 /// # Safety
 /// `src..src + 8 * n` must be readable memory of one mapping, `dst..dst + 8 * n`
@@ -494,123 +526,48 @@ unsafe fn copy_words_match<F: Fn(u64) -> u64>(
     i: u64,
     words: &Weyl<F>,
 ) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { copy_words_match_avx2(src, dst, n, i, words) };
-    }
+    let copy = |j: usize, w: u64| {
+        // SAFETY: `j < n` (the walk's): inside both of the caller's ranges; unaligned.
+        let v = unsafe { src.add(8 * j).cast::<u64>().read_unaligned() };
+        // SAFETY: as above.
+        unsafe { dst.add(8 * j).cast::<u64>().write_unaligned(v) };
+        v ^ w
+    };
     // SAFETY: the caller's contract.
-    unsafe { copy_words_match_generic(src, dst, n, i, words) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn copy_words_match_avx2<F: Fn(u64) -> u64>(
-    src: *const u8,
-    dst: *mut u8,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
-) -> bool {
-    // SAFETY: as for copy_words_match.
-    unsafe { copy_words_match_generic(src, dst, n, i, words) }
-}
-
-#[inline(always)]
-unsafe fn copy_words_match_generic<F: Fn(u64) -> u64>(
-    src: *const u8,
-    dst: *mut u8,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
-) -> bool {
-    let (step, finish) = (words.step, &words.finish);
-    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(BLOCK);
-        let mut diff = 0u64;
-        // SAFETY: `k + m <= n`: the caller's ranges; prefetches never fault.
-        unsafe {
-            prefetch_block(src.add(8 * k), 8 * (n - k), false);
-            for j in k..k + m {
-                let v = src.add(8 * j).cast::<u64>().read_unaligned();
-                dst.add(8 * j).cast::<u64>().write_unaligned(v);
-                diff |= v ^ finish(z).to_le();
-                z = z.wrapping_add(step);
-            }
-        }
-        k += m;
-        if diff != 0 {
+    match unsafe { walk_words(src, false, n, i, words, copy) } {
+        None => true,
+        Some(k) => {
             // SAFETY: words `k..n` of the caller's ranges.
             unsafe { std::ptr::copy_nonoverlapping(src.add(8 * k), dst.add(8 * k), 8 * (n - k)) };
-            return false;
+            false
         }
     }
-    true
 }
 
 /// Store words `i..i + n` of `words` at `p` and at `q` (both unaligned), in blocks,
-/// prefetching `p`'s lines ahead for writing. With AVX2 where the CPU has it.
+/// prefetching `p`'s lines ahead for writing.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be writable memory of one mapping, `q..q + 8 * n` writable memory
 /// that does not overlap it.
 #[inline(always)]
-unsafe fn store_words_twice<F: Fn(u64) -> u64>(
+unsafe fn store_words_twice(
     p: *mut u8,
     q: *mut u8,
     n: usize,
     i: u64,
-    words: &Weyl<F>,
+    words: &Weyl<impl Fn(u64) -> u64>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); the caller's contract is passed on.
-        return unsafe { store_words_twice_avx2(p, q, n, i, words) };
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_words_twice_generic(p, q, n, i, words) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn store_words_twice_avx2<F: Fn(u64) -> u64>(
-    p: *mut u8,
-    q: *mut u8,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
-) {
-    // SAFETY: as for store_words_twice.
-    unsafe { store_words_twice_generic(p, q, n, i, words) }
-}
-
-#[inline(always)]
-unsafe fn store_words_twice_generic<F: Fn(u64) -> u64>(
-    p: *mut u8,
-    q: *mut u8,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
-) {
-    let (step, finish) = (words.step, &words.finish);
-    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(BLOCK);
-        // SAFETY: `k + m <= n`: the caller's ranges; prefetches never fault.
+    let store = |j: usize, w: u64| {
+        // SAFETY: `j < n` (the walk's): inside both of the caller's ranges; unaligned.
         unsafe {
-            prefetch_block(p.add(8 * k), 8 * (n - k), true);
-            for j in k..k + m {
-                let w = finish(z).to_le();
-                z = z.wrapping_add(step);
-                p.add(8 * j).cast::<u64>().write_unaligned(w);
-                q.add(8 * j).cast::<u64>().write_unaligned(w);
-            }
+            p.add(8 * j).cast::<u64>().write_unaligned(w);
+            q.add(8 * j).cast::<u64>().write_unaligned(w);
         }
-        k += m;
-    }
+        0
+    };
+    // SAFETY: the caller's contract.
+    unsafe { walk_words(p, true, n, i, words, store) };
 }
 
 /// Words per block of [`Mapping::fill_words`] and [`Mapping::matches_words`]: 512 bytes.
@@ -628,26 +585,29 @@ unsafe fn prefetch_block(p: *const u8, left: usize, write: bool) {
     if left < PREFETCH_AHEAD + 8 * BLOCK {
         return;
     }
+    let ahead = p.wrapping_add(PREFETCH_AHEAD);
+    let mut line = 0;
+    while line < 8 * BLOCK {
+        prefetch_line(ahead.wrapping_add(line), write);
+        line += 64;
+    }
+}
+
+/// Ask for the cache line of `a`: owned, to write it (`prefetchw`), or shared, to read.
+/// Safe whatever `a` is: a prefetch is a hint, it never faults and changes no memory.
+#[inline(always)]
+fn prefetch_line(a: *const u8, write: bool) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let ahead = p.wrapping_add(PREFETCH_AHEAD);
-        let mut line = 0;
-        while line < 8 * BLOCK {
-            let a = ahead.wrapping_add(line);
-            // SAFETY: a prefetch is a hint: it never faults and changes no memory, and the
-            // address is inside the caller's checked range anyway.
-            unsafe {
-                if write {
-                    std::arch::asm!("prefetchw [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
-                } else {
-                    std::arch::asm!("prefetcht0 [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
-                }
-            }
-            line += 64;
+    // SAFETY: a prefetch instruction neither faults nor writes, for any address.
+    unsafe {
+        if write {
+            std::arch::asm!("prefetchw [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
+        } else {
+            std::arch::asm!("prefetcht0 [{0}]", in(reg) a, options(nostack, preserves_flags, readonly));
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, write);
+    let _ = (a, write);
 }
 
 impl Drop for Mapping {
@@ -768,6 +728,14 @@ mod tests {
         }
     }
 
+    /// `f` with [`super::wide`] running its loops as they are (not built for AVX2).
+    fn portably<R>(f: impl FnOnce() -> R) -> R {
+        super::PORTABLE.set(true);
+        let r = f();
+        super::PORTABLE.set(false);
+        r
+    }
+
     /// The portable loops give what the dispatched (AVX2 where there is one) ones give.
     #[test]
     fn portable_word_loops_agree() {
@@ -780,16 +748,16 @@ mod tests {
             map.copy_in(8, &vec![0; 8 * n]);
             let p = map.ptr.as_ptr().wrapping_add(8);
             // SAFETY: 8 + 8 * n <= 4096 bytes of a private mapping.
-            unsafe { super::store_words_generic(p, n, 0, &word) };
+            unsafe { portably(|| super::store_words(p, n, 0, &word)) };
             let mut got = vec![0u8; 8 * n];
             map.copy_out(8, &mut got);
             assert_eq!(got, want);
             // SAFETY: as above.
-            assert!(unsafe { super::words_match_generic(p, n, 0, &word) });
+            assert!(unsafe { portably(|| super::words_match(p, n, 0, &word)) });
             if n > 0 {
                 map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
                 // SAFETY: as above.
-                assert!(!unsafe { super::words_match_generic(p, n, 0, &word) });
+                assert!(!unsafe { portably(|| super::words_match(p, n, 0, &word)) });
             }
         }
     }
@@ -869,24 +837,48 @@ mod tests {
             let p = map.ptr.as_ptr().wrapping_add(8);
             let mut copy = vec![0u8; 8 * n];
             // SAFETY: 8 + 8 * n <= 8192 bytes of a private mapping; `copy` is separate.
-            unsafe { super::store_words_twice_generic(p, copy.as_mut_ptr(), n, 0, &word) };
+            unsafe { portably(|| super::store_words_twice(p, copy.as_mut_ptr(), n, 0, &word)) };
             let mut got = vec![0u8; 8 * n];
             map.copy_out(8, &mut got);
             assert_eq!(got, copy);
             let mut out = vec![0u8; 8 * n];
             // SAFETY: as above.
-            let ok = unsafe { super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &word) };
+            let ok =
+                unsafe { portably(|| super::copy_words_match(p, out.as_mut_ptr(), n, 0, &word)) };
             assert!(ok);
             assert_eq!(out, copy);
             if n > 0 {
                 map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
                 // SAFETY: as above.
-                let ok =
-                    unsafe { super::copy_words_match_generic(p, out.as_mut_ptr(), n, 0, &word) };
+                let ok = unsafe {
+                    portably(|| super::copy_words_match(p, out.as_mut_ptr(), n, 0, &word))
+                };
                 assert!(!ok);
                 assert_eq!(out[8 * n - 1], got[8 * n - 1] ^ 1);
             }
         }
+    }
+
+    /// A prefetch of any range inside the mapping, aligned or not, changes no byte.
+    #[test]
+    fn prefetch_changes_nothing() {
+        let map = Mapping::anonymous(4096).unwrap();
+        let bytes: Vec<u8> = (0..4096).map(|i| (i * 7) as u8).collect();
+        map.copy_in(0, &bytes);
+        for (offset, len) in [(0, 0), (0, 4096), (1, 1), (63, 2), (100, 300), (4095, 1)] {
+            map.prefetch(offset, len, true);
+            map.prefetch(offset, len, false);
+        }
+        let mut got = vec![0u8; 4096];
+        map.copy_out(0, &mut got);
+        assert_eq!(got, bytes);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn prefetch_is_bounds_checked() {
+        let map = Mapping::anonymous(4096).unwrap();
+        map.prefetch(4000, 97, true);
     }
 
     #[test]

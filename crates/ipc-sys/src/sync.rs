@@ -28,6 +28,30 @@ fn errno_result(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Every pthread object here is shared between processes.
+const SHARED: libc::c_int = libc::PTHREAD_PROCESS_SHARED;
+
+/// How a process-shared pthread object is initialised: an attribute object made by
+/// `init`, set up and used by `set_up_and_use`, then destroyed whatever happened.
+///
+/// # Safety
+/// `init` and `destroy` must be the pthread init and destroy of the attribute type `A`.
+unsafe fn init_with_attr<A>(
+    init: unsafe extern "C" fn(*mut A) -> libc::c_int,
+    destroy: unsafe extern "C" fn(*mut A) -> libc::c_int,
+    set_up_and_use: impl FnOnce(*mut A) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut attr = std::mem::MaybeUninit::<A>::uninit();
+    // SAFETY: `init` initialises attr before any other use (the caller's promise), and
+    // it is destroyed once, after its last use.
+    unsafe {
+        errno_result(init(attr.as_mut_ptr()))?;
+        let r = set_up_and_use(attr.as_mut_ptr());
+        destroy(attr.as_mut_ptr());
+        r
+    }
+}
+
 /// A robust, process-shared pthread mutex inside a segment.
 #[repr(transparent)]
 pub struct PMutex(UnsafeCell<libc::pthread_mutex_t>);
@@ -36,24 +60,19 @@ impl PMutex {
     /// Initialise with PTHREAD_PROCESS_SHARED and PTHREAD_MUTEX_ROBUST. Creator only,
     /// before the segment is published.
     pub fn init(&self) -> io::Result<()> {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: attr is initialised by pthread_mutexattr_init before any other use and
-        // destroyed after; the mutex memory is ours to initialise (not yet published).
+        // SAFETY: those are the mutex attribute's own init and destroy; the mutex memory
+        // is ours to initialise (not yet published).
         unsafe {
-            errno_result(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-            let r = errno_result(libc::pthread_mutexattr_setpshared(
-                attr.as_mut_ptr(),
-                libc::PTHREAD_PROCESS_SHARED,
-            ))
-            .and_then(|()| {
-                errno_result(libc::pthread_mutexattr_setrobust(
-                    attr.as_mut_ptr(),
-                    libc::PTHREAD_MUTEX_ROBUST,
-                ))
-            })
-            .and_then(|()| errno_result(libc::pthread_mutex_init(self.0.get(), attr.as_ptr())));
-            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
-            r
+            init_with_attr(
+                libc::pthread_mutexattr_init,
+                libc::pthread_mutexattr_destroy,
+                |attr| {
+                    let robust = libc::PTHREAD_MUTEX_ROBUST;
+                    errno_result(libc::pthread_mutexattr_setpshared(attr, SHARED))?;
+                    errno_result(libc::pthread_mutexattr_setrobust(attr, robust))?;
+                    errno_result(libc::pthread_mutex_init(self.0.get(), attr))
+                },
+            )
         }
     }
 
@@ -110,23 +129,18 @@ pub struct PCond(UnsafeCell<libc::pthread_cond_t>);
 
 impl PCond {
     pub fn init(&self) -> io::Result<()> {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_condattr_t>::uninit();
-        // SAFETY: as for PMutex::init.
+        // SAFETY: as for PMutex::init, with the condition attribute's init and destroy.
         unsafe {
-            errno_result(libc::pthread_condattr_init(attr.as_mut_ptr()))?;
-            let r = errno_result(libc::pthread_condattr_setpshared(
-                attr.as_mut_ptr(),
-                libc::PTHREAD_PROCESS_SHARED,
-            ))
-            .and_then(|()| {
-                errno_result(libc::pthread_condattr_setclock(
-                    attr.as_mut_ptr(),
-                    libc::CLOCK_MONOTONIC,
-                ))
-            })
-            .and_then(|()| errno_result(libc::pthread_cond_init(self.0.get(), attr.as_ptr())));
-            libc::pthread_condattr_destroy(attr.as_mut_ptr());
-            r
+            init_with_attr(
+                libc::pthread_condattr_init,
+                libc::pthread_condattr_destroy,
+                |attr| {
+                    let monotonic = libc::CLOCK_MONOTONIC;
+                    errno_result(libc::pthread_condattr_setpshared(attr, SHARED))?;
+                    errno_result(libc::pthread_condattr_setclock(attr, monotonic))?;
+                    errno_result(libc::pthread_cond_init(self.0.get(), attr))
+                },
+            )
         }
     }
 

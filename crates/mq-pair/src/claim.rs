@@ -111,7 +111,7 @@ pub fn posix_guard(q: &PosixQueue) -> Guard {
     let id = q.identity();
     let n = q.name().to_string();
     let rec = ipc_common::record::Object::posix_mq(&n);
-    cleanup::on_exit_recorded(q.object().to_string(), rec, move || {
+    cleanup::on_exit_recorded(q.facts().object.clone(), rec, move || {
         if !cleanup::interrupted() {
             narrate::step(
                 format_args!("mq_unlink({n:?}): remove the queue's name"),
@@ -126,7 +126,7 @@ pub fn posix_guard(q: &PosixQueue) -> Guard {
 pub fn sysv_guard(q: &SysvQueue, record: Option<(PathBuf, (u64, u64))>) -> Guard {
     let (id, key) = (q.id(), q.key());
     let rec = ipc_common::record::Object::sysv(ipc_common::record::Kind::SysvMsg, key, id);
-    cleanup::on_exit_recorded(q.object().to_string(), rec, move || {
+    cleanup::on_exit_recorded(q.facts().object.clone(), rec, move || {
         if !cleanup::interrupted() {
             narrate::step(
                 format_args!("msgctl({id}, IPC_RMID): destroy the queue"),

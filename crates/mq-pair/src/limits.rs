@@ -72,20 +72,18 @@ pub fn queue_error(api: Api, object: &str, call: &str, e: Errno, limits: &Limits
 type Remedy = Option<(Kind, Cause, String)>;
 
 fn common_remedy(e: Errno) -> Remedy {
-    match e {
-        Errno::EAGAIN => Some((
-            Kind::Runtime,
+    let (cause, text) = match e {
+        Errno::EAGAIN => (
             Cause::Os,
-            "EAGAIN: the queue was full (or empty) and the call was told not to wait".into(),
-        )),
-        Errno::EACCES | Errno::EPERM => Some((
-            Kind::Runtime,
+            "EAGAIN: the queue was full (or empty) and the call was told not to wait",
+        ),
+        Errno::EACCES | Errno::EPERM => (
             Cause::NotOurs,
-            "EACCES: the queue belongs to another user or is closed to you; choose another --name"
-                .into(),
-        )),
-        _ => None,
-    }
+            "EACCES: the queue belongs to another user or is closed to you; choose another --name",
+        ),
+        _ => return None,
+    };
+    Some((Kind::Runtime, cause, text.into()))
 }
 
 fn posix_remedy(object: &str, e: Errno, limits: &Limits) -> Remedy {

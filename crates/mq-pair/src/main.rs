@@ -32,10 +32,11 @@ mod rendezvous;
 mod role;
 mod sysv;
 
-use clap::{Args, Parser, Subcommand};
+use claim::Endpoint;
+use clap::{Args, Subcommand};
 use flags::{Api, Priority};
 use ipc_common::args::Role;
-use ipc_common::cli::{run_main, Outcome};
+use ipc_common::cli::{run_main, Help, Outcome};
 use ipc_common::report::Report;
 use ipc_common::{child, workload, CommonArgs, Error, Mode, Result};
 use limits::Limits;
@@ -76,23 +77,17 @@ Examples (two terminals; either may start first):
   terminal 1: mq-pair recv --raw                terminal 2: any program sending to /ipc-mq
   terminal 3: ls -l /dev/mqueue (mount -t mqueue none /dev/mqueue first), or ipcs -q for --api sysv";
 
-#[derive(Parser)]
-#[command(
-    name = PROG,
-    version,
-    about = "Message queues (POSIX and System V): discrete messages with priorities, every byte checked",
-    long_about = "Message queues (POSIX and System V): discrete messages with priorities, every byte checked.\n\n\
+const HELP: Help = Help {
+    name: PROG,
+    about: "Message queues (POSIX and System V): discrete messages with priorities, every byte checked",
+    long_about: "Message queues (POSIX and System V): discrete messages with priorities, every byte checked.\n\n\
 A queue keeps message boundaries: each queue message is one frame (a 24-byte header with \
 sequence and CRC-32, then the payload). A message larger than the queue's message size \
 (/proc/sys/fs/mqueue/msgsize_max, /proc/sys/kernel/msgmax) goes in parts that the receiver \
 joins again; nothing is truncated. With --raw each message is bare, so another program can \
 be the other side.",
-    after_help = ipc_common::cli::after_help(EXAMPLES)
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+    examples: EXAMPLES,
+};
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -166,6 +161,32 @@ fn peer_cmd(api: Api, args: &CommonArgs, verb: &str) -> String {
     s
 }
 
+/// The data queue: under --raw opened by its name alone (the receiver owns it), else met
+/// through the rendezvous with the side that does `peer`.
+fn data_queue(
+    api: Api,
+    name: &str,
+    args: &CommonArgs,
+    limits: Limits,
+    peer: Duty,
+    peer_cmd: Option<String>,
+    give_up: &mut dyn FnMut() -> Result<()>,
+) -> Result<Endpoint> {
+    if args.raw {
+        let owner = peer == Duty::Send;
+        return rendezvous::open_raw(api, name, &limits, owner, args.timeout);
+    }
+    let r = Rendezvous {
+        api,
+        name,
+        timeout: args.timeout,
+        limits,
+        peer,
+        peer_cmd,
+    };
+    rendezvous::rendezvous(&r, give_up)
+}
+
 /// The sending side; `give_up` stops the wait for a receiver that will never come.
 fn send_on(
     side: &SendArgs,
@@ -182,20 +203,7 @@ fn send_on(
         Some(Mode::Pingpong) => Some(rendezvous::create_reply(side.api, name, &limits)?),
         _ => None,
     };
-    let data = if args.raw {
-        rendezvous::open_raw(side.api, name, &limits, false, args.timeout)?
-    } else {
-        let r = Rendezvous {
-            api: side.api,
-            name,
-            timeout: args.timeout,
-            limits,
-            peer_role: "a receiver",
-            peer: Duty::Recv,
-            peer_cmd,
-        };
-        rendezvous::rendezvous(&r, give_up)?
-    };
+    let data = data_queue(side.api, name, args, limits, Duty::Recv, peer_cmd, give_up)?;
     let mut link = MqLink::sender(&opts(side.api, args, name, limits), data, reply, priority);
     let d = link.describe();
     let report = workload::send(&mut link, args, &d)?;
@@ -214,20 +222,16 @@ fn recv(side: &RecvArgs) -> Result<Option<Report>> {
     let name = args.name_or(DEFAULT_NAME);
     let _role = role::hold(side.api, name, Duty::Recv)?;
     let limits = Limits::read();
-    let data = if args.raw {
-        rendezvous::open_raw(side.api, name, &limits, true, args.timeout)?
-    } else {
-        let r = Rendezvous {
-            api: side.api,
-            name,
-            timeout: args.timeout,
-            limits,
-            peer_role: "a sender",
-            peer: Duty::Send,
-            peer_cmd: (!args.child).then(|| peer_cmd(side.api, args, "send")),
-        };
-        rendezvous::rendezvous(&r, &mut || Ok(()))?
-    };
+    let cmd = (!args.child).then(|| peer_cmd(side.api, args, "send"));
+    let data = data_queue(
+        side.api,
+        name,
+        args,
+        limits,
+        Duty::Send,
+        cmd,
+        &mut || Ok(()),
+    )?;
     let o = opts(side.api, args, name, limits);
     let mut link = MqLink::receiver(&o, data, args.output.is_some());
     let d = link.describe();
@@ -286,12 +290,12 @@ fn run(side: &SendArgs) -> i32 {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = ipc_common::cli::parse();
-    let (api, priority, common, role) = match &cli.cmd {
-        Cmd::Send(s) => (s.api, s.priority, &s.common, Role::Send),
-        Cmd::Recv(s) => (s.api, s.priority, &s.common, Role::Recv),
-        Cmd::Run(s) => (s.api, s.priority, &s.common, Role::Both),
+    let cli = ipc_common::cli::parse::<Cmd>(&HELP);
+    let (api, priority) = match &cli.cmd {
+        Cmd::Send(s) | Cmd::Run(s) => (s.api, s.priority),
+        Cmd::Recv(s) => (s.api, s.priority),
     };
+    let (common, role) = (&cli.common, cli.role);
     run_main(PROG, common, role, || {
         // `run` forwards no --priority to its child: the receiver learns it from the sender.
         let sending = role != Role::Recv;

@@ -5,8 +5,8 @@
 
 use crate::flags::Api;
 use crate::limits::{errno, queue_error, Limits};
-use crate::queue::{Backend, Got, Queue, Sent};
-use ipc_common::error::{Error, Result};
+use crate::queue::{Backend, Facts, Got, Queue, Sent};
+use ipc_common::error::Result;
 use ipc_common::narrate;
 use ipc_sys::mq as sys;
 use nix::errno::Errno;
@@ -31,10 +31,8 @@ pub const STALE_RECHECK: Duration = Duration::from_millis(300);
 pub struct PosixQueue {
     mqd: Option<MqdT>,
     name: String,
-    object: String,
-    msg_max: usize,
+    facts: Facts,
     buf: Vec<u8>,
-    limits: Limits,
 }
 
 impl Drop for PosixQueue {
@@ -67,10 +65,13 @@ impl PosixQueue {
         Ok(Queue::new(Box::new(PosixQueue {
             mqd: Some(mqd),
             name: name.to_string(),
-            object,
-            msg_max,
+            facts: Facts {
+                api: Api::Posix,
+                object,
+                msg_max,
+                limits: *limits,
+            },
             buf: vec![0; msg_max],
-            limits: *limits,
         })))
     }
 
@@ -87,21 +88,11 @@ impl PosixQueue {
         let st = nix::sys::stat::fstat(self.fd().as_raw_fd()).ok()?;
         Some((st.st_dev, st.st_ino))
     }
-
-    fn err(&self, call: &str, e: Errno) -> Error {
-        queue_error(Api::Posix, &self.object, call, e, &self.limits)
-    }
 }
 
 impl Backend for PosixQueue {
-    fn api(&self) -> Api {
-        Api::Posix
-    }
-    fn object(&self) -> &str {
-        &self.object
-    }
-    fn msg_max(&self) -> usize {
-        self.msg_max
+    fn facts(&self) -> &Facts {
+        &self.facts
     }
     fn outgoing(&mut self) -> &mut [u8] {
         &mut self.buf
@@ -115,7 +106,7 @@ impl Backend for PosixQueue {
                 Err(e) => match errno(&e) {
                     Errno::ETIMEDOUT if Instant::now() >= deadline => return Ok(Sent::Full),
                     Errno::ETIMEDOUT | Errno::EINTR => {}
-                    e => return Err(self.err("mq_timedsend", e)),
+                    e => return Err(self.facts.err("mq_timedsend", e)),
                 },
             }
         }
@@ -130,15 +121,7 @@ impl Backend for PosixQueue {
                 Ok(len) => return Ok(Got::Message { len, prio }),
                 Err(Errno::ETIMEDOUT) if Instant::now() >= deadline => return Ok(Got::TimedOut),
                 Err(Errno::ETIMEDOUT) | Err(Errno::EINTR) => {}
-                Err(e) => {
-                    return Err(queue_error(
-                        Api::Posix,
-                        &self.object,
-                        "mq_timedreceive",
-                        e,
-                        &self.limits,
-                    ))
-                }
+                Err(e) => return Err(self.facts.err("mq_timedreceive", e)),
             }
         }
     }
@@ -149,13 +132,14 @@ impl Backend for PosixQueue {
 
     fn pending(&self) -> Result<Option<(u64, bool)>> {
         let a = mqueue::mq_getattr(self.mqd.as_ref().expect("open queue"))
-            .map_err(|e| self.err("mq_getattr", e))?;
+            .map_err(|e| self.facts.err("mq_getattr", e))?;
         let n = u64::try_from(a.curmsgs()).unwrap_or(0);
         Ok(Some((n, a.curmsgs() >= a.maxmsg())))
     }
 
     fn owner(&self) -> Result<(u32, u32)> {
-        let st = nix::sys::stat::fstat(self.fd().as_raw_fd()).map_err(|e| self.err("fstat", e))?;
+        let st =
+            nix::sys::stat::fstat(self.fd().as_raw_fd()).map_err(|e| self.facts.err("fstat", e))?;
         Ok((st.st_uid, st.st_mode & 0o777))
     }
 
@@ -265,7 +249,7 @@ pub fn creator_alive(q: &PosixQueue) -> Result<bool> {
                 narrate::call(
                     format_args!(
                         "mq_notify({}, SIGEV_NONE) = EBUSY: its creator is alive",
-                        q.object
+                        q.facts.object
                     ),
                     IDEA_NOTIFY,
                 );
@@ -278,7 +262,7 @@ pub fn creator_alive(q: &PosixQueue) -> Result<bool> {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(q.err("mq_notify", errno(&e))),
+            Err(e) => return Err(q.facts.err("mq_notify", errno(&e))),
         }
     }
 }
@@ -290,7 +274,7 @@ pub fn register(q: &PosixQueue) {
         match sys::mq_notify_register(q.fd()) {
             Ok(()) => {
                 narrate::call(
-                    format_args!("mq_notify({}, SIGEV_NONE) = 0", q.object),
+                    format_args!("mq_notify({}, SIGEV_NONE) = 0", q.facts.object),
                     IDEA_NOTIFY,
                 );
                 return;

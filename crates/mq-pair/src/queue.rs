@@ -3,12 +3,13 @@
 //! backend's buffer, turns a wait that ran out into an error, and narrates each call.
 
 use crate::flags::Api;
-use crate::limits::SYSV_MSGMAX;
+use crate::limits::{queue_error, Limits, SYSV_MSGMAX};
 use crate::posix::PosixQueue;
 use crate::sysv::SysvQueue;
 use ipc_common::error::{Error, Kind, Result};
 use ipc_common::stream::IDEA_COPY;
 use ipc_common::{narrate, Cause};
+use nix::errno::Errno;
 use std::time::{Duration, Instant};
 
 /// What a receive found.
@@ -26,14 +27,27 @@ pub enum Sent {
 /// Which part of a split message a queue message is: (1-based index, count).
 pub type Part = Option<(usize, usize)>;
 
+/// What either API knows of an open queue.
+pub struct Facts {
+    pub api: Api,
+    /// `POSIX queue /ipc-mq`, `SysV queue key 0x49... (id 3)`: for messages.
+    pub object: String,
+    /// The largest message this queue carries.
+    pub msg_max: usize,
+    pub limits: Limits,
+}
+
+impl Facts {
+    /// The error of `call` on this queue, with the remedy its errno calls for.
+    pub fn err(&self, call: &str, e: Errno) -> Error {
+        queue_error(self.api, &self.object, call, e, &self.limits)
+    }
+}
+
 /// The calls one queue API makes on an open queue. Each call waits at most until
 /// `deadline`; a wait that runs out is `Sent::Full` / `Got::TimedOut`, not an error.
 pub trait Backend: Send {
-    fn api(&self) -> Api;
-    /// `POSIX queue /ipc-mq`, `SysV queue key 0x49... (id 3)`: for messages.
-    fn object(&self) -> &str;
-    /// The largest message this queue carries.
-    fn msg_max(&self) -> usize;
+    fn facts(&self) -> &Facts;
     /// The buffer the next message is assembled in (`msg_max` bytes).
     fn outgoing(&mut self) -> &mut [u8];
     /// Send the first `len` bytes of [`Backend::outgoing`] at `prio`.
@@ -71,11 +85,11 @@ impl Queue {
     }
 
     pub fn object(&self) -> &str {
-        self.backend.object()
+        &self.backend.facts().object
     }
 
     pub fn msg_max(&self) -> usize {
-        self.backend.msg_max()
+        self.backend.facts().msg_max
     }
 
     pub fn posix(&self) -> Option<&PosixQueue> {
@@ -147,7 +161,7 @@ impl Queue {
     /// A `len`-byte message does not fit this queue, whose real limits (set by whoever
     /// made it) are smaller than this program's: exit 1, naming the limit.
     pub fn too_small(&self, len: usize) -> Error {
-        let limit = match self.backend.api() {
+        let limit = match self.backend.facts().api {
             Api::Posix => format!("its message size (mq_msgsize) is {} bytes", self.msg_max()),
             Api::Sysv => format!(
                 "it carries at most {} bytes per message (the smaller of its msg_qbytes and {SYSV_MSGMAX})",

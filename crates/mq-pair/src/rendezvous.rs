@@ -30,8 +30,6 @@ pub struct Rendezvous<'a> {
     pub name: &'a str,
     pub timeout: Duration,
     pub limits: Limits,
-    /// `a sender` or `a receiver`, for the waiting note.
-    pub peer_role: &'a str,
     /// What the other side does on the queue.
     pub peer: Duty,
     /// The command to start in another terminal; `None`: say nothing (`run`).
@@ -129,9 +127,9 @@ fn await_opener(
         if let (Some(cmd), false) = (&r.peer_cmd, said) {
             if started.elapsed() >= GRACE {
                 narrate::note(format_args!(
-                    "waiting up to {:.0} s for {} on {} (start `{cmd}` in another terminal)",
+                    "waiting up to {:.0} s for a {} on {} (start `{cmd}` in another terminal)",
                     r.timeout.as_secs_f64(),
-                    r.peer_role,
+                    r.peer.side(),
                     ep.object()
                 ));
                 said = true;
@@ -147,7 +145,7 @@ fn no_opener(r: &Rendezvous<'_>, ep: &Endpoint) -> Error {
         ep.object(),
         format!(
             "no {} opened it within {:.1} s",
-            r.peer_role.trim_start_matches("a "),
+            r.peer.side(),
             r.timeout.as_secs_f64()
         ),
         match &r.peer_cmd {

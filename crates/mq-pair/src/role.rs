@@ -35,6 +35,14 @@ impl Duty {
             Duty::Recv => "receives",
         }
     }
+
+    /// The side that does it: `sender` or `receiver`.
+    pub fn side(self) -> &'static str {
+        match self {
+            Duty::Send => "sender",
+            Duty::Recv => "receiver",
+        }
+    }
 }
 
 /// The held role: dropping it (or dying) frees the name.

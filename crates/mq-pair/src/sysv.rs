@@ -5,7 +5,7 @@
 
 use crate::flags::Api;
 use crate::limits::{errno, queue_error, Limits};
-use crate::queue::{Backend, Got, PollPace, Queue, Sent};
+use crate::queue::{Backend, Facts, Got, PollPace, Queue, Sent};
 use ipc_common::error::{Error, Kind, Result};
 use ipc_common::{narrate, Cause};
 use ipc_sys::mq as sys;
@@ -22,9 +22,7 @@ pub struct SysvQueue {
     id: libc::c_int,
     key: libc::key_t,
     buf: sys::MsgBuf,
-    object: String,
-    msg_max: usize,
-    limits: Limits,
+    facts: Facts,
     /// The `msgtyp` of the last `msgrcv`, for the narration.
     last_msgtyp: libc::c_long,
 }
@@ -40,9 +38,12 @@ impl SysvQueue {
             id,
             key,
             buf: sys::MsgBuf::new(msg_max),
-            object,
-            msg_max,
-            limits: *limits,
+            facts: Facts {
+                api: Api::Sysv,
+                object,
+                msg_max,
+                limits: *limits,
+            },
             last_msgtyp: 0,
         })))
     }
@@ -54,21 +55,11 @@ impl SysvQueue {
     pub fn key(&self) -> libc::key_t {
         self.key
     }
-
-    fn err(&self, call: &str, e: Errno) -> Error {
-        queue_error(Api::Sysv, &self.object, call, e, &self.limits)
-    }
 }
 
 impl Backend for SysvQueue {
-    fn api(&self) -> Api {
-        Api::Sysv
-    }
-    fn object(&self) -> &str {
-        &self.object
-    }
-    fn msg_max(&self) -> usize {
-        self.msg_max
+    fn facts(&self) -> &Facts {
+        &self.facts
     }
     fn outgoing(&mut self) -> &mut [u8] {
         self.buf.text_mut()
@@ -83,7 +74,7 @@ impl Backend for SysvQueue {
                 Err(e) => match errno(&e) {
                     Errno::EAGAIN | Errno::EINTR if Instant::now() < deadline => pace.pause(),
                     Errno::EAGAIN => return Ok(Sent::Full),
-                    e => return Err(self.err("msgsnd", e)),
+                    e => return Err(self.facts.err("msgsnd", e)),
                 },
             }
         }
@@ -105,7 +96,7 @@ impl Backend for SysvQueue {
                 Err(e) => match errno(&e) {
                     Errno::ENOMSG | Errno::EINTR if Instant::now() < deadline => pace.pause(),
                     Errno::ENOMSG => return Ok(Got::TimedOut),
-                    e => return Err(self.err("msgrcv", e)),
+                    e => return Err(self.facts.err("msgrcv", e)),
                 },
             }
         }
@@ -117,14 +108,18 @@ impl Backend for SysvQueue {
 
     fn pending(&self) -> Result<Option<(u64, bool)>> {
         match sys::msgctl_stat(self.id) {
-            Ok(st) => Ok(Some((st.qnum, st.cbytes + self.msg_max as u64 > st.qbytes))),
+            Ok(st) => Ok(Some((
+                st.qnum,
+                st.cbytes + self.facts.msg_max as u64 > st.qbytes,
+            ))),
             Err(e) if matches!(errno(&e), Errno::EINVAL | Errno::EIDRM) => Ok(None),
-            Err(e) => Err(self.err("msgctl(IPC_STAT)", errno(&e))),
+            Err(e) => Err(self.facts.err("msgctl(IPC_STAT)", errno(&e))),
         }
     }
 
     fn owner(&self) -> Result<(u32, u32)> {
-        let st = sys::msgctl_stat(self.id).map_err(|e| self.err("msgctl(IPC_STAT)", errno(&e)))?;
+        let st =
+            sys::msgctl_stat(self.id).map_err(|e| self.facts.err("msgctl(IPC_STAT)", errno(&e)))?;
         Ok((st.uid, st.mode & 0o777))
     }
 

@@ -3,9 +3,8 @@
 
 mod pipe;
 
-use clap::{Args, Parser, Subcommand};
-use ipc_common::args::Role;
-use ipc_common::cli::{run_main, Outcome};
+use clap::{Args, Subcommand};
+use ipc_common::cli::{run_main, Help, Outcome};
 use ipc_common::link::Link;
 use ipc_common::report::Report;
 use ipc_common::stream::FdStream;
@@ -28,20 +27,14 @@ Examples:
   pipe-pair recv --raw --output out.bin         then: cat file > /tmp/ipc-pipe
   pipe-pair run -v -n 3                         narrate each system call";
 
-#[derive(Parser)]
-#[command(
-    name = PROG,
-    version,
-    about = "Pipes and FIFOs: a byte stream between two processes, framed so that every message is checked",
-    long_about = "Pipes and FIFOs: a byte stream between two processes, framed so that every message is checked.\n\n\
+const HELP: Help = Help {
+    name: PROG,
+    about: "Pipes and FIFOs: a byte stream between two processes, framed so that every message is checked",
+    long_about: "Pipes and FIFOs: a byte stream between two processes, framed so that every message is checked.\n\n\
 A pipe has no message boundaries: each message travels behind a 24-byte frame header \
 (sequence, length, CRC-32), or bare with --raw so that cat, dd or a shell redirection can be the other side.",
-    after_help = ipc_common::cli::after_help(EXAMPLES)
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+    examples: EXAMPLES,
+};
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -200,13 +193,8 @@ fn fifo_flag(side: &Side) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = ipc_common::cli::parse();
-    let (args, role) = match &cli.cmd {
-        Cmd::Send(s) => (&s.common, Role::Send),
-        Cmd::Recv(s) => (&s.common, Role::Recv),
-        Cmd::Run(r) => (&r.common, Role::Both),
-    };
-    run_main(PROG, args, role, || match &cli.cmd {
+    let cli = ipc_common::cli::parse::<Cmd>(&HELP);
+    run_main(PROG, &cli.common, cli.role, || match &cli.cmd {
         Cmd::Run(r) => Outcome::Code(run(&r.common)),
         Cmd::Send(s) => Outcome::Done(send(s)),
         Cmd::Recv(s) => Outcome::Done(recv(s)),

@@ -76,12 +76,9 @@ pub fn claim_role(fifo: &Path, end: End) -> Result<RoleLock> {
     let lock = dir.join(format!("{stem}.{role}.lock"));
     let obj = format!("role lock {}", lock.display());
     loop {
-        let file = OpenOptions::new()
+        let file = ipc_common::record::private_file()
             .read(true)
-            .write(true)
             .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock)
             .map_err(|e| Error::os(&obj, "open(O_CREAT|O_NOFOLLOW, 0600)", e))?;
         match file.try_lock() {

@@ -8,12 +8,11 @@ use ipc_common::args::CommonArgs;
 use ipc_common::narrate;
 use ipc_common::report::Report;
 use ipc_common::shm::layout::{Api, Checked, SyncKind};
-use ipc_common::shm::pair::{describe, describe_pool, naming_flags, spec};
+use ipc_common::shm::pair::{describe, describe_pool, naming_flags, spec, Place};
 use ipc_common::shm::pool::{attach_pool, PoolLink};
-use ipc_common::shm::ring::{ShmLink, Side, SyncQueues};
+use ipc_common::shm::ring::{Side, SyncQueues};
 use ipc_common::shm::{attach, mark_attached, probe, Found, Segment, Spec};
 use ipc_common::{workload, Cause, Error, Kind, Result};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long the consumer waits silently before saying it waits for a producer.
@@ -22,14 +21,13 @@ const GRACE: Duration = Duration::from_millis(200);
 /// The consumer's flags: only what names the segment. The producer's choices are
 /// accepted (hidden) only to be checked against what the segment says.
 #[derive(clap::Args, Clone, Debug)]
+#[command(
+    mut_arg("api", |a| a.help("How the segment was made [default: whichever the producer published]")),
+    mut_arg("file", |a| a.help("--api mmap: the mapped file [default: /tmp/NAME.mmap]"))
+)]
 pub struct ConsumerArgs {
-    /// How the segment was made [default: whichever the producer published]
-    #[arg(long, value_enum)]
-    pub api: Option<Api>,
-
-    /// --api mmap: the mapped file [default: /tmp/NAME.mmap]
-    #[arg(long, value_name = "PATH")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub place: Place,
 
     /// Checked against the segment; the producer chooses
     #[arg(long, value_enum, hide = true)]
@@ -43,12 +41,9 @@ pub struct ConsumerArgs {
 /// Find the producer's segment, attach to it and receive the workload.
 pub fn consume(args: &ConsumerArgs, common: &CommonArgs) -> Result<Report> {
     // --file names a mapped file: only with --api mmap, checked before any waiting.
-    spec(args.api.unwrap_or(Api::Posix), args.file.as_ref(), common)?;
+    args.place.spec(common)?;
     let start = Instant::now();
-    let peer = format!(
-        "shm-producer{}",
-        naming_flags(args.api, args.file.as_ref(), common)
-    );
+    let peer = format!("shm-producer{}", naming_flags(&args.place, common));
     let spec = locate(args, common, &peer)?;
     let left = common.timeout.saturating_sub(start.elapsed());
     let (seg, checked) = attach(&spec, left.max(Duration::from_millis(1)), &peer)?;
@@ -60,15 +55,7 @@ pub fn consume(args: &ConsumerArgs, common: &CommonArgs) -> Result<Report> {
         let mut link = PoolLink::new(&pool, common.timeout);
         return workload::receive(&mut link, common, &describe_pool(&spec, &pool));
     }
-    let mut link = ShmLink::new(
-        &seg.map,
-        seg.object.clone(),
-        Side::Consumer,
-        &checked,
-        common.timeout,
-        queues,
-    )
-    .watch_size(seg.file.as_ref());
+    let mut link = seg.ring_link(Side::Consumer, &checked, common.timeout, queues);
     workload::receive(&mut link, common, &describe(&spec, &checked, seg.map.len()))
 }
 
@@ -79,23 +66,29 @@ pub fn consume(args: &ConsumerArgs, common: &CommonArgs) -> Result<Report> {
 fn locate(args: &ConsumerArgs, common: &CommonArgs, peer: &str) -> Result<Spec> {
     let specs: Vec<Spec> = <Api as clap::ValueEnum>::value_variants()
         .iter()
-        .map(|&api| spec(api, args.file.as_ref().filter(|_| api == Api::Mmap), common))
+        .map(|&api| {
+            spec(
+                api,
+                args.place.file.as_ref().filter(|_| api == Api::Mmap),
+                common,
+            )
+        })
         .collect::<Result<_>>()?;
     let start = Instant::now();
     let mut said = false;
     loop {
         let looks: Vec<(&Spec, Found)> = specs.iter().map(|s| (s, probe(s))).collect();
-        if let Some(found) = choose(args.api, &looks)? {
+        if let Some(found) = choose(args.place.api, &looks)? {
             return Ok(found.clone());
         }
         if start.elapsed() >= common.timeout {
-            let api = args.api.unwrap_or(Api::Posix);
+            let api = args.place.api.unwrap_or(Api::Posix);
             let spec = specs.iter().find(|s| s.api == api).expect("every api");
             let w = ipc_common::wait::Waiting::new(spec.object(), peer.to_string(), common.timeout);
             return Err(w.gave_up("no producer created it"));
         }
         if !said && start.elapsed() >= GRACE {
-            let what = match args.api {
+            let what = match args.place.api {
                 Some(api) => specs
                     .iter()
                     .find(|s| s.api == api)

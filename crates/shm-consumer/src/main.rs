@@ -3,11 +3,9 @@
 
 mod consume;
 
-use clap::Parser;
 use consume::{consume, ConsumerArgs};
 use ipc_common::args::Role;
-use ipc_common::cli::{run_main, Outcome};
-use ipc_common::CommonArgs;
+use ipc_common::cli::{run_main, Help, Outcome};
 use std::process::ExitCode;
 
 const PROG: &str = "shm-consumer";
@@ -27,31 +25,19 @@ The consumer learns the API (it looks under all three), the sync kind, the sizes
 mode and the workload from the segment and the producer's hello: give those to the
 producer only.";
 
-#[derive(Parser)]
-#[command(
-    name = PROG,
-    version,
-    about = "Shared memory, consumer side: attach to the producer's segment, check every byte",
-    long_about = "Shared memory, consumer side: find the segment shm-producer published (POSIX, SysV \
+const HELP: Help = Help {
+    name: PROG,
+    about: "Shared memory, consumer side: attach to the producer's segment, check every byte",
+    long_about: "Shared memory, consumer side: find the segment shm-producer published (POSIX, SysV \
 or a mapped file, waiting for it if need be), attach to it, check its header, and receive and verify \
 the workload from the ring in it.",
-    after_help = ipc_common::cli::after_help(EXAMPLES),
-    mut_arg("count", |a| a.hide(true)),
-    mut_arg("size", |a| a.hide(true)),
-    mut_arg("input", |a| a.hide(true)),
-    mut_arg("interval", |a| a.hide(true)),
-    mut_arg("mode", |a| a.hide(true))
-)]
-struct Cli {
-    #[command(flatten)]
-    shm: ConsumerArgs,
-    #[command(flatten)]
-    common: CommonArgs,
-}
+    examples: EXAMPLES,
+};
 
 fn main() -> ExitCode {
-    let cli: Cli = ipc_common::cli::parse_as(Role::Recv);
+    let cli =
+        ipc_common::cli::parse_as::<ConsumerArgs>(&HELP, Role::Recv, &["count", "size", "mode"]);
     run_main(PROG, &cli.common, Role::Recv, || {
-        Outcome::Done(consume(&cli.shm, &cli.common).map(Some))
+        Outcome::Done(consume(&cli.own, &cli.common).map(Some))
     })
 }

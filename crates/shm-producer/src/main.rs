@@ -3,10 +3,8 @@
 
 mod produce;
 
-use clap::Parser;
 use ipc_common::args::Role;
-use ipc_common::cli::{run_main, Outcome};
-use ipc_common::CommonArgs;
+use ipc_common::cli::{run_main, Help, Outcome};
 use produce::{produce, ProducerArgs};
 use std::process::ExitCode;
 
@@ -25,28 +23,19 @@ Examples (terminal 1 runs the producer, terminal 2 the consumer):
   1$ shm-producer --step --keep -v -n 3         2$ shm-consumer --step -v
      (pause before each create, map, unmap and removal; watch ls -l /dev/shm meanwhile)";
 
-#[derive(Parser)]
-#[command(
-    name = PROG,
-    version,
-    about = "Shared memory, producer side: create a segment, wait for the consumer, send through a ring in it",
-    long_about = "Shared memory, producer side: create a segment (POSIX, SysV or a mapped file), \
+const HELP: Help = Help {
+    name: PROG,
+    about: "Shared memory, producer side: create a segment, wait for the consumer, send through a ring in it",
+    long_about: "Shared memory, producer side: create a segment (POSIX, SysV or a mapped file), \
 wait for shm-consumer to attach, and send the workload through a byte ring in the segment. \
 No system call is made per message; the sides wait for each other with --sync. The producer \
 chooses the API, sync kind, sizes and workload; the consumer learns them from the segment.",
-    after_help = ipc_common::cli::after_help(EXAMPLES),
-    mut_arg("output", |a| a.hide(true))
-)]
-struct Cli {
-    #[command(flatten)]
-    shm: ProducerArgs,
-    #[command(flatten)]
-    common: CommonArgs,
-}
+    examples: EXAMPLES,
+};
 
 fn main() -> ExitCode {
-    let cli: Cli = ipc_common::cli::parse_as(Role::Send);
+    let cli = ipc_common::cli::parse_as::<ProducerArgs>(&HELP, Role::Send, &[]);
     run_main(PROG, &cli.common, Role::Send, || {
-        Outcome::Done(produce(&cli.shm, &cli.common).map(Some))
+        Outcome::Done(produce(&cli.own, &cli.common).map(Some))
     })
 }

@@ -6,24 +6,18 @@
 use ipc_common::args::{parse_size, CommonArgs, Mode, DEFAULT_SIZE};
 use ipc_common::frame::HEADER_LEN;
 use ipc_common::report::Report;
-use ipc_common::shm::layout::{Api, Checked, SyncKind, HEADER_SIZE, MIN_RING};
-use ipc_common::shm::pair::{describe, describe_pool, naming_flags, spec, DEFAULT_SEGMENT_SIZE};
+use ipc_common::shm::layout::{Checked, SyncKind, HEADER_SIZE, MIN_RING};
+use ipc_common::shm::pair::{describe, describe_pool, naming_flags, Place, DEFAULT_SEGMENT_SIZE};
 use ipc_common::shm::pool::{create_pool, PoolLink};
-use ipc_common::shm::ring::{ShmLink, Side, SyncQueues};
+use ipc_common::shm::ring::{Side, SyncQueues};
 use ipc_common::shm::{await_consumer, create, publish, Spec};
 use ipc_common::{workload, Error, Result};
-use std::path::PathBuf;
 
 /// The producer's flags: it chooses everything; the consumer learns it from the segment.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProducerArgs {
-    /// How the segment is made [default: posix]
-    #[arg(long, value_enum)]
-    pub api: Option<Api>,
-
-    /// --api mmap: the file to map [default: /tmp/NAME.mmap]
-    #[arg(long, value_name = "PATH")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub place: Place,
 
     /// How the sides wait for each other [default: mutex]
     #[arg(long, value_enum)]
@@ -44,12 +38,9 @@ pub struct ProducerArgs {
 
 /// Create the segment, wait for the consumer, send the workload.
 pub fn produce(args: &ProducerArgs, common: &CommonArgs) -> Result<Report> {
-    let spec = spec(args.api.unwrap_or(Api::Posix), args.file.as_ref(), common)?;
+    let spec = args.place.spec(common)?;
     let size = args.segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE);
-    let peer = format!(
-        "shm-consumer{}",
-        naming_flags(args.api, args.file.as_ref(), common)
-    );
+    let peer = format!("shm-consumer{}", naming_flags(&args.place, common));
     let checked = plan(args, common, &spec, size)?;
     if let Some(n) = args.segments {
         return produce_pool(args, common, &spec, n, size, &peer);
@@ -68,15 +59,7 @@ pub fn produce(args: &ProducerArgs, common: &CommonArgs) -> Result<Report> {
     };
     publish(&mut seg, &checked)?;
     await_consumer(&mut seg, common.timeout, &peer)?;
-    let mut link = ShmLink::new(
-        &seg.map,
-        seg.object.clone(),
-        Side::Producer,
-        &checked,
-        common.timeout,
-        queues,
-    )
-    .watch_size(seg.file.as_ref());
+    let mut link = seg.ring_link(Side::Producer, &checked, common.timeout, queues);
     workload::send(&mut link, common, &describe(&spec, &checked, size))
 }
 

@@ -174,15 +174,7 @@ pub fn as_sender(fd: &OwnedFd, secret: &Secret, object: &str, timeout: Duration)
     io.write(&[MAGIC.as_slice(), &mine].concat())?;
     let mut answer = [0u8; 8 + NONCE + PROOF];
     io.read(&mut answer)?;
-    if &answer[..8] != MAGIC {
-        return Err(Error::new(
-            Kind::Runtime,
-            object,
-            "authentication: the receiver did not answer the secret handshake",
-            "the receiver has no secret: give it the same --secret-file or IPC_SECRET",
-        )
-        .because(Cause::Mismatch));
-    }
+    io.expect_magic(&answer[..8], "answer")?;
     let theirs = &answer[8..8 + NONCE];
     let proof = secret
         .proof(b"sender", &mine, theirs)
@@ -200,15 +192,7 @@ pub fn as_receiver(fd: &OwnedFd, secret: &Secret, object: &str, timeout: Duratio
     let io = Io::new(fd, object, timeout, "sender");
     let mut hello = [0u8; 8 + NONCE];
     io.read(&mut hello)?;
-    if &hello[..8] != MAGIC {
-        return Err(Error::new(
-            Kind::Runtime,
-            object,
-            "authentication: the sender did not start the secret handshake",
-            "the sender has no secret: give it the same --secret-file or IPC_SECRET",
-        )
-        .because(Cause::Mismatch));
-    }
+    io.expect_magic(&hello[..8], "start")?;
     let theirs = &hello[8..];
     let mine = nonce(object)?;
     let proof = secret
@@ -242,6 +226,22 @@ impl<'a> Io<'a> {
             timeout,
             peer,
         }
+    }
+
+    /// Refuse a peer whose first bytes are not the handshake's: it has no secret.
+    /// `did_not`: what it failed to do with the handshake (`answer`, `start`).
+    fn expect_magic(&self, got: &[u8], did_not: &str) -> Result<()> {
+        if got == MAGIC {
+            return Ok(());
+        }
+        let peer = self.peer;
+        Err(Error::new(
+            Kind::Runtime,
+            self.object,
+            format!("authentication: the {peer} did not {did_not} the secret handshake"),
+            format!("the {peer} has no secret: give it the same --secret-file or IPC_SECRET"),
+        )
+        .because(Cause::Mismatch))
     }
 
     fn wait(&self, events: PollFlags) -> Result<()> {

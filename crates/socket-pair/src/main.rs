@@ -36,10 +36,10 @@ mod trust;
 mod unix;
 
 use auth::Secret;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use endpoint::{Endpoint, SocketType};
-use ipc_common::args::{Role, DEFAULT_SIZE};
-use ipc_common::cli::{run_main, Outcome};
+use ipc_common::args::DEFAULT_SIZE;
+use ipc_common::cli::{run_main, Help, Outcome};
 use ipc_common::report::Report;
 use ipc_common::{child, narrate, workload, CommonArgs, Describe, Error, Mode, Result};
 use link::SockLink;
@@ -75,21 +75,15 @@ Examples:
     terminal 1: socket-pair recv --raw --output out.bin
     terminal 2: socat -u FILE:in UNIX-CONNECT:/tmp/ipc-socket";
 
-#[derive(Parser)]
-#[command(
-    name = PROG,
-    version,
-    about = "Sockets: Unix-domain stream, datagram and seqpacket, TCP and socketpair, every message checked",
-    long_about = "Sockets: Unix-domain stream, datagram and seqpacket, TCP and socketpair, every message checked.\n\n\
+const HELP: Help = Help {
+    name: PROG,
+    about: "Sockets: Unix-domain stream, datagram and seqpacket, TCP and socketpair, every message checked",
+    long_about: "Sockets: Unix-domain stream, datagram and seqpacket, TCP and socketpair, every message checked.\n\n\
 A stream socket has no message boundaries: each message travels behind a 24-byte frame header \
 (sequence, length, CRC-32), or bare with --raw so that socat or nc can be the other side. \
 Datagram and seqpacket sockets keep boundaries: one message is one datagram.",
-    after_help = ipc_common::cli::after_help(EXAMPLES)
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+    examples: EXAMPLES,
+};
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -273,13 +267,8 @@ fn run(ty: SocketType, args: &CommonArgs) -> i32 {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = ipc_common::cli::parse();
-    let (args, role) = match &cli.cmd {
-        Cmd::Send(s) => (&s.common, Role::Send),
-        Cmd::Recv(s) => (&s.common, Role::Recv),
-        Cmd::Run(r) => (&r.common, Role::Both),
-    };
-    run_main(PROG, args, role, || match &cli.cmd {
+    let cli = ipc_common::cli::parse::<Cmd>(&HELP);
+    run_main(PROG, &cli.common, cli.role, || match &cli.cmd {
         Cmd::Run(r) => Outcome::Code(run(r.ty.ty, &r.common)),
         Cmd::Send(s) => Outcome::Done(send(s)),
         Cmd::Recv(s) => Outcome::Done(recv(s)),

@@ -81,15 +81,23 @@ impl Spec {
         }
     }
 
+    /// The file that stands for the object, as shown: its /dev/shm entry, its SysV key
+    /// file, or the mapped file itself.
+    fn file(&self) -> String {
+        let path = match self.api {
+            Api::Posix => Path::new("/dev/shm").join(&self.name),
+            Api::Sysv => key_path(&self.name, None),
+            Api::Mmap => self.mmap_path(),
+        };
+        path.display().to_string()
+    }
+
     /// How the object is named in messages.
     pub fn object(&self) -> String {
         match self.api {
-            Api::Posix => format!(
-                "POSIX shared memory /{} (/dev/shm/{})",
-                self.name, self.name
-            ),
-            Api::Sysv => format!("SysV segment for {}", key_path(&self.name, None).display()),
-            Api::Mmap => format!("mapped file {}", self.mmap_path().display()),
+            Api::Posix => format!("POSIX shared memory /{} ({})", self.name, self.file()),
+            Api::Sysv => format!("SysV segment for {}", self.file()),
+            Api::Mmap => format!("mapped file {}", self.file()),
         }
     }
 
@@ -97,11 +105,8 @@ impl Spec {
     fn open_call(&self) -> String {
         match self.api {
             Api::Posix => format!("shm_open(\"/{}\", O_RDWR) and mmap", self.name),
-            Api::Sysv => format!(
-                "ftok({}), shmget(key, 0, 0) and shmat",
-                key_path(&self.name, None).display()
-            ),
-            Api::Mmap => format!("open({}, O_RDWR) and mmap", self.mmap_path().display()),
+            Api::Sysv => format!("ftok({}), shmget(key, 0, 0) and shmat", self.file()),
+            Api::Mmap => format!("open({}, O_RDWR) and mmap", self.file()),
         }
     }
 
@@ -109,22 +114,33 @@ impl Spec {
     pub fn look(&self) -> String {
         match self.api {
             Api::Posix => "ls -l /dev/shm".into(),
-            Api::Sysv => format!("ipcs -m; ls -l {}", key_path(&self.name, None).display()),
-            Api::Mmap => format!("ls -l {}", self.mmap_path().display()),
+            Api::Sysv => format!("ipcs -m; ls -l {}", self.file()),
+            Api::Mmap => format!("ls -l {}", self.file()),
         }
     }
 
     /// The command that removes a leftover by hand.
     fn remove_command(&self) -> String {
+        let rm = format!("rm {}", self.file());
         match self.api {
-            Api::Posix => format!("rm /dev/shm/{}", self.name),
-            Api::Sysv => format!(
-                "ipcrm -M $(printf '0x%x' KEY) (see ipcs -m), then rm {}",
-                key_path(&self.name, None).display()
-            ),
-            Api::Mmap => format!("rm {}", self.mmap_path().display()),
+            Api::Sysv => format!("ipcrm -M $(printf '0x%x' KEY) (see ipcs -m), then {rm}"),
+            Api::Posix | Api::Mmap => rm,
         }
     }
+}
+
+/// The `peer` of a shared-memory pair moved nothing for `timeout` (exit 4, cause
+/// `timeout`), while it still holds its alive mutex.
+pub(crate) fn no_progress(object: &str, peer: &str, timeout: Duration) -> Error {
+    Error::peer(
+        object,
+        format!(
+            "the {peer} made no progress for {:.1} s",
+            timeout.as_secs_f64()
+        ),
+        format!("the {peer} is stopped or stuck; check it, or raise --timeout"),
+    )
+    .because(Cause::Timeout)
 }
 
 /// A mapped segment, and while this side owns its name, the guard that removes it.
@@ -208,6 +224,20 @@ impl Drop for Segment {
 }
 
 impl Segment {
+    /// The link through this segment's ring(s) as `side`, which ends with an error, not
+    /// SIGBUS, if the segment's file is truncated under it.
+    pub fn ring_link(
+        &self,
+        side: ring::Side,
+        checked: &Checked,
+        timeout: Duration,
+        queues: Option<ring::SyncQueues>,
+    ) -> ring::ShmLink<'_> {
+        let object = self.object.clone();
+        ring::ShmLink::new(&self.map, object, side, checked, timeout, queues)
+            .watch_size(self.file.as_ref())
+    }
+
     fn new(map: Mapping, spec: &Spec, remover: Option<Guard>) -> Segment {
         Segment {
             map,
@@ -595,22 +625,7 @@ fn create_posix(spec: &Spec, total: usize) -> Result<Segment> {
             }
         })
     };
-    narrate::step(
-        format_args!("ftruncate(fd, {total}): the object gets its size"),
-        &look,
-    );
-    file.set_len(total as u64).on(&obj, "ftruncate")?;
-    narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_POSIX);
-    step_mmap(total, &look);
-    let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
-    narrate::call(
-        format_args!(
-            "mmap(NULL, {total}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
-            map.addr()
-        ),
-        "shared memory: the same physical pages, mapped at each process's own address",
-    );
-    Ok(Segment::new(map, spec, Some(remover)).with_file(file))
+    size_and_map(spec, file, total, remover)
 }
 
 fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
@@ -666,12 +681,26 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
     if let Some(dir) = path.parent().and_then(Path::to_str) {
         check_room(dir, total, spec)?;
     }
+    size_and_map(spec, file, total, remover)
+}
+
+/// The end of creating a POSIX object or a mapped file, now claimed: size it, map it.
+fn size_and_map(spec: &Spec, file: File, total: usize, remover: Guard) -> Result<Segment> {
+    let (obj, look) = (spec.object(), spec.look());
+    let (what, idea, mapped) = match spec.api {
+        Api::Mmap => ("file", IDEA_MMAP, IDEA_MMAP),
+        _ => (
+            "object",
+            IDEA_POSIX,
+            "shared memory: the same physical pages, mapped at each process's own address",
+        ),
+    };
     narrate::step(
-        format_args!("ftruncate(fd, {total}): the file gets its size"),
+        format_args!("ftruncate(fd, {total}): the {what} gets its size"),
         &look,
     );
     file.set_len(total as u64).on(&obj, "ftruncate")?;
-    narrate::call(format_args!("ftruncate(fd, {total}) = 0"), IDEA_MMAP);
+    narrate::call(format_args!("ftruncate(fd, {total}) = 0"), idea);
     step_mmap(total, &look);
     let map = Mapping::map_shared(&file, total).on(&obj, "mmap")?;
     narrate::call(
@@ -679,7 +708,7 @@ fn create_mmap(spec: &Spec, total: usize) -> Result<Segment> {
             "mmap(NULL, {total}, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0) = {:#x}",
             map.addr()
         ),
-        IDEA_MMAP,
+        mapped,
     );
     Ok(Segment::new(map, spec, Some(remover)).with_file(file))
 }
@@ -769,17 +798,7 @@ fn create_sysv(spec: &Spec, total: usize) -> Result<Segment> {
 
 fn replace_stale_sysv(id: i32, spec: &Spec) -> Result<()> {
     let obj = spec.object();
-    let st = stat_sysv(id, &obj)?;
-    if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
-        return Err(refuse(
-            spec,
-            format!(
-                "segment id {id} belongs to uid {} with mode {:03o}",
-                st.uid,
-                st.mode & 0o777
-            ),
-        ));
-    }
+    stat_own_sysv(id, spec)?;
     let map = Mapping::attach_sysv(id).on(&obj, "shmat")?;
     let existing =
         if map.len() >= HEADER_SIZE && map.header().state.load(Ordering::Acquire) == STATE_INIT {
@@ -1108,17 +1127,7 @@ fn open_sysv(spec: &Spec) -> Result<Option<Segment>> {
         Err(e) => return Err(Error::os(&obj, "shmget", e)),
     };
     let shmget = format!("shmget({:#010x}, 0, 0) = {id}", key.key);
-    let st = stat_sysv(id, &obj)?;
-    if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
-        return Err(refuse(
-            spec,
-            format!(
-                "segment id {id} belongs to uid {} with mode {:03o}",
-                st.uid,
-                st.mode & 0o777
-            ),
-        ));
-    }
+    let st = stat_own_sysv(id, spec)?;
     if st.size < HEADER_SIZE {
         return Err(refuse(
             spec,
@@ -1263,6 +1272,22 @@ fn published_by_live(map: &Mapping) -> bool {
 
 /// `shmctl(IPC_STAT)`: who owns a SysV segment, its mode, size and attach count (the
 /// checks before trusting or replacing one), narrated.
+/// [`stat_sysv`], refusing a segment of another user or one that others may touch.
+fn stat_own_sysv(id: i32, spec: &Spec) -> Result<sys::ShmStat> {
+    let st = stat_sysv(id, &spec.object())?;
+    if st.uid != nix::unistd::geteuid().as_raw() || st.mode & 0o077 != 0 {
+        return Err(refuse(
+            spec,
+            format!(
+                "segment id {id} belongs to uid {} with mode {:03o}",
+                st.uid,
+                st.mode & 0o777
+            ),
+        ));
+    }
+    Ok(st)
+}
+
 fn stat_sysv(id: i32, obj: &str) -> Result<sys::ShmStat> {
     let st = sys::shm_stat(id).on(&obj, "shmctl(IPC_STAT)")?;
     narrate::repeated(

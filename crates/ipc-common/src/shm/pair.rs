@@ -12,6 +12,26 @@ use crate::workload::Describe;
 use std::path::PathBuf;
 
 pub const DEFAULT_NAME: &str = "ipc-shm";
+
+/// Where the segment is, beside --name: flags both sides take (the consumer words their
+/// help as the one who looks, not the one who makes).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Place {
+    /// How the segment is made [default: posix]
+    #[arg(long, value_enum)]
+    pub api: Option<Api>,
+
+    /// --api mmap: the file to map [default: /tmp/NAME.mmap]
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+impl Place {
+    /// The segment these flags and --name give (POSIX unless told).
+    pub fn spec(&self, common: &CommonArgs) -> Result<Spec> {
+        spec(self.api.unwrap_or(Api::Posix), self.file.as_ref(), common)
+    }
+}
 pub const DEFAULT_SEGMENT_SIZE: usize = 1 << 20;
 
 /// The segment `--api`, `--file` and `--name` name; `--file` only with `--api mmap`.
@@ -30,12 +50,12 @@ pub fn spec(api: Api, file: Option<&PathBuf>, common: &CommonArgs) -> Result<Spe
 }
 
 /// The flags that name the same segment, for "start `shm-consumer ...`" hints.
-pub fn naming_flags(api: Option<Api>, file: Option<&PathBuf>, common: &CommonArgs) -> String {
+pub fn naming_flags(place: &Place, common: &CommonArgs) -> String {
     let mut s = String::new();
-    if let Some(api) = api {
+    if let Some(api) = place.api {
         s += &format!(" --api {}", api.as_str());
     }
-    if let Some(f) = file {
+    if let Some(f) = &place.file {
         s += &format!(" --file {}", f.display());
     }
     if let Some(n) = &common.name {

@@ -294,19 +294,7 @@ impl<'a> PoolLink<'a> {
                 return Err(peer_died(&self.object, self.peer));
             }
             if Instant::now() >= deadline {
-                return Err(Error::peer(
-                    &self.object,
-                    format!(
-                        "the {} made no progress for {:.1} s",
-                        self.peer,
-                        self.timeout.as_secs_f64()
-                    ),
-                    format!(
-                        "the {} is stopped or stuck; check it, or raise --timeout",
-                        self.peer
-                    ),
-                )
-                .because(crate::error::Cause::Timeout));
+                return Err(super::no_progress(&self.object, self.peer, self.timeout));
             }
         }
     }

@@ -18,7 +18,7 @@ use super::queue::Queue;
 use crate::cleanup::Guard;
 use crate::error::{Context, Error, Kind, Result};
 use crate::frame::{check_len, FrameKind, Header as Frame, HEADER_LEN};
-use crate::link::Link;
+use crate::link::{Link, Received};
 use crate::narrate;
 use crate::workload::PayloadGen;
 use crossbeam_utils::Backoff;
@@ -35,18 +35,21 @@ const SHORT_SPIN: u32 = 200;
 /// sleep would cost is the classic "spin, then block" balance, and a peer that answers
 /// within it is seen within a cache-line transfer instead of a wake-up.
 const TIGHT_SPIN: Duration = Duration::from_micros(50);
-/// The writer publishes its head at least every this many bytes (or a quarter ring).
+/// The writer publishes its head, and the reader its tail, at least every this many
+/// bytes (or a quarter ring).
 const PUBLISH_BATCH: u64 = 4096;
 /// In a frame part of at least this many bytes, each side also publishes its counter
 /// every this many bytes: the reader starts on a large message while the writer still
 /// copies the rest, and neither side waits for a whole message of the other's, which
 /// is long enough (hundreds of µs at 1 MiB) to end its spinning and put it to sleep.
 const FRAME_STEP: u64 = 64 * 1024;
-/// Smaller generated payloads are made in the sender's buffer, then copied in: the
-/// message is in L1 either way, and the one-pass loop's fixed cost per call (dispatch,
-/// partial words) measured more than the pass it saves (slower at 64 and 256 bytes,
-/// faster from 4 KiB).
-const FUSED_SEND_MIN: usize = 4096;
+/// Smaller generated payloads are made in the sender's buffer, then copied in (and
+/// copied out, then compared): the message is in L1 either way, and the one-pass loop's
+/// fixed cost per call (dispatch, partial words) measured more than the pass it saves
+/// (the producer's: slower at 64 and 256 bytes, faster from 4 KiB).
+const FUSED_MIN: usize = 4096;
+/// How much of newly published data the reader asks for at once: a small frame.
+const READ_AHEAD: usize = 256;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
 
 /// One direction of the ring, from one side's point of view.
@@ -58,12 +61,15 @@ struct Ring<'a> {
     capacity: u64,
     /// Our counter: head if we write this ring, tail if we read it.
     pos: u64,
+    /// `pos % capacity`, kept as `pos` moves: a division per copy would cost more than
+    /// the copy of a small message (the capacity need not be a power of two).
+    at: usize,
     /// The peer's counter as last read and checked.
     seen: u64,
     /// Our counter as last published. Both are published lazily, so that the line the
     /// peer polls is not pulled away from it on every small message. The reader
-    /// publishes its tail every quarter of the ring, when the writer waits for space,
-    /// and always before it waits itself. The writer publishes its head every
+    /// publishes its tail every [`PUBLISH_BATCH`] bytes (or quarter ring), when the
+    /// writer waits for space, and before it waits itself if the writer may be short. The writer publishes its head every
     /// [`PUBLISH_BATCH`] bytes, with every frame that is not data (hello, end, echo's
     /// request is data but see `flush`), and always before it waits for anything: for
     /// space, or for the other ring in pingpong ([`Link::flush`]). Within a large frame
@@ -71,6 +77,8 @@ struct Ring<'a> {
     published: u64,
     /// `--sync mq`: (send "wake" to the peer, receive the peer's "wake").
     queues: Option<(Queue, Queue)>,
+    /// [`PUBLISH_BATCH`], or a quarter of a smaller ring.
+    batch: u64,
 }
 
 /// Which way a sleeper waits.
@@ -127,6 +135,75 @@ pub enum Side {
     Consumer,
 }
 
+impl ShmLink<'_> {
+    /// [`Link::recv`], and with `seed` [`Link::recv_generated`]'s check: the next frame's
+    /// header, then its payload into `buf`, checked as it is copied out against the
+    /// generated payload of `(seed, its seq)`. Returns the header and whether every
+    /// byte checked (true without `seed`).
+    #[inline(always)]
+    fn recv_taking(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        seed: Option<u64>,
+    ) -> Result<(Frame, bool)> {
+        self.flush()?;
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(self.no_ring("receive from"));
+        };
+        let frame = rx.read_header(&self.waits)?;
+        let total = check_len(&frame, max, &self.waits.object)?;
+        if let Some(tx) = self.tx.as_ref() {
+            // Pingpong: what goes back next (the echo, or the next request) is about
+            // this long, and the peer has read what this side wrote before (it answered
+            // it): fetch those lines now, not when the reply is written.
+            tx.prefetch_next(HEADER_LEN + total);
+        }
+        let gen = seed.map(|seed| PayloadGen::new(seed, frame.seq));
+        let mut ok = true;
+        // Each piece, at its place in the payload; once a byte failed, the rest is only
+        // copied.
+        let mut take = |ring: &mut Ring, piece: &mut [u8], at: usize| match &gen {
+            Some(gen) if ok => ok = ring.take_checked(piece, at as u64, gen),
+            _ => ring.take(piece),
+        };
+        // Grown (at most doubling) as the writer publishes the payload, unless the
+        // buffer is already this large: a header alone never reserves memory.
+        let mut got = if buf.capacity() >= total { total } else { 0 };
+        buf.resize(got, 0);
+        if got == total && (total as u64) < FRAME_STEP && rx.seen - rx.pos >= total as u64 {
+            // The common case, without the loop: the whole payload is there, and the
+            // frame is not one to be taken in published steps.
+            take(rx, buf, 0);
+        } else {
+            rx.read_with(buf, &self.waits, &mut take)?;
+        }
+        while got < total {
+            let step = (total - got).min(got.max(64 * 1024));
+            buf.resize(got + step, 0);
+            let base = got;
+            rx.read_with(&mut buf[got..], &self.waits, |r, p, at| {
+                take(r, p, base + at)
+            })?;
+            got += step;
+        }
+        rx.consumed(&self.waits);
+        if narrate::verbose() {
+            narrate::repeated(
+                "ring read",
+                format_args!(
+                    "copy {}{} bytes out of ring {}",
+                    if seed.is_some() { "and check " } else { "" },
+                    HEADER_LEN + buf.len(),
+                    rx.index
+                ),
+                IDEA_RING,
+            );
+        }
+        Ok((frame, ok))
+    }
+}
+
 impl<'a> ShmLink<'a> {
     /// The producer writes ring 0 and reads ring 1 (pingpong); the consumer the reverse.
     /// `checked`: the geometry and sync kind as checked from the header.
@@ -148,9 +225,11 @@ impl<'a> ShmLink<'a> {
             offset: ring_offset(index, capacity),
             capacity,
             pos: 0,
+            at: 0,
             seen: 0,
             published: 0,
             queues: queues.as_mut().and_then(|q| q.next()),
+            batch: PUBLISH_BATCH.min(capacity / 4),
         };
         let (first, second) = (ring(0), (rings > 1).then(|| ring(1)));
         let (tx, rx, peer_alive, peer) = match side {
@@ -252,8 +331,9 @@ impl Ring<'_> {
     }
 
     /// A message was written: publish now if `urgent` or a batch is complete.
+    #[inline]
     fn written(&mut self, w: &Waits, urgent: bool) {
-        if urgent || self.pos - self.published >= PUBLISH_BATCH.min(self.capacity / 4) {
+        if urgent || self.pos - self.published >= self.batch {
             self.publish_head(w);
         }
     }
@@ -277,12 +357,17 @@ impl Ring<'_> {
         }
     }
 
-    /// A message was taken: publish the tail if a quarter of the ring was freed since
-    /// the last publication or the writer waits for space (its flag is on the line the
-    /// reader reads anyway). Never a lost wake-up: a writer waits only on a full ring,
-    /// and the reader publishes before it runs empty and waits.
+    /// A message was taken: publish the tail if a batch was freed since the last
+    /// publication (as the writer batches its head) or the writer waits for space (its
+    /// flag is on the line the reader reads anyway). Batches as small as the writer's
+    /// keep a writer that filled the ring going in steps of a batch: with a quarter ring
+    /// it waited long enough to fall asleep, and each wake-up cost the reader a system
+    /// call. The writer reads the tail only when it runs short, so a publication it
+    /// does not need moves no line. Never a lost wake-up: a writer waits only on a full
+    /// ring, and the reader publishes before it runs empty and waits.
+    #[inline]
     fn consumed(&mut self, w: &Waits) {
-        if self.pos - self.published >= self.capacity / 4
+        if self.pos - self.published >= self.batch
             || self.ctl.writer.space_waiting.load(SeqCst) != 0
         {
             self.publish_tail(w);
@@ -503,34 +588,68 @@ impl Ring<'_> {
         }
     }
 
-    /// Copy `src` in at our position (wrapping), without publishing.
-    fn put(&mut self, src: &[u8]) {
-        let at = (self.pos % self.capacity) as usize;
+    /// Whether `n` bytes from our position lie before the ring's end (no wrap).
+    #[inline]
+    fn contiguous(&self, n: usize) -> bool {
+        n <= self.capacity as usize - self.at
+    }
+
+    /// Take ownership now of the lines the next `n` bytes written will go to, as far as
+    /// they are known free and before the ring's end, so that their transfers from the
+    /// reader's core overlap the wait and the work before the write.
+    #[inline]
+    fn prefetch_next(&self, n: usize) {
+        let free = (self.capacity - (self.pos - self.seen)) as usize;
+        let n = n.min(free).min(self.capacity as usize - self.at);
+        self.map.prefetch(self.offset + self.at, n, true);
+    }
+
+    /// Move our position `n <= capacity` bytes on.
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        self.pos += n as u64;
+        self.at += n;
+        if self.at >= self.capacity as usize {
+            self.at -= self.capacity as usize;
+        }
+        // The tests run debug builds: every move of every ring test checks this.
+        debug_assert_eq!(self.at as u64, self.pos % self.capacity);
+    }
+
+    /// Copy `src` in at ring offset `at` (wrapping), without moving or publishing.
+    #[inline]
+    fn put_at(&self, at: usize, src: &[u8]) {
         let first = src.len().min(self.capacity as usize - at);
         self.map.copy_in(self.offset + at, &src[..first]);
         if first < src.len() {
             self.map.copy_in(self.offset, &src[first..]);
         }
-        self.pos += src.len() as u64;
+    }
+
+    /// Copy `src` in at our position (wrapping), without publishing.
+    #[inline]
+    fn put(&mut self, src: &[u8]) {
+        self.put_at(self.at, src);
+        self.advance(src.len());
     }
 
     /// Copy out at our position (wrapping), without publishing.
+    #[inline]
     fn take(&mut self, dst: &mut [u8]) {
-        let at = (self.pos % self.capacity) as usize;
-        let first = dst.len().min(self.capacity as usize - at);
-        self.map.copy_out(self.offset + at, &mut dst[..first]);
+        let first = dst.len().min(self.capacity as usize - self.at);
+        self.map.copy_out(self.offset + self.at, &mut dst[..first]);
         if first < dst.len() {
             let n = dst.len();
             self.map.copy_out(self.offset, &mut dst[first..n]);
         }
-        self.pos += dst.len() as u64;
+        self.advance(dst.len());
     }
 
     /// Generate `len` bytes of `gen`'s stream, from byte `at` on, straight into the ring
     /// at our position (wrapping: two pieces, a word may straddle the end), without
     /// publishing. The caller has made sure there is room.
     fn put_words(&mut self, len: usize, at: u64, gen: &PayloadGen) {
-        let here = (self.pos % self.capacity) as usize;
+        let here = self.at;
         let first = len.min(self.capacity as usize - here);
         let word = gen.weyl();
         self.map.fill_words(self.offset + here, first, at, word);
@@ -538,14 +657,14 @@ impl Ring<'_> {
             self.map
                 .fill_words(self.offset, len - first, at + first as u64, word);
         }
-        self.pos += len as u64;
+        self.advance(len);
     }
 
     /// Whether the next `len` bytes of the ring (wrapping) are bytes `at..` of `gen`'s
     /// stream; moves past them either way, without publishing. The caller has made sure
     /// they were written (`seen - pos >= len`).
     fn take_words(&mut self, len: usize, at: u64, gen: &PayloadGen) -> bool {
-        let here = (self.pos % self.capacity) as usize;
+        let here = self.at;
         let first = len.min(self.capacity as usize - here);
         let word = gen.weyl();
         let ok = self.map.matches_words(self.offset + here, first, at, word)
@@ -553,7 +672,7 @@ impl Ring<'_> {
                 || self
                     .map
                     .matches_words(self.offset, len - first, at + first as u64, word));
-        self.pos += len as u64;
+        self.advance(len);
         ok
     }
 
@@ -561,7 +680,7 @@ impl Ring<'_> {
     /// and into `copy`, as many as `copy` holds, without publishing. The caller has made
     /// sure there is room.
     fn put_generated(&mut self, copy: &mut [u8], at: u64, gen: &PayloadGen) {
-        let here = (self.pos % self.capacity) as usize;
+        let here = self.at;
         let first = copy.len().min(self.capacity as usize - here);
         let word = gen.weyl();
         let (a, b) = copy.split_at_mut(first);
@@ -571,14 +690,14 @@ impl Ring<'_> {
             self.map
                 .fill_words_with_copy(self.offset, b, at + first as u64, word);
         }
-        self.pos += copy.len() as u64;
+        self.advance(copy.len());
     }
 
     /// Copy out at our position (wrapping) into `dst`, checking in the same pass that
     /// the bytes are bytes `at..` of `gen`'s stream; without publishing. `dst` gets every
     /// byte either way.
     fn take_checked(&mut self, dst: &mut [u8], at: u64, gen: &PayloadGen) -> bool {
-        let here = (self.pos % self.capacity) as usize;
+        let here = self.at;
         let first = dst.len().min(self.capacity as usize - here);
         let word = gen.weyl();
         let (a, b) = dst.split_at_mut(first);
@@ -592,7 +711,7 @@ impl Ring<'_> {
             self.map.copy_out(self.offset, b);
             false
         };
-        self.pos += dst.len() as u64;
+        self.advance(dst.len());
         ok
     }
 
@@ -642,7 +761,17 @@ impl Ring<'_> {
         }
         if rounds.0 > 0 {
             narrate_round(self.index, rounds.0 + 1, rounds.2, total, total, false);
+            self.written(w, urgent);
         } else {
+            self.wrote(total, w, urgent);
+        }
+        Ok(())
+    }
+
+    /// A frame of `total` bytes went in at once: narrate it, publish if due.
+    #[inline]
+    fn wrote(&mut self, total: usize, w: &Waits, urgent: bool) {
+        if narrate::verbose() {
             narrate::repeated(
                 "ring write",
                 format_args!(
@@ -654,18 +783,55 @@ impl Ring<'_> {
             );
         }
         self.written(w, urgent);
-        Ok(())
     }
 
     /// Read and check the next frame header.
+    #[inline(always)]
     fn read_header(&mut self, w: &Waits) -> Result<Frame> {
         let mut head = [0u8; HEADER_LEN];
-        self.read(&mut head, w)?;
+        if self.seen - self.pos >= HEADER_LEN as u64 && self.contiguous(HEADER_LEN) {
+            // The common case, without the loop: a copy of a constant length is a few
+            // moves, not a call, and the header is returned in registers.
+            self.map.copy_out(self.offset + self.at, &mut head);
+            self.advance(HEADER_LEN);
+        } else {
+            self.read_slow(&mut head, w)?;
+        }
         Frame::decode(&head)
             .map_err(|e| corrupt(&w.object, format!("bad frame in ring {}: {e}", self.index)))
     }
 
+    /// Bytes written and not yet read (at least one), waiting for the writer as needed.
+    #[inline]
+    fn available(&mut self, w: &Waits) -> Result<usize> {
+        loop {
+            let avail = self.seen - self.pos;
+            if avail != 0 {
+                return Ok(avail as usize);
+            }
+            self.refresh_head(w)?;
+            if self.seen == self.pos {
+                self.publish_tail_if_short(w);
+                self.wait(w, Want::Data)?;
+            } else {
+                // New data: ask for its first lines at once (a frame header is parsed
+                // before its payload is copied), so they travel together.
+                let n = ((self.seen - self.pos) as usize)
+                    .min(READ_AHEAD)
+                    .min(self.capacity as usize - self.at);
+                self.map.prefetch(self.offset + self.at, n, false);
+            }
+        }
+    }
+
+    /// [`Ring::read`], kept out of line where the common case is inlined.
+    #[inline(never)]
+    fn read_slow(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
+        self.read(dst, w)
+    }
+
     /// Fill `dst` from the ring, waiting for the writer as needed.
+    #[inline]
     fn read(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
         self.read_with(dst, w, |ring, piece, _| ring.take(piece))
     }
@@ -680,17 +846,7 @@ impl Ring<'_> {
         let large = dst.len() as u64 >= FRAME_STEP;
         let mut got = 0;
         while got < dst.len() {
-            let mut avail = self.seen - self.pos;
-            if avail == 0 {
-                self.refresh_head(w)?;
-                avail = self.seen - self.pos;
-                if avail == 0 {
-                    self.publish_tail_if_short(w);
-                    self.wait(w, Want::Data)?;
-                    continue;
-                }
-            }
-            let mut n = (avail as usize).min(dst.len() - got);
+            let mut n = self.available(w)?.min(dst.len() - got);
             if large {
                 n = n.min(FRAME_STEP as usize);
             }
@@ -811,6 +967,19 @@ impl Link for ShmLink<'_> {
         };
         // Data may wait for a batch; a hello, an end or an echo goes at once.
         let urgent = header.kind != FrameKind::Data;
+        let need = HEADER_LEN + payload.len();
+        if (payload.len() as u64) < FRAME_STEP
+            && tx.capacity - (tx.pos - tx.seen) >= need as u64
+            && tx.contiguous(need)
+        {
+            // The common case, without the rounds: room known, no wrap, not a frame
+            // large enough to be published in steps.
+            tx.map.copy_in(tx.offset + tx.at, &header.encode());
+            tx.map.copy_in(tx.offset + tx.at + HEADER_LEN, payload);
+            tx.advance(need);
+            tx.wrote(need, &self.waits, urgent);
+            return Ok(());
+        }
         tx.write(
             &mut [Part::Bytes(&header.encode()), Part::Bytes(payload)],
             &self.waits,
@@ -819,34 +988,8 @@ impl Link for ShmLink<'_> {
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Frame>> {
-        self.flush()?;
-        let Some(rx) = self.rx.as_mut() else {
-            return Err(self.no_ring("receive from"));
-        };
-        let frame = rx.read_header(&self.waits)?;
-        let total = check_len(&frame, max, &self.waits.object)?;
-        // Grown (at most doubling) as the writer publishes the payload, unless the
-        // buffer is already this large: a header alone never reserves memory.
-        let mut got = if buf.capacity() >= total { total } else { 0 };
-        buf.resize(got, 0);
-        rx.read(buf, &self.waits)?;
-        while got < total {
-            let step = (total - got).min(got.max(64 * 1024));
-            buf.resize(got + step, 0);
-            rx.read(&mut buf[got..], &self.waits)?;
-            got += step;
-        }
-        rx.consumed(&self.waits);
-        narrate::repeated(
-            "ring read",
-            format_args!(
-                "copy {} bytes out of ring {}",
-                HEADER_LEN + buf.len(),
-                rx.index
-            ),
-            IDEA_RING,
-        );
-        Ok(Some(frame))
+        self.recv_taking(buf, max, None)
+            .map(|(frame, _)| Some(frame))
     }
 
     fn fuses_generated(&self) -> bool {
@@ -854,11 +997,11 @@ impl Link for ShmLink<'_> {
     }
 
     /// The frame header, then the payload generated into the ring and into `buf` in one
-    /// pass (in rounds when the ring fills, as [`Link::send`]; below [`FUSED_SEND_MIN`]
+    /// pass (in rounds when the ring fills, as [`Link::send`]; below [`FUSED_MIN`]
     /// bytes, generated into `buf` and copied in). The CRC stays 0: the receiver
     /// regenerates and compares every byte ([`Link::recv_generated`]).
     fn send_generated(&mut self, header: &Frame, seed: u64, buf: &mut [u8]) -> Result<()> {
-        if buf.len() < FUSED_SEND_MIN {
+        if buf.len() < FUSED_MIN {
             crate::workload::fill_generated(seed, header.seq, buf);
             return self.send(header, buf);
         }
@@ -876,53 +1019,16 @@ impl Link for ShmLink<'_> {
 
     /// As [`Link::recv`], but each piece of the payload is checked against the generated
     /// payload as it is copied out: every ring word is loaded once, stored into `buf` and
-    /// compared from the register (never re-read from the ring).
-    fn recv_generated(
-        &mut self,
-        buf: &mut Vec<u8>,
-        size: usize,
-        seed: u64,
-    ) -> Result<Option<(Frame, bool)>> {
-        self.flush()?;
-        let Some(rx) = self.rx.as_mut() else {
-            return Err(self.no_ring("receive from"));
-        };
-        let frame = rx.read_header(&self.waits)?;
-        let total = check_len(&frame, size, &self.waits.object)?;
-        let gen = PayloadGen::new(seed, frame.seq);
-        let mut ok = true;
-        // Once a byte failed, the rest is only copied.
-        let mut take = |ring: &mut Ring, piece: &mut [u8], at: usize| {
-            if ok {
-                ok = ring.take_checked(piece, at as u64, &gen);
-            } else {
-                ring.take(piece);
-            }
-        };
-        // Grown as in `recv`: a header alone never reserves memory.
-        let mut got = if buf.capacity() >= total { total } else { 0 };
-        buf.resize(got, 0);
-        rx.read_with(buf, &self.waits, &mut take)?;
-        while got < total {
-            let step = (total - got).min(got.max(64 * 1024));
-            buf.resize(got + step, 0);
-            let base = got;
-            rx.read_with(&mut buf[got..], &self.waits, |r, p, at| {
-                take(r, p, base + at)
-            })?;
-            got += step;
+    /// compared from the register (never re-read from the ring). Below
+    /// [`FUSED_MIN`] bytes, copied out and then compared, as on other links: a small
+    /// message is in L1 either way, and the plain comparison loop costs fewer
+    /// instructions than the one-pass loop's set-up.
+    fn recv_generated(&mut self, buf: &mut Vec<u8>, size: usize, seed: u64) -> Result<Received> {
+        if size < FUSED_MIN {
+            return crate::link::recv_then_match(self, buf, size, seed);
         }
-        rx.consumed(&self.waits);
-        narrate::repeated(
-            "ring read",
-            format_args!(
-                "copy and check {} bytes out of ring {}",
-                HEADER_LEN + buf.len(),
-                rx.index
-            ),
-            IDEA_RING,
-        );
-        Ok(Some((frame, ok && total == size)))
+        let (frame, ok) = self.recv_taking(buf, size, Some(seed))?;
+        Ok(Some((frame, ok && buf.len() == size)))
     }
 
     fn in_place(&self) -> bool {
@@ -972,10 +1078,9 @@ impl Link for ShmLink<'_> {
                 tx.wait(w, Want::Space)?;
             }
         }
-        let start = tx.pos;
-        tx.pos += HEADER_LEN as u64;
+        let start = tx.at;
+        tx.advance(HEADER_LEN);
         tx.put_words(len, 0, &PayloadGen::new(seed, seq));
-        let end = tx.pos;
         let frame = Frame {
             kind: FrameKind::Data,
             len: len as u32,
@@ -983,18 +1088,17 @@ impl Link for ShmLink<'_> {
             crc: 0,
             seq,
         };
-        tx.pos = start;
-        tx.put(&frame.encode());
-        tx.pos = end;
-        narrate::repeated(
-            "ring build",
-            format_args!(
-                "build {len} bytes in place in ring {} at offset {}",
-                tx.index,
-                start % tx.capacity
-            ),
-            "zero-copy: the message is made where the consumer reads it",
-        );
+        tx.put_at(start, &frame.encode());
+        if narrate::verbose() {
+            narrate::repeated(
+                "ring build",
+                format_args!(
+                    "build {len} bytes in place in ring {} at offset {start}",
+                    tx.index,
+                ),
+                "zero-copy: the message is made where the consumer reads it",
+            );
+        }
         tx.written(w, false);
         Ok(())
     }
@@ -1016,22 +1120,12 @@ impl Link for ShmLink<'_> {
         let mut ok = true;
         let mut done = 0;
         while done < len {
-            let mut avail = rx.seen - rx.pos;
-            if avail == 0 {
-                rx.refresh_head(w)?;
-                avail = rx.seen - rx.pos;
-                if avail == 0 {
-                    rx.publish_tail_if_short(w);
-                    rx.wait(w, Want::Data)?;
-                    continue;
-                }
-            }
-            let n = (avail as usize).min(len - done);
+            let n = rx.available(w)?.min(len - done);
             if ok {
                 ok = rx.take_words(n, done as u64, &gen);
             } else {
                 // Already failed: skip the rest unread.
-                rx.pos += n as u64;
+                rx.advance(n);
             }
             done += n;
         }
