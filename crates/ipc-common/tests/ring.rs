@@ -6,7 +6,7 @@
 //! Each thread maps the same (unlinked) file itself, as two processes would: a
 //! [`Mapping`] is a handle of one thread, not shared between threads.
 
-use ipc_common::frame::{FrameKind, Header as Frame};
+use ipc_common::frame::{FrameKind, Header as Frame, HEADER_LEN};
 use ipc_common::shm::layout::{
     self, Api, Header, SyncKind, HEADER_SIZE, MAGIC, STATE_READY, VERSION,
 };
@@ -210,5 +210,40 @@ fn generated_frames_go_in_one_pass_and_are_checked_as_copied() {
         for sync in [SyncKind::Spin, SyncKind::Mutex] {
             generated_round_trip(sync, size);
         }
+    }
+}
+
+/// A frame built in place that needs all but a few bytes of the ring, after a small
+/// frame: the writer waits for room while the ring is not full, and the reader has
+/// taken the small frame without publishing its tail (less than a batch). Unless the
+/// reader publishes before it sleeps, both sleep until the timeout.
+#[test]
+fn a_frame_in_place_as_large_as_the_ring_is_not_left_waiting() {
+    const LEN: usize = CAPACITY as usize - HEADER_LEN - 8;
+    const ROUNDS: u64 = 20;
+    for sync in [SyncKind::Spin, SyncKind::Mutex] {
+        let produce = |link: &mut ShmLink| {
+            for seq in 0..ROUNDS {
+                link.send(&Frame::for_payload(FrameKind::Data, seq, &[1]), &[1])
+                    .expect("send a small frame");
+                link.send_in_place(SEED, seq, LEN)
+                    .unwrap_or_else(|e| panic!("send {seq} in place: {e}"));
+            }
+            link.flush().expect("flush");
+        };
+        let consume = |link: &mut ShmLink| {
+            let mut buf = Vec::new();
+            for seq in 0..ROUNDS {
+                link.recv(&mut buf, 1)
+                    .unwrap_or_else(|e| panic!("recv small {seq}: {e}"))
+                    .expect("a small frame");
+                let (frame, intact) = link
+                    .recv_in_place(SEED, LEN)
+                    .unwrap_or_else(|e| panic!("recv {seq} in place: {e}"));
+                assert!(intact && frame.seq == seq, "frame {seq} checks");
+            }
+            ROUNDS
+        };
+        assert_eq!(pair(sync, (None, None), produce, consume), ROUNDS);
     }
 }

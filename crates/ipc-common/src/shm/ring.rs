@@ -69,7 +69,8 @@ struct Ring<'a> {
     /// Our counter as last published. Both are published lazily, so that the line the
     /// peer polls is not pulled away from it on every small message. The reader
     /// publishes its tail every [`PUBLISH_BATCH`] bytes (or quarter ring), when the
-    /// writer waits for space, and before it waits itself if the writer may be short. The writer publishes its head every
+    /// writer waits for space, before it waits itself if the writer may be short, and
+    /// whatever it took before it sleeps. The writer publishes its head every
     /// [`PUBLISH_BATCH`] bytes, with every frame that is not data (hello, end, echo's
     /// request is data but see `flush`), and always before it waits for anything: for
     /// space, or for the other ring in pingpong ([`Link::flush`]). Within a large frame
@@ -363,8 +364,8 @@ impl Ring<'_> {
     /// keep a writer that filled the ring going in steps of a batch: with a quarter ring
     /// it waited long enough to fall asleep, and each wake-up cost the reader a system
     /// call. The writer reads the tail only when it runs short, so a publication it
-    /// does not need moves no line. Never a lost wake-up: a writer waits only on a full
-    /// ring, and the reader publishes before it runs empty and waits.
+    /// does not need moves no line. Never a lost wake-up: the reader publishes all it
+    /// took before it sleeps ([`Ring::wait`]).
     #[inline]
     fn consumed(&mut self, w: &Waits) {
         if self.pos - self.published >= self.batch
@@ -436,7 +437,7 @@ impl Ring<'_> {
     }
 
     /// Wait until the peer's counter moves, the peer dies or the timeout passes.
-    fn wait(&self, w: &Waits, want: Want) -> Result<()> {
+    fn wait(&mut self, w: &Waits, want: Want) -> Result<()> {
         if w.sync == SyncKind::Spin {
             // Poll tightly first (a pause per poll, the clock every 64 polls).
             let start = Instant::now();
@@ -458,6 +459,18 @@ impl Ring<'_> {
                 std::hint::spin_loop();
                 spins += 1;
             } else {
+                if want == Want::Data && self.pos != self.published {
+                    // Never sleep on bytes taken and not given back: a writer may wait
+                    // for room while the ring is not full (a frame built in place
+                    // needs room for all of it), and then only this tail frees it. The
+                    // rules above publish it only once more than half the ring is
+                    // unpublished, or a batch, or when the writer's flag is already up,
+                    // which it raises only when it sleeps: with less than a batch taken
+                    // since the last publication both sides slept until the timeout.
+                    // Publishing here, before the flag, costs a store per sleep, and
+                    // `publish_tail` wakes a writer already asleep.
+                    self.publish_tail(w);
+                }
                 return self.sleep(w, want);
             }
         }
