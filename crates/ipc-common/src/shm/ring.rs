@@ -739,18 +739,26 @@ impl Ring<'_> {
             while done < part.len() {
                 let mut free = self.capacity - (self.pos - self.seen);
                 if free == 0 {
+                    // A round ends: the free space known is used up. With large frames
+                    // published in steps the reader may have made room meanwhile, so
+                    // a frame larger than the ring need not wait.
                     self.refresh_tail(w)?;
                     free = self.capacity - (self.pos - self.seen);
-                    if free == 0 {
-                        if narrate::verbose() {
-                            rounds.0 += 1;
-                            narrate_round(self.index, rounds.0, rounds.2, rounds.1, total, true);
-                            rounds.2 = 0;
-                        }
+                    let waits = free == 0;
+                    if narrate::verbose() {
+                        rounds.0 += 1;
+                        let (n, done) = (rounds.2, rounds.1);
+                        narrate_round(self.index, rounds.0, n, done, total, Round::Ends { waits });
+                        rounds.2 = 0;
+                    }
+                    if waits {
                         // Let the reader drain what is there, then wait for room.
                         self.publish_head(w);
-                        self.wait(w, Want::Space)?;
-                        continue;
+                        while free == 0 {
+                            self.wait(w, Want::Space)?;
+                            self.refresh_tail(w)?;
+                            free = self.capacity - (self.pos - self.seen);
+                        }
                     }
                 }
                 let large = part.len() as u64 >= FRAME_STEP;
@@ -773,7 +781,14 @@ impl Ring<'_> {
             }
         }
         if rounds.0 > 0 {
-            narrate_round(self.index, rounds.0 + 1, rounds.2, total, total, false);
+            narrate_round(
+                self.index,
+                rounds.0 + 1,
+                rounds.2,
+                total,
+                total,
+                Round::Last,
+            );
             self.written(w, urgent);
         } else {
             self.wrote(total, w, urgent);
@@ -907,13 +922,25 @@ fn narrate_wake(sync: SyncKind, want: Want) {
     }
 }
 
+/// How a round of [`narrate_round`] ends.
+enum Round {
+    /// The free space known is used up; `waits`: and the reader had made no more.
+    Ends { waits: bool },
+    /// The frame is all in.
+    Last,
+}
+
 /// With -v: one line per round of a frame larger than the free space.
-fn narrate_round(ring: usize, round: u32, n: usize, done: usize, total: usize, waits: bool) {
+fn narrate_round(ring: usize, round: u32, n: usize, done: usize, total: usize, end: Round) {
     narrate::repeated(
         "ring round",
         format_args!(
             "round {round}: {n} B into ring {ring} ({done} of {total} B){}",
-            if waits { ", waits for space" } else { ", done" }
+            match end {
+                Round::Ends { waits: true } => ", waits for space",
+                Round::Ends { waits: false } => ", the reader has made room meanwhile",
+                Round::Last => ", done",
+            }
         ),
         "a message larger than the free space goes in rounds; head and tail are the progress",
     );
