@@ -4,6 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::frame::Header;
+use crate::workload::PayloadGen;
+
+/// What [`Link::recv_generated`] returns: the header and whether the payload is intact,
+/// or `None`: the peer closed its end.
+pub type Received = Option<(Header, bool)>;
 
 pub trait Link {
     /// Names the channel in messages, e.g. `FIFO /tmp/ipc-pipe.fifo`.
@@ -46,6 +51,29 @@ pub trait Link {
         Ok(())
     }
 
+    /// Does this link make generated payloads while copying them in, and check them
+    /// while copying them out ([`Link::send_generated`], [`Link::recv_generated`])? The
+    /// workload then skips its own generate-then-send and copy-then-compare passes.
+    fn fuses_generated(&self) -> bool {
+        false
+    }
+
+    /// Send data frame `header` whose payload is the generated payload of
+    /// `(seed, header.seq)`, `buf.len()` bytes long: made into `buf` (the sender's own
+    /// copy) and into the channel in one pass.
+    fn send_generated(&mut self, header: &Header, seed: u64, buf: &mut [u8]) -> Result<()> {
+        crate::workload::fill_generated(seed, header.seq, buf);
+        self.send(header, buf)
+    }
+
+    /// [`Link::recv`], checking the payload against the generated payload of
+    /// `(seed, frame's seq)` as it is copied into `buf`: one read of each byte, no
+    /// regenerated buffer. Returns the header and whether the payload is intact: `size`
+    /// bytes, every one as generated. `Ok(None)`: the peer closed its end.
+    fn recv_generated(&mut self, buf: &mut Vec<u8>, size: usize, seed: u64) -> Result<Received> {
+        recv_then_match(self, buf, size, seed)
+    }
+
     /// Does this link build and check payloads in place (shared memory `--zero-copy`)?
     fn in_place(&self) -> bool {
         false
@@ -70,4 +98,19 @@ fn unsupported(object: &str) -> Error {
         format!("{object} cannot build messages in place"),
         "--zero-copy is for shared memory",
     )
+}
+
+/// [`Link::recv_generated`] in two passes: [`Link::recv`], then a comparison with the
+/// generated payload of `(seed, frame's seq)`, generated as it goes (no second buffer).
+pub fn recv_then_match<L: Link + ?Sized>(
+    link: &mut L,
+    buf: &mut Vec<u8>,
+    size: usize,
+    seed: u64,
+) -> Result<Received> {
+    let Some(frame) = link.recv(buf, size)? else {
+        return Ok(None);
+    };
+    let intact = buf.len() == size && PayloadGen::new(seed, frame.seq).matches(buf);
+    Ok(Some((frame, intact)))
 }

@@ -127,13 +127,17 @@ impl PayloadGen {
         mix(self.key, i)
     }
 
-    /// [`PayloadGen::word`] as a function that owns its key: for loops that store
-    /// through raw pointers, which the compiler must assume may alias `self` (it would
-    /// reload the key after every store instead of vectorising).
-    #[inline(always)]
-    pub fn words(&self) -> impl Fn(u64) -> u64 + Copy {
-        let key = self.key;
-        move |i| mix(key, i)
+    /// The same stream as a Weyl sequence (`key + i * GAMMA`) and its scramble, for the
+    /// shared-memory word loops, which step the sequence by an add instead of a multiply.
+    /// A value that owns its key: the loops store through raw pointers, which the
+    /// compiler must assume may alias `self` (it would reload the key after every store
+    /// instead of vectorising).
+    pub fn weyl(&self) -> ipc_sys::shm::Weyl<impl Fn(u64) -> u64 + Copy> {
+        ipc_sys::shm::Weyl {
+            start: self.key,
+            step: GAMMA,
+            finish: scramble,
+        }
     }
 }
 
@@ -433,6 +437,9 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
     let start = Instant::now();
     // Shared memory with --zero-copy: each message is generated straight into the segment.
     let in_place = link.in_place() && input.is_none() && !args.raw && mode == Mode::Stream;
+    // Shared memory, copying: each message is generated into `buf` and the ring at once.
+    // Stream only: a round trip's timing starts after its message was made.
+    let fused = link.fuses_generated() && input.is_none() && !args.raw && mode == Mode::Stream;
     let mut hooks = test_hooks::Hooks::from_env()?;
     while seq < count {
         if in_place && !hooks.tampers(seq) {
@@ -455,15 +462,17 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
                 }
             }
             None => {
-                fill_generated(seed, seq, &mut buf);
+                if !fused || hooks.tampers(seq) {
+                    fill_generated(seed, seq, &mut buf);
+                }
                 size
             }
         };
         if n == 0 {
             break;
         }
-        let msg = &buf[..n];
         if args.raw {
+            let msg = &buf[..n];
             // Raw: no frame goes out; the header only tells the test hooks the sequence.
             let header = Header {
                 kind: FrameKind::Data,
@@ -484,13 +493,17 @@ pub fn send(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<Repo
                     crc: 0,
                     seq,
                 },
-                Some(_) => Header::for_payload(FrameKind::Data, seq, msg),
+                Some(_) => Header::for_payload(FrameKind::Data, seq, &buf[..n]),
             };
             // Only a round trip is timed: a clock read per streamed message is not free.
             let t0 = (mode == Mode::Pingpong).then(Instant::now);
-            hooks
-                .send(link, &header, msg, false)
-                .map_err(|e| e.after("receiver", seq))?;
+            if fused && !hooks.tampers(seq) {
+                link.send_generated(&header, seed, &mut buf[..n])
+            } else {
+                hooks.send(link, &header, &buf[..n], false)
+            }
+            .map_err(|e| e.after("receiver", seq))?;
+            let msg = &buf[..n];
             if let Some(t0) = t0 {
                 let reply = link
                     .recv(&mut echo, size)
@@ -589,6 +602,8 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
 
     // Shared memory with --zero-copy: the link checks each message where it lies.
     let in_place = link.in_place() && hello.mode == Mode::Stream && out.is_none();
+    // Shared memory, copying: the link checks each message as it copies it out.
+    let fused = !in_place && link.fuses_generated();
     let mut tally = if link.reorders() {
         Tally::unordered()
     } else {
@@ -598,13 +613,21 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
     let hooks = test_hooks::Hooks::from_env()?;
     let start = Instant::now();
     loop {
-        let mut checked_in_place = None;
+        let mut checked_by_link = None;
         let header = match seed {
             Some(seed) if in_place => {
                 let (h, ok) = link
                     .recv_in_place(seed, size)
                     .map_err(|e| e.after("sender", tally.integrity.received))?;
-                checked_in_place = Some(ok);
+                checked_by_link = Some(ok);
+                h
+            }
+            Some(seed) if fused => {
+                let (h, ok) = link
+                    .recv_generated(&mut buf, size, seed)
+                    .map_err(|e| e.after("sender", tally.integrity.received))?
+                    .ok_or_else(|| gone(link, "sender", tally.integrity.received))?;
+                checked_by_link = Some(ok);
                 h
             }
             _ => link
@@ -614,7 +637,7 @@ pub fn receive(link: &mut dyn Link, args: &CommonArgs, d: &Describe) -> Result<R
         };
         match header.kind {
             FrameKind::Data => {
-                let intact = match (checked_in_place, seed) {
+                let intact = match (checked_by_link, seed) {
                     (Some(ok), _) => ok,
                     (None, Some(seed)) => {
                         buf.len() == size && PayloadGen::new(seed, header.seq).matches(&buf)
@@ -1065,6 +1088,15 @@ mod tests {
                 assert!(!PayloadGen::new(4, 2).matches(&buf), "{len} {at}");
                 buf[at] ^= 0x80;
             }
+        }
+    }
+
+    #[test]
+    fn the_weyl_form_gives_the_same_words() {
+        let g = PayloadGen::new(4, 11);
+        let w = g.weyl();
+        for i in [0u64, 1, 2, 7, 1000, u64::MAX / 8] {
+            assert_eq!(w.word(i), g.word(i));
         }
     }
 

@@ -6,11 +6,12 @@
 //! Each thread maps the same (unlinked) file itself, as two processes would: a
 //! [`Mapping`] is a handle of one thread, not shared between threads.
 
-use ipc_common::frame::{FrameKind, Header as Frame};
+use ipc_common::frame::{FrameKind, Header as Frame, HEADER_LEN};
 use ipc_common::shm::layout::{
     self, Api, Header, SyncKind, HEADER_SIZE, MAGIC, STATE_READY, VERSION,
 };
 use ipc_common::shm::ring::{ShmLink, Side, SyncQueues};
+use ipc_common::workload::fill_generated;
 use ipc_common::Link;
 use ipc_sys::shm::{Lock, Mapping};
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -109,7 +110,14 @@ fn consume(link: &mut ShmLink) -> u64 {
     }
 }
 
-fn round_trip(sync: SyncKind) {
+/// A segment with one ring of [`CAPACITY`] bytes and `sync`, then a consumer and a
+/// producer thread on it, started together; returns what `consume` returns.
+fn pair<R: Send>(
+    sync: SyncKind,
+    (prod_q, cons_q): (Option<SyncQueues>, Option<SyncQueues>),
+    produce: impl FnOnce(&mut ShmLink) + Send,
+    consume: impl FnOnce(&mut ShmLink) -> R + Send,
+) -> R {
     let file = tempfile::tempfile().expect("a temporary file");
     file.set_len(HEADER_SIZE as u64 + CAPACITY)
         .expect("size the segment");
@@ -117,22 +125,26 @@ fn round_trip(sync: SyncKind) {
         &Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap"),
         sync,
     );
-    // `--sync mq`: the wake-up queues beside the segment, removed when `_guards` drops.
-    let name = format!("ipc-test-ring-{}-{}", std::process::id(), sync.as_str());
-    let (prod_q, cons_q, _guards) = if sync == SyncKind::Mq {
-        let (q, guards) = SyncQueues::create(&name, 1).expect("create the sync queues");
-        let c = SyncQueues::open(&name, 1, Side::Consumer).expect("open the sync queues");
-        (Some(q), Some(c), guards)
-    } else {
-        (None, None, Vec::new())
-    };
     let started = std::sync::Barrier::new(2);
-    let received = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let consumer =
             s.spawn(|| as_side(&file, Side::Consumer, &checked, cons_q, &started, consume));
         s.spawn(|| as_side(&file, Side::Producer, &checked, prod_q, &started, produce));
         consumer.join().expect("the consumer thread")
-    });
+    })
+}
+
+fn round_trip(sync: SyncKind) {
+    // `--sync mq`: the wake-up queues beside the segment, removed when `_guards` drops.
+    let name = format!("ipc-test-ring-{}-{}", std::process::id(), sync.as_str());
+    let (queues, _guards) = if sync == SyncKind::Mq {
+        let (q, guards) = SyncQueues::create(&name, 1).expect("create the sync queues");
+        let c = SyncQueues::open(&name, 1, Side::Consumer).expect("open the sync queues");
+        ((Some(q), Some(c)), guards)
+    } else {
+        ((None, None), Vec::new())
+    };
+    let received = pair(sync, queues, produce, consume);
     assert_eq!(received, MESSAGES, "{}", sync.as_str());
 }
 
@@ -140,5 +152,98 @@ fn round_trip(sync: SyncKind) {
 fn every_sync_kind_carries_every_message() {
     for sync in [SyncKind::Mutex, SyncKind::Sem, SyncKind::Mq, SyncKind::Spin] {
         round_trip(sync);
+    }
+}
+
+const SEED: u64 = 11;
+const GENERATED: u64 = 300;
+
+/// Generated frames of `size` bytes through the one-pass paths: the sender's copy and
+/// the ring made at once, checked as copied out (or, small, made then copied in, copied
+/// out then compared).
+fn generated_round_trip(sync: SyncKind, size: usize) {
+    let produce = |link: &mut ShmLink| {
+        let mut buf = vec![0u8; size];
+        let mut want = vec![0u8; size];
+        for seq in 0..GENERATED {
+            let header = Frame {
+                kind: FrameKind::Data,
+                len: size as u32,
+                crc: 0,
+                seq,
+            };
+            link.send_generated(&header, SEED, &mut buf)
+                .unwrap_or_else(|e| panic!("send {seq}: {e}"));
+            fill_generated(SEED, seq, &mut want);
+            assert!(buf == want, "the sender's own copy of {seq}");
+        }
+        link.send(&Frame::for_payload(FrameKind::End, GENERATED, &[]), &[])
+            .expect("send end");
+        link.flush().expect("flush");
+    };
+    let consume = |link: &mut ShmLink| {
+        let (mut buf, mut want) = (Vec::new(), vec![0u8; size]);
+        let mut seen = 0;
+        loop {
+            let (frame, intact) = link
+                .recv_generated(&mut buf, size, SEED)
+                .unwrap_or_else(|e| panic!("recv after {seen}: {e}"))
+                .expect("a frame before the end");
+            if frame.kind == FrameKind::End {
+                return seen;
+            }
+            assert_eq!(frame.seq, seen, "in order, none lost");
+            assert!(intact, "frame {seen} of {size} bytes checks");
+            fill_generated(SEED, seen, &mut want);
+            assert!(buf == want, "frame {seen} has its bytes");
+            seen += 1;
+        }
+    };
+    let received = pair(sync, (None, None), produce, consume);
+    assert_eq!(received, GENERATED, "{} {size}", sync.as_str());
+}
+
+#[test]
+fn generated_frames_go_in_one_pass_and_are_checked_as_copied() {
+    // Odd sizes, both sides of the one-pass threshold, most larger than the ring.
+    for size in [1, 13, 100, 2047, 4095, 4096, 5003, 9000] {
+        for sync in [SyncKind::Spin, SyncKind::Mutex] {
+            generated_round_trip(sync, size);
+        }
+    }
+}
+
+/// A frame built in place that needs all but a few bytes of the ring, after a small
+/// frame: the writer waits for room while the ring is not full, and the reader has
+/// taken the small frame without publishing its tail (less than a batch). Unless the
+/// reader publishes before it sleeps, both sleep until the timeout.
+#[test]
+fn a_frame_in_place_as_large_as_the_ring_is_not_left_waiting() {
+    const LEN: usize = CAPACITY as usize - HEADER_LEN - 8;
+    const ROUNDS: u64 = 20;
+    for sync in [SyncKind::Spin, SyncKind::Mutex] {
+        let produce = |link: &mut ShmLink| {
+            for seq in 0..ROUNDS {
+                link.send(&Frame::for_payload(FrameKind::Data, seq, &[1]), &[1])
+                    .expect("send a small frame");
+                link.send_in_place(SEED, seq, LEN)
+                    .unwrap_or_else(|e| panic!("send {seq} in place: {e}"));
+            }
+            link.flush().expect("flush");
+        };
+        let consume = |link: &mut ShmLink| {
+            let mut buf = Vec::new();
+            for seq in 0..ROUNDS {
+                link.recv(&mut buf, 1)
+                    .unwrap_or_else(|e| panic!("recv small {seq}: {e}"))
+                    .expect("a small frame");
+                let (frame, intact) = link
+                    .recv_in_place(SEED, LEN)
+                    .unwrap_or_else(|e| panic!("recv {seq} in place: {e}"));
+                assert!(intact && frame.seq == seq, "frame {seq} checks");
+            }
+            ROUNDS
+        };
+        assert_eq!(pair(sync, (None, None), produce, consume), ROUNDS);
     }
 }

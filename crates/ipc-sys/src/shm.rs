@@ -4,8 +4,10 @@
 //! Memory the peer may write is never seen through `&[u8]` or `&T` of plain data: it is
 //! copied in and out through raw pointers, written and compared word by word through raw
 //! unaligned stores and loads (the `--zero-copy` path: [`Mapping::fill_words`],
-//! [`Mapping::matches_words`]), or viewed as the segment [`Header`], which is made only
-//! of atomics and `UnsafeCell`s, for which concurrent writes are defined.
+//! [`Mapping::matches_words`]; the copying path's one-pass loops:
+//! [`Mapping::copy_out_matching`], [`Mapping::fill_words_with_copy`]), or viewed as the
+//! segment [`Header`], which is made only of atomics and `UnsafeCell`s, for which
+//! concurrent writes are defined.
 //!
 //! What that does not make defined: the ring's bytes are copied with plain, non-atomic
 //! accesses, and a peer (any process of the same user) may write them at the same time.
@@ -39,6 +41,26 @@ use std::ptr::NonNull;
 
 // The process-shared objects that live in a segment, where the mapping's users find them.
 pub use crate::sync::{futex_wait, futex_wake, Lock, PCond, PMutex, Sem};
+
+/// The word stream the word loops write and check ([`Mapping::fill_words`] and the
+/// others): word `i` is `finish(start + i * step)`, wrapping,
+/// a Weyl sequence through a mixing function. The loops advance the sequence with one
+/// add per word; a closure of `i` would cost a 64-bit multiply per word, which AVX2
+/// does not have.
+#[derive(Clone, Copy, Debug)]
+pub struct Weyl<F> {
+    pub start: u64,
+    pub step: u64,
+    pub finish: F,
+}
+
+impl<F: Fn(u64) -> u64> Weyl<F> {
+    /// Word `i` of the stream.
+    #[inline(always)]
+    pub fn word(&self, i: u64) -> u64 {
+        (self.finish)(self.start.wrapping_add(i.wrapping_mul(self.step)))
+    }
+}
 
 /// A mapped segment. Unmapped (munmap or shmdt) on drop.
 pub struct Mapping {
@@ -158,13 +180,13 @@ impl Mapping {
     }
 
     /// Write bytes `[at, at + len)` of a word stream into the segment at `offset`: word
-    /// `i` of the stream is `word(i)`, stored little-endian, so byte `b` of the stream is
-    /// byte `b % 8` of `word(b / 8)`. A piece may start and end inside a word (a ring
+    /// `i` of the stream is `words.word(i)`, stored little-endian, so byte `b` of the
+    /// stream is byte `b % 8` of word `b / 8`. A piece may start and end inside a word (a ring
     /// wrap splits a message anywhere); only the bytes of the range are written. Whole
     /// words go in with unaligned raw stores, straight from the generator into the
     /// mapping: no bounce buffer, no slice over shared memory.
     #[inline]
-    pub fn fill_words(&self, offset: usize, len: usize, at: u64, mut word: impl FnMut(u64) -> u64) {
+    pub fn fill_words(&self, offset: usize, len: usize, at: u64, words: Weyl<impl Fn(u64) -> u64>) {
         self.check(offset, len);
         let base = self.ptr.as_ptr().wrapping_add(offset);
         let (mut done, mut i) = (0usize, at / 8);
@@ -172,7 +194,7 @@ impl Mapping {
         if skip != 0 && len > 0 {
             // The tail of a word the previous piece began.
             let n = (8 - skip).min(len);
-            let bytes = word(i).to_le_bytes();
+            let bytes = words.word(i).to_le_bytes();
             // SAFETY: `n <= len` bytes at `offset` are inside the mapping (checked);
             // the source is a local array. A raw copy: no reference to shared bytes.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().add(skip), base, n) };
@@ -183,12 +205,12 @@ impl Mapping {
         // SAFETY: `done + 8 * whole <= len`, so every store is inside the checked range.
         // The pointer comes from the mapping, not from a reference to its bytes, and the
         // stores are unaligned-safe.
-        unsafe { store_words(base.add(done), whole, i, &mut word) };
+        unsafe { store_words(base.add(done), whole, i, &words) };
         done += 8 * whole;
         i += whole as u64;
         if done < len {
             // The head of a word the next piece (or nothing) finishes.
-            let bytes = word(i).to_le_bytes();
+            let bytes = words.word(i).to_le_bytes();
             // SAFETY: `len - done < 8` bytes at `offset + done` are inside the checked
             // range; the source is a local array.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(done), len - done) };
@@ -204,7 +226,7 @@ impl Mapping {
         offset: usize,
         len: usize,
         at: u64,
-        mut word: impl FnMut(u64) -> u64,
+        words: Weyl<impl Fn(u64) -> u64>,
     ) -> bool {
         self.check(offset, len);
         let base = self.ptr.as_ptr().wrapping_add(offset).cast_const();
@@ -219,7 +241,7 @@ impl Mapping {
         };
         if skip != 0 && len > 0 {
             let n = (8 - skip).min(len);
-            if !partial(base, skip, n, word(i)) {
+            if !partial(base, skip, n, words.word(i)) {
                 return false;
             }
             done = n;
@@ -228,16 +250,97 @@ impl Mapping {
         let whole = (len - done) / 8;
         // SAFETY: `done + 8 * whole <= len`: every load is inside the checked range,
         // through a pointer from the mapping (no reference to its bytes), unaligned.
-        if !unsafe { words_match(base.add(done), whole, i, &mut word) } {
+        if !unsafe { words_match(base.add(done), whole, i, &words) } {
             return false;
         }
         done += 8 * whole;
         i += whole as u64;
         if done < len {
             // SAFETY: (in `partial`) `len - done < 8` bytes at `done` are in range.
-            return partial(base.wrapping_add(done), 0, len - done, word(i));
+            return partial(base.wrapping_add(done), 0, len - done, words.word(i));
         }
         true
+    }
+
+    /// Copy `dst.len()` bytes out of the segment at `offset` into `dst` and tell whether
+    /// they are bytes `[at, at + dst.len())` of the word stream `words`, laid out as
+    /// [`Mapping::fill_words`] lays out its words: the copy and the check in one pass.
+    /// Each word is loaded once, stored into `dst` and compared with the expected word
+    /// from the same register, so what is checked is what `dst` holds, whatever the peer
+    /// writes meanwhile. After a first mismatch the rest is copied without comparing:
+    /// `dst` always ends up a full copy.
+    #[inline]
+    pub fn copy_out_matching(
+        &self,
+        offset: usize,
+        dst: &mut [u8],
+        at: u64,
+        words: Weyl<impl Fn(u64) -> u64>,
+    ) -> bool {
+        let len = dst.len();
+        self.check(offset, len);
+        let src = self.ptr.as_ptr().wrapping_add(offset).cast_const();
+        let out = dst.as_mut_ptr();
+        let mut ok = true;
+        for_pieces(at, len, |piece| match piece {
+            Piece::Part { pos, from, n, i } => {
+                // Load its bytes once into a local, store and compare that.
+                let mut got = [0u8; 8];
+                // SAFETY: `n` bytes at `pos`, inside the checked source range and inside
+                // `dst`; `got` is local.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.add(pos), got.as_mut_ptr(), n);
+                    std::ptr::copy_nonoverlapping(got.as_ptr(), out.add(pos), n);
+                }
+                ok = ok && got[..n] == words.word(i).to_le_bytes()[from..from + n];
+            }
+            Piece::Words { pos, n, i } if ok => {
+                // SAFETY: `pos + 8 * n <= len`: every load is inside the checked range (a
+                // pointer from the mapping, no reference to its bytes), every store
+                // inside `dst`, which is private memory and cannot overlap the mapping;
+                // unaligned.
+                ok = unsafe { copy_words_match(src.add(pos), out.add(pos), n, i, &words) };
+            }
+            Piece::Words { pos, n, .. } => {
+                // SAFETY: as above, a plain copy.
+                unsafe { std::ptr::copy_nonoverlapping(src.add(pos), out.add(pos), 8 * n) };
+            }
+        });
+        ok
+    }
+
+    /// Write bytes `[at, at + copy.len())` of a word stream into the segment at `offset`
+    /// and into `copy`, private memory, in one pass: each word is made once and stored
+    /// twice. What [`Mapping::fill_words`] writes, with the sender's own copy beside it.
+    #[inline]
+    pub fn fill_words_with_copy<F: Fn(u64) -> u64>(
+        &self,
+        offset: usize,
+        copy: &mut [u8],
+        at: u64,
+        words: Weyl<F>,
+    ) {
+        let len = copy.len();
+        self.check(offset, len);
+        let base = self.ptr.as_ptr().wrapping_add(offset);
+        let out = copy.as_mut_ptr();
+        for_pieces(at, len, |piece| match piece {
+            Piece::Part { pos, from, n, i } => {
+                let bytes = words.word(i).to_le_bytes();
+                // SAFETY: `n <= 8 - from` bytes at `pos`, inside the checked range and
+                // inside `copy`; the source is a local array.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), base.add(pos), n);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr().add(from), out.add(pos), n);
+                }
+            }
+            Piece::Words { pos, n, i } => {
+                // SAFETY: `pos + 8 * n <= len`: every store is inside the checked range
+                // of the mapping (a raw pointer, no reference to its bytes) and inside
+                // `copy`, which is private and cannot overlap the mapping; unaligned.
+                unsafe { store_words_twice(base.add(pos), out.add(pos), n, i, &words) };
+            }
+        });
     }
 
     /// Start fetching the cache lines of the `len` bytes at `offset`: owned, for bytes
@@ -269,16 +372,66 @@ impl Mapping {
     }
 }
 
+/// A piece of bytes `[at, at + len)` of a word stream (see [`for_pieces`]).
+enum Piece {
+    /// `n < 8` bytes at `pos` of the range: bytes `from..from + n` of word `i`.
+    Part {
+        pos: usize,
+        from: usize,
+        n: usize,
+        i: u64,
+    },
+    /// `n` whole words at `pos` of the range: words `i..i + n`.
+    Words { pos: usize, n: usize, i: u64 },
+}
+
+/// Bytes `[at, at + len)` of a word stream in pieces, in order: the end of the word `at`
+/// falls in (unless it starts one), the whole words, then the start of one more word.
+#[inline(always)]
+fn for_pieces(at: u64, len: usize, mut f: impl FnMut(Piece)) {
+    let (mut pos, mut i) = (0usize, at / 8);
+    let from = (at % 8) as usize;
+    if from != 0 && len > 0 {
+        let n = (8 - from).min(len);
+        f(Piece::Part { pos, from, n, i });
+        pos = n;
+        i += 1;
+    }
+    let n = (len - pos) / 8;
+    f(Piece::Words { pos, n, i });
+    pos += 8 * n;
+    i += n as u64;
+    if pos < len {
+        f(Piece::Part {
+            pos,
+            from: 0,
+            n: len - pos,
+            i,
+        });
+    }
+}
+
 /// Run `f` compiled for AVX2 where the CPU has it (the generator and the word loads and
 /// stores inlined into it run twice as wide), else as it is.
 #[inline(always)]
 fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(test)]
+    if PORTABLE.get() {
+        return f();
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked), all that `avx2` requires.
         return unsafe { avx2(f) };
     }
     f()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: [`wide`] runs its loop as it is, so that the portable build of the loops
+    /// can be compared with the dispatched one.
+    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// # Safety
@@ -289,70 +442,132 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Store words `i..i + n` of `word` at `p` (unaligned), in blocks, prefetching ahead.
+/// Walk words `i..i + n` of `words` in blocks of [`BLOCK`], prefetching the lines of
+/// `p` (the mapping's side) ahead, for writing or for reading: `each(j, word j)` for
+/// every word `j` of a block, with the results OR-ed together (which vectorises) and
+/// looked at once per block. Returns where the first block with a nonzero result ends,
+/// or `None`. The word loops below are this walk and what each does per word, run by
+/// [`wide`].
+///
+/// # Safety
+/// `p..p + 8 * n` must be memory of one mapping (only prefetched here).
+#[inline(always)]
+unsafe fn walk_words<F: Fn(u64) -> u64>(
+    p: *const u8,
+    write: bool,
+    n: usize,
+    i: u64,
+    words: &Weyl<F>,
+    mut each: impl FnMut(usize, u64) -> u64,
+) -> Option<usize> {
+    wide(|| {
+        let (step, finish) = (words.step, &words.finish);
+        let mut z = words.start.wrapping_add(i.wrapping_mul(step));
+        let mut k = 0;
+        while k < n {
+            let m = (n - k).min(BLOCK);
+            // SAFETY: `k < n`: the caller's range; prefetches never fault.
+            unsafe { prefetch_block(p.add(8 * k), 8 * (n - k), write) };
+            let mut diff = 0u64;
+            for j in k..k + m {
+                diff |= each(j, finish(z).to_le());
+                z = z.wrapping_add(step);
+            }
+            k += m;
+            if diff != 0 {
+                return Some(k);
+            }
+        }
+        None
+    })
+}
+
+/// Store words `i..i + n` of `words` at `p` (unaligned), in blocks, prefetching ahead.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be writable memory of one mapping.
 #[inline(always)]
-unsafe fn store_words<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
-    // SAFETY: the caller's contract, passed on.
-    wide(|| unsafe { store_words_generic(p, n, i, word) })
+unsafe fn store_words<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &Weyl<F>) {
+    let store = |j: usize, w: u64| {
+        // SAFETY: `j < n` (the walk's): inside the caller's range; unaligned.
+        unsafe { p.add(8 * j).cast::<u64>().write_unaligned(w) };
+        0
+    };
+    // SAFETY: the caller's contract.
+    unsafe { walk_words(p, true, n, i, words, store) };
 }
 
-#[inline(always)]
-unsafe fn store_words_generic<F: FnMut(u64) -> u64>(p: *mut u8, n: usize, i: u64, word: &mut F) {
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(BLOCK);
-        // SAFETY: `k + m <= n`: the caller's range; prefetches never fault.
-        unsafe {
-            prefetch_block(p.add(8 * k), 8 * (n - k), true);
-            for j in k..k + m {
-                p.add(8 * j)
-                    .cast::<u64>()
-                    .write_unaligned(word(i + j as u64).to_le());
-            }
-        }
-        k += m;
-    }
-}
-
-/// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `word`. In blocks:
-/// the differences are OR-ed together (which vectorises) and looked at once per block,
+/// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `words`. In blocks,
 /// so a mismatch stops the check early.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be readable memory of one mapping.
 #[inline(always)]
-unsafe fn words_match<F: FnMut(u64) -> u64>(p: *const u8, n: usize, i: u64, word: &mut F) -> bool {
-    // SAFETY: the caller's contract, passed on.
-    wide(|| unsafe { words_match_generic(p, n, i, word) })
+unsafe fn words_match<F: Fn(u64) -> u64>(p: *const u8, n: usize, i: u64, words: &Weyl<F>) -> bool {
+    // SAFETY: `j < n` (the walk's): inside the caller's range; unaligned.
+    let differs = |j: usize, w: u64| unsafe { p.add(8 * j).cast::<u64>().read_unaligned() } ^ w;
+    // SAFETY: the caller's contract.
+    unsafe { walk_words(p, false, n, i, words, differs) }.is_none()
 }
 
+/// Copy the `n` words at `src` (unaligned) to `dst` and tell whether they are words
+/// `i..i + n` of `word`: each word is loaded once, stored, and compared from the register.
+/// In blocks, as [`words_match`]; after a block with a difference the rest is copied
+/// without comparing.
+///
+/// # Safety
+/// `src..src + 8 * n` must be readable memory of one mapping, `dst..dst + 8 * n`
+/// writable memory that does not overlap it.
 #[inline(always)]
-unsafe fn words_match_generic<F: FnMut(u64) -> u64>(
-    p: *const u8,
+unsafe fn copy_words_match<F: Fn(u64) -> u64>(
+    src: *const u8,
+    dst: *mut u8,
     n: usize,
     i: u64,
-    word: &mut F,
+    words: &Weyl<F>,
 ) -> bool {
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(BLOCK);
-        let mut diff = 0u64;
-        // SAFETY: `k + m <= n`: the caller's range; prefetches never fault.
-        unsafe {
-            prefetch_block(p.add(8 * k), 8 * (n - k), false);
-            for j in k..k + m {
-                diff |= p.add(8 * j).cast::<u64>().read_unaligned() ^ word(i + j as u64).to_le();
-            }
+    let copy = |j: usize, w: u64| {
+        // SAFETY: `j < n` (the walk's): inside both of the caller's ranges; unaligned.
+        let v = unsafe { src.add(8 * j).cast::<u64>().read_unaligned() };
+        // SAFETY: as above.
+        unsafe { dst.add(8 * j).cast::<u64>().write_unaligned(v) };
+        v ^ w
+    };
+    // SAFETY: the caller's contract.
+    match unsafe { walk_words(src, false, n, i, words, copy) } {
+        None => true,
+        Some(k) => {
+            // SAFETY: words `k..n` of the caller's ranges.
+            unsafe { std::ptr::copy_nonoverlapping(src.add(8 * k), dst.add(8 * k), 8 * (n - k)) };
+            false
         }
-        if diff != 0 {
-            return false;
-        }
-        k += m;
     }
-    true
+}
+
+/// Store words `i..i + n` of `words` at `p` and at `q` (both unaligned), in blocks,
+/// prefetching `p`'s lines ahead for writing.
+///
+/// # Safety
+/// `p..p + 8 * n` must be writable memory of one mapping, `q..q + 8 * n` writable memory
+/// that does not overlap it.
+#[inline(always)]
+unsafe fn store_words_twice(
+    p: *mut u8,
+    q: *mut u8,
+    n: usize,
+    i: u64,
+    words: &Weyl<impl Fn(u64) -> u64>,
+) {
+    let store = |j: usize, w: u64| {
+        // SAFETY: `j < n` (the walk's): inside both of the caller's ranges; unaligned.
+        unsafe {
+            p.add(8 * j).cast::<u64>().write_unaligned(w);
+            q.add(8 * j).cast::<u64>().write_unaligned(w);
+        }
+        0
+    };
+    // SAFETY: the caller's contract.
+    unsafe { walk_words(p, true, n, i, words, store) };
 }
 
 /// Words per block of [`Mapping::fill_words`] and [`Mapping::matches_words`]: 512 bytes.
@@ -459,12 +674,12 @@ pub fn shm_rmid(id: i32) -> io::Result<()> {
 mod tests {
     use super::Mapping;
 
-    /// A stand-in for the payload generator: any word stream will do here.
-    fn gen(seed: u64) -> impl Fn(u64) -> u64 + Copy {
-        move |i| {
-            (i ^ seed)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .rotate_left(17)
+    /// A stand-in for the payload generator: any Weyl stream and mixing will do here.
+    fn weyl(seed: u64) -> super::Weyl<impl Fn(u64) -> u64 + Copy> {
+        super::Weyl {
+            start: seed.wrapping_mul(0x2545_F491_4F6C_DD1D),
+            step: 0x9E37_79B9_7F4A_7C15,
+            finish: |z: u64| (z ^ (z >> 31)).rotate_left(17),
         }
     }
 
@@ -481,9 +696,9 @@ mod tests {
     #[test]
     fn words_match_the_generator_at_any_offset_and_length() {
         let map = Mapping::anonymous(4096).unwrap();
-        let word = gen(7);
-        let whole = bytes(word, 200);
-        let other = gen(8);
+        let word = weyl(7);
+        let whole = bytes(|i| word.word(i), 200);
+        let other = weyl(8);
         for at in 0..24u64 {
             for len in 0..(whole.len() - at as usize).min(90) {
                 for offset in [64usize, 65, 67, 71, 4096 - 1 - len] {
@@ -513,11 +728,19 @@ mod tests {
         }
     }
 
+    /// `f` with [`super::wide`] running its loops as they are (not built for AVX2).
+    fn portably<R>(f: impl FnOnce() -> R) -> R {
+        super::PORTABLE.set(true);
+        let r = f();
+        super::PORTABLE.set(false);
+        r
+    }
+
     /// The portable loops give what the dispatched (AVX2 where there is one) ones give.
     #[test]
     fn portable_word_loops_agree() {
         let map = Mapping::anonymous(4096).unwrap();
-        let mut word = gen(3);
+        let word = weyl(3);
         for n in [0usize, 1, 3, 64, 65, 200, 500] {
             map.fill_words(8, 8 * n, 0, word);
             let mut want = vec![0u8; 8 * n];
@@ -525,16 +748,113 @@ mod tests {
             map.copy_in(8, &vec![0; 8 * n]);
             let p = map.ptr.as_ptr().wrapping_add(8);
             // SAFETY: 8 + 8 * n <= 4096 bytes of a private mapping.
-            unsafe { super::store_words_generic(p, n, 0, &mut word) };
+            unsafe { portably(|| super::store_words(p, n, 0, &word)) };
             let mut got = vec![0u8; 8 * n];
             map.copy_out(8, &mut got);
             assert_eq!(got, want);
             // SAFETY: as above.
-            assert!(unsafe { super::words_match_generic(p, n, 0, &mut word) });
+            assert!(unsafe { portably(|| super::words_match(p, n, 0, &word)) });
             if n > 0 {
                 map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
                 // SAFETY: as above.
-                assert!(!unsafe { super::words_match_generic(p, n, 0, &mut word) });
+                assert!(!unsafe { portably(|| super::words_match(p, n, 0, &word)) });
+            }
+        }
+    }
+
+    /// The fused copy-and-check: at every start in the stream, alignment and length (odd
+    /// lengths, and lengths that end inside a block or a vector) it copies every byte and
+    /// accepts the stream's bytes; one flipped byte at the first, a middle or the last
+    /// place is caught, and the copy is still whole.
+    #[test]
+    fn copy_out_matching_copies_everything_and_catches_any_flip() {
+        let map = Mapping::anonymous(8192).unwrap();
+        let word = weyl(5);
+        let whole = bytes(|i| word.word(i), 4200);
+        let lens = (0..90).chain([511, 512, 513, 519, 520, 1000, 4095, 4099]);
+        for at in [0u64, 1, 3, 7, 8, 13] {
+            for len in lens.clone() {
+                for offset in [64usize, 65, 67, 71] {
+                    let want = &whole[at as usize..at as usize + len];
+                    map.copy_in(offset, want);
+                    let mut got = vec![0x55u8; len];
+                    assert!(map.copy_out_matching(offset, &mut got, at, word));
+                    assert_eq!(got, want);
+                    if len >= 4 {
+                        assert!(!map.copy_out_matching(offset, &mut got, at, weyl(6)));
+                        assert_eq!(got, want);
+                    }
+                    for flip in [0, len / 2, len.saturating_sub(1)] {
+                        if len == 0 {
+                            break;
+                        }
+                        map.copy_in(offset + flip, &[want[flip] ^ 0x04]);
+                        let mut got = vec![0u8; len];
+                        assert!(!map.copy_out_matching(offset, &mut got, at, word));
+                        let mut flipped = want.to_vec();
+                        flipped[flip] ^= 0x04;
+                        assert_eq!(got, flipped, "at {at} len {len} flip {flip}");
+                        map.copy_in(offset + flip, &want[flip..=flip]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The one-pass producer: the segment and the private copy both get exactly the
+    /// stream's bytes of the range, and nothing outside it changes.
+    #[test]
+    fn fill_words_with_copy_writes_both() {
+        let map = Mapping::anonymous(8192).unwrap();
+        let word = weyl(9);
+        let whole = bytes(|i| word.word(i), 4200);
+        for at in [0u64, 2, 5, 8, 11] {
+            for len in (0..70).chain([512, 513, 1001, 4099]) {
+                for offset in [64usize, 66, 69] {
+                    map.copy_in(offset - 1, &vec![0xAA; len + 2]);
+                    let mut copy = vec![0u8; len + 2];
+                    copy[0] = 0xBB;
+                    copy[len + 1] = 0xBB;
+                    map.fill_words_with_copy(offset, &mut copy[1..=len], at, word);
+                    let want = &whole[at as usize..at as usize + len];
+                    let mut got = vec![0u8; len + 2];
+                    map.copy_out(offset - 1, &mut got);
+                    assert_eq!((got[0], got[len + 1]), (0xAA, 0xAA));
+                    assert_eq!(&got[1..=len], want);
+                    assert_eq!((copy[0], copy[len + 1]), (0xBB, 0xBB));
+                    assert_eq!(&copy[1..=len], want);
+                }
+            }
+        }
+    }
+
+    /// The portable fused loops give what the dispatched ones give.
+    #[test]
+    fn portable_fused_loops_agree() {
+        let map = Mapping::anonymous(8192).unwrap();
+        let word = weyl(4);
+        for n in [0usize, 1, 3, 64, 65, 200, 500] {
+            let p = map.ptr.as_ptr().wrapping_add(8);
+            let mut copy = vec![0u8; 8 * n];
+            // SAFETY: 8 + 8 * n <= 8192 bytes of a private mapping; `copy` is separate.
+            unsafe { portably(|| super::store_words_twice(p, copy.as_mut_ptr(), n, 0, &word)) };
+            let mut got = vec![0u8; 8 * n];
+            map.copy_out(8, &mut got);
+            assert_eq!(got, copy);
+            let mut out = vec![0u8; 8 * n];
+            // SAFETY: as above.
+            let ok =
+                unsafe { portably(|| super::copy_words_match(p, out.as_mut_ptr(), n, 0, &word)) };
+            assert!(ok);
+            assert_eq!(out, copy);
+            if n > 0 {
+                map.copy_in(8 + 8 * n - 1, &[got[8 * n - 1] ^ 1]);
+                // SAFETY: as above.
+                let ok = unsafe {
+                    portably(|| super::copy_words_match(p, out.as_mut_ptr(), n, 0, &word))
+                };
+                assert!(!ok);
+                assert_eq!(out[8 * n - 1], got[8 * n - 1] ^ 1);
             }
         }
     }
@@ -563,15 +883,22 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "outside")]
+    fn copy_out_matching_is_bounds_checked() {
+        let map = Mapping::anonymous(4096).unwrap();
+        map.copy_out_matching(4090, &mut [0u8; 7], 0, weyl(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
     fn fill_words_is_bounds_checked() {
         let map = Mapping::anonymous(4096).unwrap();
-        map.fill_words(4090, 7, 0, |i| i);
+        map.fill_words(4090, 7, 0, weyl(1));
     }
 
     #[test]
     #[should_panic(expected = "outside")]
     fn matches_words_is_bounds_checked() {
         let map = Mapping::anonymous(4096).unwrap();
-        map.matches_words(usize::MAX, 2, 0, |i| i);
+        map.matches_words(usize::MAX, 2, 0, weyl(1));
     }
 }

@@ -18,7 +18,7 @@ use super::queue::Queue;
 use crate::cleanup::Guard;
 use crate::error::{Context, Error, Kind, Result};
 use crate::frame::{check_len, FrameKind, Header as Frame, HEADER_LEN};
-use crate::link::Link;
+use crate::link::{Link, Received};
 use crate::narrate;
 use crate::workload::PayloadGen;
 use crossbeam_utils::Backoff;
@@ -38,6 +38,16 @@ const TIGHT_SPIN: Duration = Duration::from_micros(50);
 /// The writer publishes its head, and the reader its tail, at least every this many
 /// bytes (or a quarter ring).
 const PUBLISH_BATCH: u64 = 4096;
+/// In a frame part of at least this many bytes, each side also publishes its counter
+/// every this many bytes: the reader starts on a large message while the writer still
+/// copies the rest, and neither side waits for a whole message of the other's, which
+/// is long enough (hundreds of µs at 1 MiB) to end its spinning and put it to sleep.
+const FRAME_STEP: u64 = 64 * 1024;
+/// Smaller generated payloads are made in the sender's buffer, then copied in (and
+/// copied out, then compared): the message is in L1 either way, and the one-pass loop's
+/// fixed cost per call (dispatch, partial words) measured more than the pass it saves
+/// (the producer's: slower at 64 and 256 bytes, faster from 4 KiB).
+const FUSED_MIN: usize = 4096;
 /// How much of newly published data the reader asks for at once: a small frame.
 const READ_AHEAD: usize = 256;
 const IDEA_RING: &str = "shared memory: no system call per message, only loads and stores";
@@ -59,10 +69,12 @@ struct Ring<'a> {
     /// Our counter as last published. Both are published lazily, so that the line the
     /// peer polls is not pulled away from it on every small message. The reader
     /// publishes its tail every [`PUBLISH_BATCH`] bytes (or quarter ring), when the
-    /// writer waits for space, and before it waits itself if the writer may be short. The writer publishes its head every
+    /// writer waits for space, before it waits itself if the writer may be short, and
+    /// whatever it took before it sleeps. The writer publishes its head every
     /// [`PUBLISH_BATCH`] bytes, with every frame that is not data (hello, end, echo's
     /// request is data but see `flush`), and always before it waits for anything: for
-    /// space, or for the other ring in pingpong ([`Link::flush`]).
+    /// space, or for the other ring in pingpong ([`Link::flush`]). Within a large frame
+    /// both also publish every [`FRAME_STEP`] bytes.
     published: u64,
     /// `--sync mq`: (send "wake" to the peer, receive the peer's "wake").
     queues: Option<(Queue, Queue)>,
@@ -77,6 +89,24 @@ enum Want {
     Data,
     /// The writer waits for space.
     Space,
+}
+
+/// One piece of a frame for [`Ring::write`].
+enum Part<'p> {
+    /// Bytes to copy in.
+    Bytes(&'p [u8]),
+    /// A generated payload: made into the ring and into the sender's own buffer (whose
+    /// length is the part's) in one pass.
+    Generated(&'p mut [u8], &'p PayloadGen),
+}
+
+impl Part<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::Generated(copy, _) => copy.len(),
+        }
+    }
 }
 
 /// What every wait needs: how to sleep, how long, and whom to check on.
@@ -104,6 +134,75 @@ pub struct ShmLink<'a> {
 pub enum Side {
     Producer,
     Consumer,
+}
+
+impl ShmLink<'_> {
+    /// [`Link::recv`], and with `seed` [`Link::recv_generated`]'s check: the next frame's
+    /// header, then its payload into `buf`, checked as it is copied out against the
+    /// generated payload of `(seed, its seq)`. Returns the header and whether every
+    /// byte checked (true without `seed`).
+    #[inline(always)]
+    fn recv_taking(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        seed: Option<u64>,
+    ) -> Result<(Frame, bool)> {
+        self.flush()?;
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(self.no_ring("receive from"));
+        };
+        let frame = rx.read_header(&self.waits)?;
+        let total = check_len(&frame, max, &self.waits.object)?;
+        if let Some(tx) = self.tx.as_ref() {
+            // Pingpong: what goes back next (the echo, or the next request) is about
+            // this long, and the peer has read what this side wrote before (it answered
+            // it): fetch those lines now, not when the reply is written.
+            tx.prefetch_next(HEADER_LEN + total);
+        }
+        let gen = seed.map(|seed| PayloadGen::new(seed, frame.seq));
+        let mut ok = true;
+        // Each piece, at its place in the payload; once a byte failed, the rest is only
+        // copied.
+        let mut take = |ring: &mut Ring, piece: &mut [u8], at: usize| match &gen {
+            Some(gen) if ok => ok = ring.take_checked(piece, at as u64, gen),
+            _ => ring.take(piece),
+        };
+        // Grown (at most doubling) as the writer publishes the payload, unless the
+        // buffer is already this large: a header alone never reserves memory.
+        let mut got = if buf.capacity() >= total { total } else { 0 };
+        buf.resize(got, 0);
+        if got == total && (total as u64) < FRAME_STEP && rx.seen - rx.pos >= total as u64 {
+            // The common case, without the loop: the whole payload is there, and the
+            // frame is not one to be taken in published steps.
+            take(rx, buf, 0);
+        } else {
+            rx.read_with(buf, &self.waits, &mut take)?;
+        }
+        while got < total {
+            let step = (total - got).min(got.max(64 * 1024));
+            buf.resize(got + step, 0);
+            let base = got;
+            rx.read_with(&mut buf[got..], &self.waits, |r, p, at| {
+                take(r, p, base + at)
+            })?;
+            got += step;
+        }
+        rx.consumed(&self.waits);
+        if narrate::verbose() {
+            narrate::repeated(
+                "ring read",
+                format_args!(
+                    "copy {}{} bytes out of ring {}",
+                    if seed.is_some() { "and check " } else { "" },
+                    HEADER_LEN + buf.len(),
+                    rx.index
+                ),
+                IDEA_RING,
+            );
+        }
+        Ok((frame, ok))
+    }
 }
 
 impl<'a> ShmLink<'a> {
@@ -265,8 +364,8 @@ impl Ring<'_> {
     /// keep a writer that filled the ring going in steps of a batch: with a quarter ring
     /// it waited long enough to fall asleep, and each wake-up cost the reader a system
     /// call. The writer reads the tail only when it runs short, so a publication it
-    /// does not need moves no line. Never a lost wake-up: a writer waits only on a full
-    /// ring, and the reader publishes before it runs empty and waits.
+    /// does not need moves no line. Never a lost wake-up: the reader publishes all it
+    /// took before it sleeps ([`Ring::wait`]).
     #[inline]
     fn consumed(&mut self, w: &Waits) {
         if self.pos - self.published >= self.batch
@@ -338,7 +437,7 @@ impl Ring<'_> {
     }
 
     /// Wait until the peer's counter moves, the peer dies or the timeout passes.
-    fn wait(&self, w: &Waits, want: Want) -> Result<()> {
+    fn wait(&mut self, w: &Waits, want: Want) -> Result<()> {
         if w.sync == SyncKind::Spin {
             // Poll tightly first (a pause per poll, the clock every 64 polls).
             let start = Instant::now();
@@ -360,6 +459,18 @@ impl Ring<'_> {
                 std::hint::spin_loop();
                 spins += 1;
             } else {
+                if want == Want::Data && self.pos != self.published {
+                    // Never sleep on bytes taken and not given back: a writer may wait
+                    // for room while the ring is not full (a frame built in place
+                    // needs room for all of it), and then only this tail frees it. The
+                    // rules above publish it only once more than half the ring is
+                    // unpublished, or a batch, or when the writer's flag is already up,
+                    // which it raises only when it sleeps: with less than a batch taken
+                    // since the last publication both sides slept until the timeout.
+                    // Publishing here, before the flag, costs a store per sleep, and
+                    // `publish_tail` wakes a writer already asleep.
+                    self.publish_tail(w);
+                }
                 return self.sleep(w, want);
             }
         }
@@ -553,7 +664,7 @@ impl Ring<'_> {
     fn put_words(&mut self, len: usize, at: u64, gen: &PayloadGen) {
         let here = self.at;
         let first = len.min(self.capacity as usize - here);
-        let word = gen.words();
+        let word = gen.weyl();
         self.map.fill_words(self.offset + here, first, at, word);
         if first < len {
             self.map
@@ -568,7 +679,7 @@ impl Ring<'_> {
     fn take_words(&mut self, len: usize, at: u64, gen: &PayloadGen) -> bool {
         let here = self.at;
         let first = len.min(self.capacity as usize - here);
-        let word = gen.words();
+        let word = gen.weyl();
         let ok = self.map.matches_words(self.offset + here, first, at, word)
             && (first == len
                 || self
@@ -578,9 +689,48 @@ impl Ring<'_> {
         ok
     }
 
+    /// Generate bytes `at..` of `gen`'s stream into the ring at our position (wrapping)
+    /// and into `copy`, as many as `copy` holds, without publishing. The caller has made
+    /// sure there is room.
+    fn put_generated(&mut self, copy: &mut [u8], at: u64, gen: &PayloadGen) {
+        let here = self.at;
+        let first = copy.len().min(self.capacity as usize - here);
+        let word = gen.weyl();
+        let (a, b) = copy.split_at_mut(first);
+        self.map
+            .fill_words_with_copy(self.offset + here, a, at, word);
+        if !b.is_empty() {
+            self.map
+                .fill_words_with_copy(self.offset, b, at + first as u64, word);
+        }
+        self.advance(copy.len());
+    }
+
+    /// Copy out at our position (wrapping) into `dst`, checking in the same pass that
+    /// the bytes are bytes `at..` of `gen`'s stream; without publishing. `dst` gets every
+    /// byte either way.
+    fn take_checked(&mut self, dst: &mut [u8], at: u64, gen: &PayloadGen) -> bool {
+        let here = self.at;
+        let first = dst.len().min(self.capacity as usize - here);
+        let word = gen.weyl();
+        let (a, b) = dst.split_at_mut(first);
+        let ok = self.map.copy_out_matching(self.offset + here, a, at, word);
+        let ok = if b.is_empty() {
+            ok
+        } else if ok {
+            self.map
+                .copy_out_matching(self.offset, b, at + first as u64, word)
+        } else {
+            self.map.copy_out(self.offset, b);
+            false
+        };
+        self.advance(dst.len());
+        ok
+    }
+
     /// Write every part, in rounds when the ring fills; publish at the end if `urgent`
     /// or a batch is complete (see `published`).
-    fn write(&mut self, parts: &[&[u8]], w: &Waits, urgent: bool) -> Result<()> {
+    fn write(&mut self, parts: &mut [Part], w: &Waits, urgent: bool) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         // (rounds so far, bytes of the frame written) for -v; only counted when on.
         let mut rounds = (0u32, 0usize, 0usize);
@@ -589,29 +739,56 @@ impl Ring<'_> {
             while done < part.len() {
                 let mut free = self.capacity - (self.pos - self.seen);
                 if free == 0 {
+                    // A round ends: the free space known is used up. With large frames
+                    // published in steps the reader may have made room meanwhile, so
+                    // a frame larger than the ring need not wait.
                     self.refresh_tail(w)?;
                     free = self.capacity - (self.pos - self.seen);
-                    if free == 0 {
-                        if narrate::verbose() {
-                            rounds.0 += 1;
-                            narrate_round(self.index, rounds.0, rounds.2, rounds.1, total, true);
-                            rounds.2 = 0;
-                        }
+                    let waits = free == 0;
+                    if narrate::verbose() {
+                        rounds.0 += 1;
+                        let (n, done) = (rounds.2, rounds.1);
+                        narrate_round(self.index, rounds.0, n, done, total, Round::Ends { waits });
+                        rounds.2 = 0;
+                    }
+                    if waits {
                         // Let the reader drain what is there, then wait for room.
                         self.publish_head(w);
-                        self.wait(w, Want::Space)?;
-                        continue;
+                        while free == 0 {
+                            self.wait(w, Want::Space)?;
+                            self.refresh_tail(w)?;
+                            free = self.capacity - (self.pos - self.seen);
+                        }
                     }
                 }
-                let n = (free as usize).min(part.len() - done);
-                self.put(&part[done..done + n]);
+                let large = part.len() as u64 >= FRAME_STEP;
+                let mut n = (free as usize).min(part.len() - done);
+                if large {
+                    n = n.min(FRAME_STEP as usize);
+                }
+                match part {
+                    Part::Bytes(b) => self.put(&b[done..done + n]),
+                    Part::Generated(copy, gen) => {
+                        self.put_generated(&mut copy[done..done + n], done as u64, gen)
+                    }
+                }
                 done += n;
                 rounds.1 += n;
                 rounds.2 += n;
+                if large && self.pos - self.published >= FRAME_STEP {
+                    self.publish_head(w);
+                }
             }
         }
         if rounds.0 > 0 {
-            narrate_round(self.index, rounds.0 + 1, rounds.2, total, total, false);
+            narrate_round(
+                self.index,
+                rounds.0 + 1,
+                rounds.2,
+                total,
+                total,
+                Round::Last,
+            );
             self.written(w, urgent);
         } else {
             self.wrote(total, w, urgent);
@@ -684,11 +861,29 @@ impl Ring<'_> {
     /// Fill `dst` from the ring, waiting for the writer as needed.
     #[inline]
     fn read(&mut self, dst: &mut [u8], w: &Waits) -> Result<()> {
+        self.read_with(dst, w, |ring, piece, _| ring.take(piece))
+    }
+
+    /// [`Ring::read`], each piece taken by `take(ring, piece, its place in dst)`.
+    fn read_with(
+        &mut self,
+        dst: &mut [u8],
+        w: &Waits,
+        mut take: impl FnMut(&mut Self, &mut [u8], usize),
+    ) -> Result<()> {
+        let large = dst.len() as u64 >= FRAME_STEP;
         let mut got = 0;
         while got < dst.len() {
-            let n = self.available(w)?.min(dst.len() - got);
-            self.take(&mut dst[got..got + n]);
+            let mut n = self.available(w)?.min(dst.len() - got);
+            if large {
+                n = n.min(FRAME_STEP as usize);
+            }
+            take(self, &mut dst[got..got + n], got);
             got += n;
+            // Copied out (and checked): the writer may have the room back now.
+            if large && self.pos - self.published >= FRAME_STEP {
+                self.publish_tail(w);
+            }
         }
         Ok(())
     }
@@ -727,13 +922,25 @@ fn narrate_wake(sync: SyncKind, want: Want) {
     }
 }
 
+/// How a round of [`narrate_round`] ends.
+enum Round {
+    /// The free space known is used up; `waits`: and the reader had made no more.
+    Ends { waits: bool },
+    /// The frame is all in.
+    Last,
+}
+
 /// With -v: one line per round of a frame larger than the free space.
-fn narrate_round(ring: usize, round: u32, n: usize, done: usize, total: usize, waits: bool) {
+fn narrate_round(ring: usize, round: u32, n: usize, done: usize, total: usize, end: Round) {
     narrate::repeated(
         "ring round",
         format_args!(
             "round {round}: {n} B into ring {ring} ({done} of {total} B){}",
-            if waits { ", waits for space" } else { ", done" }
+            match end {
+                Round::Ends { waits: true } => ", waits for space",
+                Round::Ends { waits: false } => ", the reader has made room meanwhile",
+                Round::Last => ", done",
+            }
         ),
         "a message larger than the free space goes in rounds; head and tail are the progress",
     );
@@ -801,60 +1008,67 @@ impl Link for ShmLink<'_> {
         // Data may wait for a batch; a hello, an end or an echo goes at once.
         let urgent = header.kind != FrameKind::Data;
         let need = HEADER_LEN + payload.len();
-        if tx.capacity - (tx.pos - tx.seen) >= need as u64 && tx.contiguous(need) {
-            // The common case, without the rounds: room known, no wrap.
+        if (payload.len() as u64) < FRAME_STEP
+            && tx.capacity - (tx.pos - tx.seen) >= need as u64
+            && tx.contiguous(need)
+        {
+            // The common case, without the rounds: room known, no wrap, not a frame
+            // large enough to be published in steps.
             tx.map.copy_in(tx.offset + tx.at, &header.encode());
             tx.map.copy_in(tx.offset + tx.at + HEADER_LEN, payload);
             tx.advance(need);
             tx.wrote(need, &self.waits, urgent);
             return Ok(());
         }
-        tx.write(&[&header.encode(), payload], &self.waits, urgent)
+        tx.write(
+            &mut [Part::Bytes(&header.encode()), Part::Bytes(payload)],
+            &self.waits,
+            urgent,
+        )
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<Option<Frame>> {
-        self.flush()?;
-        let Some(rx) = self.rx.as_mut() else {
-            return Err(self.no_ring("receive from"));
+        self.recv_taking(buf, max, None)
+            .map(|(frame, _)| Some(frame))
+    }
+
+    fn fuses_generated(&self) -> bool {
+        true
+    }
+
+    /// The frame header, then the payload generated into the ring and into `buf` in one
+    /// pass (in rounds when the ring fills, as [`Link::send`]; below [`FUSED_MIN`]
+    /// bytes, generated into `buf` and copied in). The CRC stays 0: the receiver
+    /// regenerates and compares every byte ([`Link::recv_generated`]).
+    fn send_generated(&mut self, header: &Frame, seed: u64, buf: &mut [u8]) -> Result<()> {
+        if buf.len() < FUSED_MIN {
+            crate::workload::fill_generated(seed, header.seq, buf);
+            return self.send(header, buf);
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(self.no_ring("send on"));
         };
-        let frame = rx.read_header(&self.waits)?;
-        let total = check_len(&frame, max, &self.waits.object)?;
-        if let Some(tx) = self.tx.as_ref() {
-            // Pingpong: what goes back next (the echo, or the next request) is about
-            // this long, and the peer has read what this side wrote before (it answered
-            // it): fetch those lines now, not when the reply is written.
-            tx.prefetch_next(HEADER_LEN + total);
+        let urgent = header.kind != FrameKind::Data;
+        let gen = PayloadGen::new(seed, header.seq);
+        tx.write(
+            &mut [Part::Bytes(&header.encode()), Part::Generated(buf, &gen)],
+            &self.waits,
+            urgent,
+        )
+    }
+
+    /// As [`Link::recv`], but each piece of the payload is checked against the generated
+    /// payload as it is copied out: every ring word is loaded once, stored into `buf` and
+    /// compared from the register (never re-read from the ring). Below
+    /// [`FUSED_MIN`] bytes, copied out and then compared, as on other links: a small
+    /// message is in L1 either way, and the plain comparison loop costs fewer
+    /// instructions than the one-pass loop's set-up.
+    fn recv_generated(&mut self, buf: &mut Vec<u8>, size: usize, seed: u64) -> Result<Received> {
+        if size < FUSED_MIN {
+            return crate::link::recv_then_match(self, buf, size, seed);
         }
-        // Grown (at most doubling) as the writer publishes the payload, unless the
-        // buffer is already this large: a header alone never reserves memory.
-        let mut got = if buf.capacity() >= total { total } else { 0 };
-        buf.resize(got, 0);
-        if got == total && rx.seen - rx.pos >= total as u64 && rx.contiguous(total) {
-            // The common case: the whole payload is there, in one piece.
-            rx.map.copy_out(rx.offset + rx.at, buf);
-            rx.advance(total);
-        } else {
-            rx.read(buf, &self.waits)?;
-        }
-        while got < total {
-            let step = (total - got).min(got.max(64 * 1024));
-            buf.resize(got + step, 0);
-            rx.read(&mut buf[got..], &self.waits)?;
-            got += step;
-        }
-        rx.consumed(&self.waits);
-        if narrate::verbose() {
-            narrate::repeated(
-                "ring read",
-                format_args!(
-                    "copy {} bytes out of ring {}",
-                    HEADER_LEN + buf.len(),
-                    rx.index
-                ),
-                IDEA_RING,
-            );
-        }
-        Ok(Some(frame))
+        let (frame, ok) = self.recv_taking(buf, size, Some(seed))?;
+        Ok(Some((frame, ok && buf.len() == size)))
     }
 
     fn in_place(&self) -> bool {
@@ -963,7 +1177,7 @@ impl Link for ShmLink<'_> {
         let Some(tx) = self.tx.as_mut() else {
             return Err(self.no_ring("send on"));
         };
-        tx.write(&[bytes], &self.waits, true)
+        tx.write(&mut [Part::Bytes(bytes)], &self.waits, true)
     }
 
     fn recv_raw(&mut self, buf: &mut [u8]) -> Result<usize> {
