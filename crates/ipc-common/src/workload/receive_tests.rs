@@ -645,7 +645,7 @@ fn the_generated_payload_is_pinned_word_for_word() {
     );
     let g = PayloadGen::new(7, 3);
     assert_eq!(
-        (g.word(1), g.words()(1)),
+        (g.word(1), g.weyl().word(1)),
         (0xf0e0_fff3_6e8a_1541, 0xf0e0_fff3_6e8a_1541)
     );
     // A last piece shorter than a word is the word's first bytes.
