@@ -411,48 +411,71 @@ fn for_pieces(at: u64, len: usize, mut f: impl FnMut(Piece)) {
     }
 }
 
-/// Run `f` compiled for AVX2 where the CPU has it (the generator and the word loads and
-/// stores inlined into it run twice as wide), else as it is.
-#[inline(always)]
-fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(test)]
-    if PORTABLE.get() {
-        return f();
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked), all that `avx2` requires.
-        return unsafe { avx2(f) };
-    }
-    f()
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Tests: [`wide`] runs its loop as it is, so that the portable build of the loops
-    /// can be compared with the dispatched one.
-    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// # Safety
-/// The CPU must have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
 /// Walk words `i..i + n` of `words` in blocks of [`BLOCK`], prefetching the lines of
 /// `p` (the mapping's side) ahead, for writing or for reading: `each(j, word j)` for
 /// every word `j` of a block, with the results OR-ed together (which vectorises) and
 /// looked at once per block. Returns where the first block with a nonzero result ends,
-/// or `None`. The word loops below are this walk and what each does per word, run by
-/// [`wide`].
+/// or `None`. The word loops below are this walk and what each does per word; it runs
+/// built for AVX2 where the CPU has it.
 ///
 /// # Safety
 /// `p..p + 8 * n` must be memory of one mapping (only prefetched here).
-#[inline(always)]
+#[inline]
 unsafe fn walk_words<F: Fn(u64) -> u64>(
+    p: *const u8,
+    write: bool,
+    n: usize,
+    i: u64,
+    words: &Weyl<F>,
+    each: impl FnMut(usize, u64) -> u64,
+) -> Option<usize> {
+    #[cfg(test)]
+    if PORTABLE.get() {
+        // SAFETY: the caller's contract.
+        return unsafe { walk(p, write, n, i, words, each) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked); the rest is the caller's contract.
+        return unsafe { walk_avx2(p, write, n, i, words, each) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { walk(p, write, n, i, words, each) }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: [`walk_words`] runs the portable build of its loop, so that it can be
+    /// compared with the dispatched one.
+    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`walk`] compiled for AVX2: the generator and the word loads and stores, inlined
+/// into it, run twice as wide. A function of its own with the walk inlined by force,
+/// not a closure handed to one: a closure may stay out of line, compiled without AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2, and the caller's contract of [`walk_words`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn walk_avx2<F: Fn(u64) -> u64>(
+    p: *const u8,
+    write: bool,
+    n: usize,
+    i: u64,
+    words: &Weyl<F>,
+    each: impl FnMut(usize, u64) -> u64,
+) -> Option<usize> {
+    // SAFETY: the caller's contract.
+    unsafe { walk(p, write, n, i, words, each) }
+}
+
+/// The walk itself, for [`walk_words`].
+///
+/// # Safety
+/// As [`walk_words`].
+#[inline(always)]
+unsafe fn walk<F: Fn(u64) -> u64>(
     p: *const u8,
     write: bool,
     n: usize,
@@ -460,26 +483,24 @@ unsafe fn walk_words<F: Fn(u64) -> u64>(
     words: &Weyl<F>,
     mut each: impl FnMut(usize, u64) -> u64,
 ) -> Option<usize> {
-    wide(|| {
-        let (step, finish) = (words.step, &words.finish);
-        let mut z = words.start.wrapping_add(i.wrapping_mul(step));
-        let mut k = 0;
-        while k < n {
-            let m = (n - k).min(BLOCK);
-            // SAFETY: `k < n`: the caller's range; prefetches never fault.
-            unsafe { prefetch_block(p.add(8 * k), 8 * (n - k), write) };
-            let mut diff = 0u64;
-            for j in k..k + m {
-                diff |= each(j, finish(z).to_le());
-                z = z.wrapping_add(step);
-            }
-            k += m;
-            if diff != 0 {
-                return Some(k);
-            }
+    let (step, finish) = (words.step, &words.finish);
+    let mut z = words.start.wrapping_add(i.wrapping_mul(step));
+    let mut k = 0;
+    while k < n {
+        let m = (n - k).min(BLOCK);
+        // SAFETY: `k < n`: the caller's range; prefetches never fault.
+        unsafe { prefetch_block(p.add(8 * k), 8 * (n - k), write) };
+        let mut diff = 0u64;
+        for j in k..k + m {
+            diff |= each(j, finish(z).to_le());
+            z = z.wrapping_add(step);
         }
-        None
-    })
+        k += m;
+        if diff != 0 {
+            return Some(k);
+        }
+    }
+    None
 }
 
 /// Store words `i..i + n` of `words` at `p` (unaligned), in blocks, prefetching ahead.
@@ -728,7 +749,7 @@ mod tests {
         }
     }
 
-    /// `f` with [`super::wide`] running its loops as they are (not built for AVX2).
+    /// `f` with [`super::walk_words`] running its portable loop (not built for AVX2).
     fn portably<R>(f: impl FnOnce() -> R) -> R {
         super::PORTABLE.set(true);
         let r = f();

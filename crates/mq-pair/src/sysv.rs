@@ -11,7 +11,7 @@ use ipc_common::{narrate, Cause};
 use ipc_sys::mq as sys;
 use nix::errno::Errno;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub const IDEA_SYSV: &str =
     "SysV queue: msgget/msgsnd/msgrcv/msgctl, system-wide, shown by ipcs -q";
@@ -197,7 +197,7 @@ pub fn create(key: libc::key_t, path: &Path, limits: &Limits) -> Result<libc::c_
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        std::thread::sleep(Duration::from_millis(ms));
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     let create = || sys::msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
     let mut r = create();
