@@ -308,14 +308,15 @@ fn lone_segment() -> (std::fs::File, layout::Checked) {
     (file, checked)
 }
 
-/// What a consumer reading `file`'s ring gets from one `recv` with `max`, its buffer,
+/// What a consumer reading `file`'s ring gets from one `recv` with `max` into a buffer
+/// with room for `reserved` bytes, that buffer,
 /// and how long it took; the producer's alive mutex held as `producer_alive` says, and
 /// `before` run first on the mapping (to write the ring as a peer would).
 fn consume_once(
     file: &std::fs::File,
     checked: &layout::Checked,
     producer_alive: bool,
-    max: usize,
+    (max, reserved): (usize, usize),
     before: impl FnOnce(&Mapping),
 ) -> (ipc_common::Result<Option<Frame>>, Vec<u8>, Duration) {
     let map = Mapping::map_shared(file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
@@ -334,7 +335,7 @@ fn consume_once(
         None,
     )
     .watch_size(Some(file));
-    let (mut buf, start) = (Vec::new(), std::time::Instant::now());
+    let (mut buf, start) = (Vec::with_capacity(reserved), std::time::Instant::now());
     let got = link.recv(&mut buf, max);
     let took = start.elapsed();
     if producer_alive {
@@ -354,7 +355,7 @@ fn write_ring(map: &Mapping, bytes: &[u8]) {
 #[test]
 fn a_frame_header_that_does_not_decode_is_a_corrupt_segment() {
     let (file, checked) = lone_segment();
-    let (got, _, _) = consume_once(&file, &checked, true, 1 << 10, |map| {
+    let (got, _, _) = consume_once(&file, &checked, true, (1 << 10, 0), |map| {
         write_ring(map, &[0xff; HEADER_LEN])
     });
     let e = got.expect_err("a bad header is an error");
@@ -367,7 +368,7 @@ fn a_frame_header_that_does_not_decode_is_a_corrupt_segment() {
 #[test]
 fn a_head_beyond_the_ring_is_a_corrupt_segment() {
     let (file, checked) = lone_segment();
-    let (got, _, _) = consume_once(&file, &checked, true, 1 << 10, |map| {
+    let (got, _, _) = consume_once(&file, &checked, true, (1 << 10, 0), |map| {
         let h: &Header = map.header();
         h.ring[0].writer.head.store(CAPACITY + 1, Release);
     });
@@ -391,7 +392,7 @@ fn a_gone_producer_ends_the_wait_and_a_header_alone_reserves_little() {
         crc: 0,
         seq: 0,
     };
-    let (got, buf, took) = consume_once(&file, &checked, false, LONG, |map| {
+    let (got, buf, took) = consume_once(&file, &checked, false, (LONG, 0), |map| {
         write_ring(map, &header.encode())
     });
     let e = got.expect_err("a gone producer is an error");
@@ -404,10 +405,70 @@ fn a_gone_producer_ends_the_wait_and_a_header_alone_reserves_little() {
 #[test]
 fn a_truncated_segment_ends_the_wait() {
     let (file, checked) = lone_segment();
-    let (got, _, took) = consume_once(&file, &checked, true, 1 << 10, |_| {
+    let (got, _, took) = consume_once(&file, &checked, true, (1 << 10, 0), |_| {
         file.set_len(HEADER_SIZE as u64).expect("truncate");
     });
     let e = got.expect_err("a truncated segment is an error");
     assert!(e.to_string().contains("was truncated"), "{e}");
     assert!(took < TIMEOUT / 3, "not waited for the timeout: {took:?}");
+}
+
+/// A header whose payload is not written yet, read into a buffer large enough already:
+/// the consumer waits for the payload (here: finds the producer gone), and does not take
+/// bytes the writer has not published.
+#[test]
+fn a_payload_not_yet_published_is_waited_for_even_with_room_for_it() {
+    let (file, checked) = lone_segment();
+    let header = Frame {
+        kind: FrameKind::Data,
+        len: 1,
+        crc: 0,
+        seq: 0,
+    };
+    let (got, _, _) = consume_once(&file, &checked, false, (1, 64), |map| {
+        write_ring(map, &header.encode())
+    });
+    let e = got.expect_err("no payload, a gone producer: an error");
+    assert!(e.to_string().contains("producer is gone"), "{e}");
+}
+
+/// Frames of many times the ring and more than the first 64 KiB the buffer grows by:
+/// each arrives whole, with its bytes, copied out and checked as copied.
+#[test]
+fn frames_far_larger_than_the_ring_arrive_whole() {
+    const SIZE: usize = 200_003;
+    let produce = |link: &mut ShmLink| {
+        let mut p = vec![0u8; SIZE];
+        for seq in 0..4 {
+            fill_generated(SEED, seq, &mut p);
+            let header = Frame::for_payload(FrameKind::Data, seq, &p);
+            link.send(&header, &p)
+                .unwrap_or_else(|e| panic!("send {seq}: {e}"));
+        }
+        link.flush().expect("flush");
+    };
+    let consume = |link: &mut ShmLink| {
+        let (mut buf, mut want) = (Vec::new(), vec![0u8; SIZE]);
+        for seq in 0..4 {
+            fill_generated(SEED, seq, &mut want);
+            if seq < 2 {
+                let frame = link
+                    .recv(&mut buf, SIZE)
+                    .unwrap_or_else(|e| panic!("recv {seq}: {e}"))
+                    .expect("a frame");
+                assert_eq!(frame.seq, seq, "in order");
+                assert!(buf == want, "frame {seq} has its bytes");
+            } else {
+                // A fresh buffer each time: grown again in steps, checked at each.
+                buf = Vec::new();
+                let (frame, intact) = link
+                    .recv_generated(&mut buf, SIZE, SEED)
+                    .unwrap_or_else(|e| panic!("recv {seq}: {e}"))
+                    .expect("a frame");
+                assert!(frame.seq == seq && intact, "frame {seq} checks");
+                assert!(buf == want, "frame {seq} has its bytes");
+            }
+        }
+    };
+    pair(SyncKind::Spin, (None, None), produce, consume);
 }
