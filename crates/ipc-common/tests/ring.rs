@@ -472,3 +472,56 @@ fn frames_far_larger_than_the_ring_arrive_whole() {
     };
     pair(SyncKind::Spin, (None, None), produce, consume);
 }
+
+/// Write `bytes` into the ring from position `pos` on, wrapping at its end, and publish
+/// them, as a producer would.
+fn write_ring_at(map: &Mapping, pos: u64, bytes: &[u8]) {
+    let h: &Header = map.header();
+    let at = (pos % CAPACITY) as usize;
+    let first = bytes.len().min(CAPACITY as usize - at);
+    map.copy_in(HEADER_SIZE + at, &bytes[..first]);
+    map.copy_in(HEADER_SIZE, &bytes[first..]);
+    h.ring[0]
+        .writer
+        .head
+        .store(pos + bytes.len() as u64, Release);
+}
+
+/// A frame that wraps, published after the reader caught up 8 bytes before the ring's
+/// end: read whole, and nothing of it is looked at past the ring's end (not even its
+/// first lines fetched ahead).
+#[test]
+fn a_frame_published_across_the_rings_end_is_read_within_the_ring() {
+    let (file, checked) = lone_segment();
+    let map = Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
+    let h: &Header = map.header();
+    assert_eq!(h.consumer_alive.lock().expect("lock"), Lock::Acquired);
+    assert_eq!(h.producer_alive.lock().expect("lock"), Lock::Acquired);
+    let mut link = ShmLink::new(
+        &map,
+        "test ring".into(),
+        Side::Consumer,
+        &checked,
+        TIMEOUT,
+        None,
+    );
+    let mut buf = Vec::new();
+    let mut pos = 0;
+    for (seq, len) in [(0, CAPACITY as usize - 8 - HEADER_LEN), (1, 16)] {
+        let p: Vec<u8> = (0..len).map(|i| (i * 7) as u8 ^ seq as u8).collect();
+        let mut bytes = Frame::for_payload(FrameKind::Data, seq, &p)
+            .encode()
+            .to_vec();
+        bytes.extend_from_slice(&p);
+        write_ring_at(&map, pos, &bytes);
+        pos += bytes.len() as u64;
+        let frame = link
+            .recv(&mut buf, CAPACITY as usize)
+            .unwrap_or_else(|e| panic!("recv {seq}: {e}"))
+            .expect("a frame");
+        assert!(frame.seq == seq && buf == p, "frame {seq} has its bytes");
+    }
+    assert!(pos > CAPACITY, "the second frame wrapped");
+    h.producer_alive.unlock();
+    h.consumer_alive.unlock();
+}
