@@ -84,8 +84,9 @@ MUTANTS_FILES ?= crates/ipc-common/src/frame.rs crates/ipc-common/src/workload.r
   crates/socket-pair/src/datagram.rs crates/socket-pair/src/trust.rs \
   crates/socket-pair/src/auth.rs crates/socket-pair/src/link.rs
 # Within those files, the checking functions (the rest of workload.rs sends; of pool.rs
-# and ring.rs, moves data through real segments and queues; of the queue link, sends).
-MUTANTS_RE ?= frame.rs|workload.rs:.*(receive|check_agrees|finish|mix|read_full|read_once|fill|Tally|open_input|write_out|output_name)|stream.rs|layout.rs|pool.rs:.*(parse_descriptor|parse_free_id|check_pool|names)|ring.rs:.*peer_(alive|died)|record.rs:.*(probe|list|start_time|check_dir|in dir|replace dir)|wait.rs|cleanup.rs|mq-pair/src/link.rs:.*(recv|read_setup|join_parts|take|part_count|prio_for|level_value|priority_order|reorders|raw_message_max|finish_sending)|socket-pair/src/link.rs|datagram.rs|trust.rs|auth.rs
+# and ring.rs, moves data through real segments and queues, or sends; of the queue link,
+# sends).
+MUTANTS_RE ?= frame.rs|workload.rs:.*(receive|check_agrees|finish|mix|read_full|read_once|fill|Tally|open_input|write_out|output_name)|stream.rs|layout.rs|pool.rs:.*(parse_descriptor|parse_free_id|check_pool|names)|ring.rs:.*(recv_taking|recv_in_place|recv_generated|read_header|read_with|::read( |$$)|read_slow|available|take_checked|intact|gone|corrupt|peer_(alive|died))|record.rs:.*(probe|list|start_time|check_dir|in dir|replace dir)|wait.rs|cleanup.rs|mq-pair/src/link.rs:.*(recv|read_setup|join_parts|take|part_count|prio_for|level_value|priority_order|reorders|raw_message_max|finish_sending)|socket-pair/src/link.rs|datagram.rs|trust.rs|auth.rs
 MUTANTS_EXCLUDE ?= test_hooks|narrate|Progress|install_signal_handlers|cleanup.rs:.*in lock
 mutants:
 	IPC_FUZZ_SECS=0.2 nice -n 19 $(CARGO) mutants -j1 --timeout 20 -o $(MUTANTS_OUT) \

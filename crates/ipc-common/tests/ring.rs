@@ -247,3 +247,281 @@ fn a_frame_in_place_as_large_as_the_ring_is_not_left_waiting() {
         assert_eq!(pair(sync, (None, None), produce, consume), ROUNDS);
     }
 }
+
+/// Generated frames larger than the ring (so taken in pieces), every other one with a
+/// wrong byte in its first or its last piece: each wrong one is read whole and fails
+/// its check, checked as copied out and in place alike, and the frame after it checks.
+#[test]
+fn a_wrong_byte_in_any_piece_fails_its_frame_and_the_next_one_checks() {
+    const SIZE: usize = 5003;
+    // (seq, the byte made wrong): frames 0 to 3 copied out, 4 to 7 compared in place.
+    let wrong = |seq: u64| match seq % 4 {
+        0 => Some(0),
+        2 => Some(SIZE - 1),
+        _ => None,
+    };
+    for sync in [SyncKind::Spin, SyncKind::Mutex] {
+        let produce = |link: &mut ShmLink| {
+            let mut p = vec![0u8; SIZE];
+            for seq in 0..8 {
+                fill_generated(SEED, seq, &mut p);
+                if let Some(at) = wrong(seq) {
+                    p[at] ^= 0x40;
+                }
+                let header = Frame {
+                    kind: FrameKind::Data,
+                    len: SIZE as u32,
+                    crc: 0,
+                    seq,
+                };
+                link.send(&header, &p)
+                    .unwrap_or_else(|e| panic!("send {seq}: {e}"));
+            }
+            link.flush().expect("flush");
+        };
+        let consume = |link: &mut ShmLink| {
+            let mut buf = Vec::new();
+            for seq in 0..8 {
+                let (frame, intact) = if seq < 4 {
+                    link.recv_generated(&mut buf, SIZE, SEED)
+                        .unwrap_or_else(|e| panic!("recv {seq}: {e}"))
+                        .expect("a frame")
+                } else {
+                    link.recv_in_place(SEED, SIZE)
+                        .unwrap_or_else(|e| panic!("recv {seq} in place: {e}"))
+                };
+                assert_eq!(frame.seq, seq, "in order");
+                assert_eq!(intact, wrong(seq).is_none(), "frame {seq}'s check");
+            }
+        };
+        pair(sync, (None, None), produce, consume);
+    }
+}
+
+/// A segment of one ring for a test in one thread: the file, its checked header.
+fn lone_segment() -> (std::fs::File, layout::Checked) {
+    let file = tempfile::tempfile().expect("a temporary file");
+    file.set_len(HEADER_SIZE as u64 + CAPACITY)
+        .expect("size the segment");
+    let map = Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
+    let checked = publish(&map, SyncKind::Mutex);
+    (file, checked)
+}
+
+/// What a consumer reading `file`'s ring gets from one `recv` with `max` into a buffer
+/// with room for `reserved` bytes, that buffer,
+/// and how long it took; the producer's alive mutex held as `producer_alive` says, and
+/// `before` run first on the mapping (to write the ring as a peer would).
+fn consume_once(
+    file: &std::fs::File,
+    checked: &layout::Checked,
+    producer_alive: bool,
+    (max, reserved): (usize, usize),
+    before: impl FnOnce(&Mapping),
+) -> (ipc_common::Result<Option<Frame>>, Vec<u8>, Duration) {
+    let map = Mapping::map_shared(file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
+    let h: &Header = map.header();
+    assert_eq!(h.consumer_alive.lock().expect("lock"), Lock::Acquired);
+    if producer_alive {
+        assert_eq!(h.producer_alive.lock().expect("lock"), Lock::Acquired);
+    }
+    before(&map);
+    let mut link = ShmLink::new(
+        &map,
+        "test ring".into(),
+        Side::Consumer,
+        checked,
+        TIMEOUT,
+        None,
+    )
+    .watch_size(Some(file));
+    let (mut buf, start) = (Vec::with_capacity(reserved), std::time::Instant::now());
+    let got = link.recv(&mut buf, max);
+    let took = start.elapsed();
+    if producer_alive {
+        h.producer_alive.unlock();
+    }
+    h.consumer_alive.unlock();
+    (got, buf, took)
+}
+
+/// Write `bytes` into the ring at position 0 and publish them, as a producer would.
+fn write_ring(map: &Mapping, bytes: &[u8]) {
+    let h: &Header = map.header();
+    map.copy_in(HEADER_SIZE, bytes);
+    h.ring[0].writer.head.store(bytes.len() as u64, Release);
+}
+
+#[test]
+fn a_frame_header_that_does_not_decode_is_a_corrupt_segment() {
+    let (file, checked) = lone_segment();
+    let (got, _, _) = consume_once(&file, &checked, true, (1 << 10, 0), |map| {
+        write_ring(map, &[0xff; HEADER_LEN])
+    });
+    let e = got.expect_err("a bad header is an error");
+    assert!(
+        e.to_string().contains("bad frame in ring 0"),
+        "the error names the frame: {e}"
+    );
+}
+
+#[test]
+fn a_head_beyond_the_ring_is_a_corrupt_segment() {
+    let (file, checked) = lone_segment();
+    let (got, _, _) = consume_once(&file, &checked, true, (1 << 10, 0), |map| {
+        let h: &Header = map.header();
+        h.ring[0].writer.head.store(CAPACITY + 1, Release);
+    });
+    let e = got.expect_err("a head beyond the ring is an error");
+    assert!(
+        e.to_string().contains("head"),
+        "the error names the head: {e}"
+    );
+}
+
+/// A consumer waiting for a producer that is gone (its alive mutex free) ends at once
+/// with that, not at the timeout; and a header announcing a long payload that never
+/// comes has not made it reserve the whole length.
+#[test]
+fn a_gone_producer_ends_the_wait_and_a_header_alone_reserves_little() {
+    const LONG: usize = 1 << 20;
+    let (file, checked) = lone_segment();
+    let header = Frame {
+        kind: FrameKind::Data,
+        len: LONG as u32,
+        crc: 0,
+        seq: 0,
+    };
+    let (got, buf, took) = consume_once(&file, &checked, false, (LONG, 0), |map| {
+        write_ring(map, &header.encode())
+    });
+    let e = got.expect_err("a gone producer is an error");
+    assert!(e.to_string().contains("producer is gone"), "{e}");
+    assert!(took < TIMEOUT / 3, "not waited for the timeout: {took:?}");
+    assert!(buf.capacity() < LONG, "reserved {} bytes", buf.capacity());
+}
+
+/// A segment truncated under a waiting consumer ends it with that, not at the timeout.
+#[test]
+fn a_truncated_segment_ends_the_wait() {
+    let (file, checked) = lone_segment();
+    let (got, _, took) = consume_once(&file, &checked, true, (1 << 10, 0), |_| {
+        file.set_len(HEADER_SIZE as u64).expect("truncate");
+    });
+    let e = got.expect_err("a truncated segment is an error");
+    assert!(e.to_string().contains("was truncated"), "{e}");
+    assert!(took < TIMEOUT / 3, "not waited for the timeout: {took:?}");
+}
+
+/// A header whose payload is not written yet, read into a buffer large enough already:
+/// the consumer waits for the payload (here: finds the producer gone), and does not take
+/// bytes the writer has not published.
+#[test]
+fn a_payload_not_yet_published_is_waited_for_even_with_room_for_it() {
+    let (file, checked) = lone_segment();
+    let header = Frame {
+        kind: FrameKind::Data,
+        len: 1,
+        crc: 0,
+        seq: 0,
+    };
+    let (got, _, _) = consume_once(&file, &checked, false, (1, 64), |map| {
+        write_ring(map, &header.encode())
+    });
+    let e = got.expect_err("no payload, a gone producer: an error");
+    assert!(e.to_string().contains("producer is gone"), "{e}");
+}
+
+/// Frames of many times the ring and more than the first 64 KiB the buffer grows by:
+/// each arrives whole, with its bytes, copied out and checked as copied.
+#[test]
+fn frames_far_larger_than_the_ring_arrive_whole() {
+    const SIZE: usize = 200_003;
+    let produce = |link: &mut ShmLink| {
+        let mut p = vec![0u8; SIZE];
+        for seq in 0..4 {
+            fill_generated(SEED, seq, &mut p);
+            let header = Frame::for_payload(FrameKind::Data, seq, &p);
+            link.send(&header, &p)
+                .unwrap_or_else(|e| panic!("send {seq}: {e}"));
+        }
+        link.flush().expect("flush");
+    };
+    let consume = |link: &mut ShmLink| {
+        let (mut buf, mut want) = (Vec::new(), vec![0u8; SIZE]);
+        for seq in 0..4 {
+            fill_generated(SEED, seq, &mut want);
+            if seq < 2 {
+                let frame = link
+                    .recv(&mut buf, SIZE)
+                    .unwrap_or_else(|e| panic!("recv {seq}: {e}"))
+                    .expect("a frame");
+                assert_eq!(frame.seq, seq, "in order");
+                assert!(buf == want, "frame {seq} has its bytes");
+            } else {
+                // A fresh buffer each time: grown again in steps, checked at each.
+                buf = Vec::new();
+                let (frame, intact) = link
+                    .recv_generated(&mut buf, SIZE, SEED)
+                    .unwrap_or_else(|e| panic!("recv {seq}: {e}"))
+                    .expect("a frame");
+                assert!(frame.seq == seq && intact, "frame {seq} checks");
+                assert!(buf == want, "frame {seq} has its bytes");
+            }
+        }
+    };
+    pair(SyncKind::Spin, (None, None), produce, consume);
+}
+
+/// Write `bytes` into the ring from position `pos` on, wrapping at its end, and publish
+/// them, as a producer would.
+fn write_ring_at(map: &Mapping, pos: u64, bytes: &[u8]) {
+    let h: &Header = map.header();
+    let at = (pos % CAPACITY) as usize;
+    let first = bytes.len().min(CAPACITY as usize - at);
+    map.copy_in(HEADER_SIZE + at, &bytes[..first]);
+    map.copy_in(HEADER_SIZE, &bytes[first..]);
+    h.ring[0]
+        .writer
+        .head
+        .store(pos + bytes.len() as u64, Release);
+}
+
+/// A frame that wraps, published after the reader caught up 8 bytes before the ring's
+/// end: read whole, and nothing of it is looked at past the ring's end (not even its
+/// first lines fetched ahead).
+#[test]
+fn a_frame_published_across_the_rings_end_is_read_within_the_ring() {
+    let (file, checked) = lone_segment();
+    let map = Mapping::map_shared(&file, HEADER_SIZE + CAPACITY as usize).expect("mmap");
+    let h: &Header = map.header();
+    assert_eq!(h.consumer_alive.lock().expect("lock"), Lock::Acquired);
+    assert_eq!(h.producer_alive.lock().expect("lock"), Lock::Acquired);
+    let mut link = ShmLink::new(
+        &map,
+        "test ring".into(),
+        Side::Consumer,
+        &checked,
+        TIMEOUT,
+        None,
+    );
+    let mut buf = Vec::new();
+    let mut pos = 0;
+    for (seq, len) in [(0, CAPACITY as usize - 8 - HEADER_LEN), (1, 16)] {
+        let p: Vec<u8> = (0..len).map(|i| (i * 7) as u8 ^ seq as u8).collect();
+        let mut bytes = Frame::for_payload(FrameKind::Data, seq, &p)
+            .encode()
+            .to_vec();
+        bytes.extend_from_slice(&p);
+        write_ring_at(&map, pos, &bytes);
+        pos += bytes.len() as u64;
+        let frame = link
+            .recv(&mut buf, CAPACITY as usize)
+            .unwrap_or_else(|e| panic!("recv {seq}: {e}"))
+            .expect("a frame");
+        assert!(frame.seq == seq && buf == p, "frame {seq} has its bytes");
+    }
+    assert!(pos > CAPACITY, "the second frame wrapped");
+    h.producer_alive.unlock();
+    h.consumer_alive.unlock();
+}
