@@ -411,6 +411,28 @@ fn for_pieces(at: u64, len: usize, mut f: impl FnMut(Piece)) {
     }
 }
 
+/// What [`walk_words`] walks: words `i..i + n` of `words`, beside the `8 * n` bytes
+/// at `p` in a mapping, whose lines it prefetches for writing or for reading.
+struct Walk<'w, F> {
+    p: *const u8,
+    write: bool,
+    n: usize,
+    i: u64,
+    words: &'w Weyl<F>,
+}
+
+impl<'w, F> Walk<'w, F> {
+    fn new(p: *const u8, write: bool, n: usize, i: u64, words: &'w Weyl<F>) -> Walk<'w, F> {
+        Walk {
+            p,
+            write,
+            n,
+            i,
+            words,
+        }
+    }
+}
+
 /// Walk words `i..i + n` of `words` in blocks of [`BLOCK`], prefetching the lines of
 /// `p` (the mapping's side) ahead, for writing or for reading: `each(j, word j)` for
 /// every word `j` of a block, with the results OR-ed together (which vectorises) and
@@ -422,25 +444,21 @@ fn for_pieces(at: u64, len: usize, mut f: impl FnMut(Piece)) {
 /// `p..p + 8 * n` must be memory of one mapping (only prefetched here).
 #[inline]
 unsafe fn walk_words<F: Fn(u64) -> u64>(
-    p: *const u8,
-    write: bool,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
+    w: Walk<'_, F>,
     each: impl FnMut(usize, u64) -> u64,
 ) -> Option<usize> {
     #[cfg(test)]
     if PORTABLE.get() {
         // SAFETY: the caller's contract.
-        return unsafe { walk(p, write, n, i, words, each) };
+        return unsafe { walk(w, each) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked); the rest is the caller's contract.
-        return unsafe { walk_avx2(p, write, n, i, words, each) };
+        return unsafe { walk_avx2(w, each) };
     }
     // SAFETY: the caller's contract.
-    unsafe { walk(p, write, n, i, words, each) }
+    unsafe { walk(w, each) }
 }
 
 #[cfg(test)]
@@ -459,15 +477,11 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn walk_avx2<F: Fn(u64) -> u64>(
-    p: *const u8,
-    write: bool,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
+    w: Walk<'_, F>,
     each: impl FnMut(usize, u64) -> u64,
 ) -> Option<usize> {
     // SAFETY: the caller's contract.
-    unsafe { walk(p, write, n, i, words, each) }
+    unsafe { walk(w, each) }
 }
 
 /// The walk itself, for [`walk_words`].
@@ -476,11 +490,13 @@ unsafe fn walk_avx2<F: Fn(u64) -> u64>(
 /// As [`walk_words`].
 #[inline(always)]
 unsafe fn walk<F: Fn(u64) -> u64>(
-    p: *const u8,
-    write: bool,
-    n: usize,
-    i: u64,
-    words: &Weyl<F>,
+    Walk {
+        p,
+        write,
+        n,
+        i,
+        words,
+    }: Walk<'_, F>,
     mut each: impl FnMut(usize, u64) -> u64,
 ) -> Option<usize> {
     let (step, finish) = (words.step, &words.finish);
@@ -515,7 +531,7 @@ unsafe fn store_words<F: Fn(u64) -> u64>(p: *mut u8, n: usize, i: u64, words: &W
         0
     };
     // SAFETY: the caller's contract.
-    unsafe { walk_words(p, true, n, i, words, store) };
+    unsafe { walk_words(Walk::new(p, true, n, i, words), store) };
 }
 
 /// Whether the `n` words at `p` (unaligned) are words `i..i + n` of `words`. In blocks,
@@ -528,7 +544,7 @@ unsafe fn words_match<F: Fn(u64) -> u64>(p: *const u8, n: usize, i: u64, words: 
     // SAFETY: `j < n` (the walk's): inside the caller's range; unaligned.
     let differs = |j: usize, w: u64| unsafe { p.add(8 * j).cast::<u64>().read_unaligned() } ^ w;
     // SAFETY: the caller's contract.
-    unsafe { walk_words(p, false, n, i, words, differs) }.is_none()
+    unsafe { walk_words(Walk::new(p, false, n, i, words), differs) }.is_none()
 }
 
 /// Copy the `n` words at `src` (unaligned) to `dst` and tell whether they are words
@@ -555,7 +571,7 @@ unsafe fn copy_words_match<F: Fn(u64) -> u64>(
         v ^ w
     };
     // SAFETY: the caller's contract.
-    match unsafe { walk_words(src, false, n, i, words, copy) } {
+    match unsafe { walk_words(Walk::new(src, false, n, i, words), copy) } {
         None => true,
         Some(k) => {
             // SAFETY: words `k..n` of the caller's ranges.
@@ -588,7 +604,7 @@ unsafe fn store_words_twice(
         0
     };
     // SAFETY: the caller's contract.
-    unsafe { walk_words(p, true, n, i, words, store) };
+    unsafe { walk_words(Walk::new(p, true, n, i, words), store) };
 }
 
 /// Words per block of [`Mapping::fill_words`] and [`Mapping::matches_words`]: 512 bytes.
